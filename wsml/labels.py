@@ -131,7 +131,7 @@ def subsample(idx: np.ndarray, frac: float, seed: int) -> np.ndarray:
     if not 0.0 < frac <= 1.0:
         raise ValueError(f"subsample fraction must be in (0, 1], got {frac}")
     if frac == 1.0:
-        return np.asarray(idx)
+        return np.sort(np.asarray(idx))
     keep = max(1, int(round(frac * len(idx))))
     return np.sort(np.random.RandomState(seed).choice(np.asarray(idx), keep, replace=False))
 
@@ -182,6 +182,8 @@ class SparseLabels:
         n, c = shape
         if len(rows) and (rows.min() < 0 or rows.max() >= n):
             raise ValueError(f"SparseLabels.from_coo: row index out of range [0, {n})")
+        if len(cols) and (cols.min() < 0 or cols.max() >= c):
+            raise ValueError(f"SparseLabels.from_coo: class index out of range [0, {c})")
         key = rows.astype(np.int64) * c + cols.astype(np.int64)
         # keep the last occurrence of each key, then sort by (row, col)
         _, last = np.unique(key[::-1], return_index=True)
@@ -192,8 +194,26 @@ class SparseLabels:
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
         return cls(indptr, cols, values, c)
 
+    def _row_ids(self, rows) -> np.ndarray:
+        """Row selector (slice, int, int array with negatives, bool mask) -> int64 row ids, bounds-checked."""
+        n = len(self)
+        if isinstance(rows, slice):
+            return np.arange(n)[rows]
+        r = np.atleast_1d(np.asarray(rows))
+        if r.dtype == bool:
+            if r.shape != (n,):
+                raise IndexError(f"SparseLabels: boolean row mask has shape {r.shape}, expected ({n},)")
+            return np.flatnonzero(r)
+        if r.ndim != 1 or (r.size and r.dtype.kind not in "iu"):
+            raise IndexError(f"SparseLabels: rows must be a slice, an int or a 1-D int array, got {r.dtype} {r.shape}")
+        r = r.astype(np.int64)
+        if r.size and (r.min() < -n or r.max() >= n):
+            bad = r[(r < -n) | (r >= n)][0]
+            raise IndexError(f"SparseLabels: row {bad} out of range for {n} rows")
+        return np.where(r < 0, r + n, r)
+
     def __getitem__(self, rows) -> np.ndarray:
-        rows = np.arange(len(self))[rows] if isinstance(rows, slice) else np.atleast_1d(np.asarray(rows))
+        rows = self._row_ids(rows)
         out = np.zeros((len(rows), self.num_classes), dtype=np.int8)
         starts, ends = self.indptr[rows], self.indptr[rows + 1]
         counts = ends - starts
@@ -208,7 +228,7 @@ class SparseLabels:
 
     def take(self, rows: ArrayLike) -> SparseLabels:
         """A new SparseLabels holding only ``rows`` (in that order)."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = self._row_ids(rows)
         starts, ends = self.indptr[rows], self.indptr[rows + 1]
         counts = ends - starts
         indptr = np.zeros(len(rows) + 1, dtype=np.int64)
@@ -221,11 +241,16 @@ class SparseLabels:
         return np.bincount(self.indices, minlength=self.num_classes)
 
     def save(self, path: Union[str, Path]) -> None:
-        np.savez(path, indptr=self.indptr, indices=self.indices, values=self.values, num_classes=self.num_classes)
+        """Write an ``.npz`` archive to exactly ``path`` (no suffix is added)."""
+        with open(path, "wb") as f:
+            np.savez(f, indptr=self.indptr, indices=self.indices, values=self.values, num_classes=self.num_classes)
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> SparseLabels:
         with np.load(path) as z:
+            missing = {"indptr", "indices", "values", "num_classes"} - set(z.files)
+            if missing:
+                raise ValueError(f"{path}: not a SparseLabels file (missing {sorted(missing)})")
             return cls(z["indptr"], z["indices"], z["values"], int(z["num_classes"]))
 
 

@@ -1,0 +1,219 @@
+"""Tests of wsml.analysis: group losses, modification precision, the pointing game and the report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from wsml.analysis import memorization as mem
+from wsml.analysis import modification as mod
+from wsml.analysis.pointing_game import PointingGame, box_coverage, cam_peaks, point_in_boxes, pointing_game
+from wsml.analysis.report import build_report
+from wsml.analysis.runs import read_metrics
+
+
+def bce(z: float, t: float) -> float:
+    """BCE on a logit, written independently: -(t log σ(z) + (1-t) log(1-σ(z)))."""
+    p = 1 / (1 + math.exp(-z))
+    return -(t * math.log(p) + (1 - t) * math.log(1 - p))
+
+
+# ----------------------------------------------------------------------------------------------- memorization
+
+OBS = np.array([[1, 0, 0], [0, 1, -1]], dtype=np.int8)
+FULL = np.array([[1, 1, 0], [0, 1, 1]], dtype=np.uint8)
+LOGITS = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 1.0, 0.0]])
+
+
+def test_entry_groups_by_hand():
+    g = mem.entry_groups(OBS, FULL)
+    # row 0: observed pos, unobserved true pos (fn), unobserved neg (tn); row 1: tn, pos, observed negative (none)
+    assert g.tolist() == [[0, 2, 1], [1, 0, -1]]
+
+
+def test_group_losses_by_hand():
+    loss = mem.an_entry_loss(LOGITS, OBS)
+    np.testing.assert_allclose(loss[0], [bce(2, 1), bce(-1, 0), bce(0.5, 0)], rtol=1e-6)
+    sums, counts = mem.group_loss_sums(loss, mem.entry_groups(OBS, FULL))
+    assert counts.tolist() == [2, 2, 1]
+    np.testing.assert_allclose(sums, [bce(2, 1) + bce(1, 1), bce(0.5, 0) + bce(-3, 0), bce(-1, 0)], rtol=1e-6)
+
+
+def test_memorization_callback_epochs_and_peaks(tmp_path):
+    cb = mem.MemorizationCallback(bins_per_epoch=2)
+    cb.on_train_start(SimpleNamespace(run_dir=tmp_path))
+    # two batches of one row each; the fn entry (row 0, class 1) gets its highest loss in epoch 2
+    epochs = {1: [(-1.0, 0.5), (-3.0, 1.0)], 2: [(1.0, 0.5), (-4.0, 1.0)], 3: [(0.5, -2.0), (-5.0, 2.0)]}
+    out = {}
+    for e, rows in epochs.items():
+        cb.on_epoch_start(None, e)
+        for r, (z_fn, z_other) in enumerate(rows):
+            logits = torch.tensor([[3.0, z_fn, z_other]])
+            batch = {"observed": torch.tensor(OBS[:1]), "full": torch.tensor(FULL[:1]), "index": torch.tensor([r])}
+            cb.on_batch_end(None, batch, logits, None)
+        out[e] = cb.on_epoch_end(None, e)
+    # epoch 2: fn losses bce(1,0) and bce(-4,0) over 2 entries
+    assert out[2]["mem_loss_fn"] == pytest.approx((bce(1, 0) + bce(-4, 0)) / 2, rel=1e-6)
+    assert out[2]["mem_loss_pos"] == pytest.approx(bce(3, 1), rel=1e-6)
+    curve = mem.load_curve(tmp_path)
+    assert len(curve["position"]) == 6 and curve["position"][:2] == [0.5, 1.0]
+    assert curve["fn"][2] == pytest.approx(bce(1, 0), rel=1e-5)
+    ent = mem.load_entries(tmp_path)
+    assert ent["peak_epoch"][0].tolist() == [1, 2, 1] and ent["peak_epoch"][1].tolist() == [1, 1, 3]
+    assert ent["history"].shape == (3, 2, 3)
+    dist = mem.highest_loss_distribution(ent["groups"], ent["peak_epoch"])
+    assert dist["fn"] == {"entries": 2, "warmup_pct": 50.0, "regular_pct": 50.0}
+    assert dist["pos"]["warmup_pct"] == 100.0
+    assert dist["tn"] == {"entries": 2, "warmup_pct": 50.0, "regular_pct": 50.0}
+
+
+def test_memorization_callback_without_full_labels_is_inert():
+    cb = mem.MemorizationCallback()
+    cb.on_train_start(SimpleNamespace(run_dir=None))
+    cb.on_epoch_start(None, 1)
+    cb.on_batch_end(None, {"observed": torch.tensor(OBS), "index": torch.tensor([0, 1])}, LOGITS, None)
+    assert cb.on_epoch_end(None, 1) == {}
+
+
+def test_loss_peaks():
+    peaks = mem.loss_peaks([1, 2, 3, 4], {"fn": [0.5, 0.9, 0.7, 0.1], "tn": [0.6, 0.3, 0.2, math.nan]})
+    assert peaks["fn"]["peak_at"] == 2 and peaks["fn"]["rises"] and peaks["fn"]["final_loss"] == 0.1
+    assert peaks["tn"]["peak_at"] == 1 and not peaks["tn"]["rises"] and peaks["tn"]["final_loss"] == 0.2
+    with pytest.raises(ValueError, match="curve 'fn' has 2 points"):
+        mem.loss_peaks([1, 2, 3], {"fn": [1, 2]})
+
+
+# ----------------------------------------------------------------------------------------------- modification
+
+
+def test_modification_truth_and_counts():
+    full = np.array([[1, 0, 1], [0, 0, 1]], dtype=np.uint8)  # batch rows with dataset ids 7 and 3
+    truth = mod.modification_truth([3, 7, 7, 3], [2, 0, 1, 2], full, index=np.array([7, 3]))
+    assert truth.tolist() == [1, 1, 0, 1]
+    assert mod.precision_counts([3, 7, 7, 3], [2, 0, 1, 2], truth, 3) == (3, 2)  # (3,2) counted once
+    with pytest.raises(ValueError, match="row id 5 is not in the batch"):
+        mod.modification_truth([5], [0], full, index=np.array([7, 3]))
+    with pytest.raises(ValueError, match="class id 4 out of range"):
+        mod.modification_truth([3], [4], full, index=np.array([7, 3]))
+    assert mod.missing_positive_rate(np.array([[1, 0, 0], [0, -1, 0]]), full) == (4, 2)
+
+
+class FakeLL:
+    last_modified = None
+
+
+def test_modification_callback(tmp_path):
+    cb, loss = mod.ModificationCallback(), FakeLL()
+    cb.on_train_start(SimpleNamespace(run_dir=tmp_path))
+    obs = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.int8)
+    full = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.uint8)  # 6 unobserved, 3 truly positive
+    batch = {"observed": obs, "full": full, "index": torch.tensor([10, 11])}
+    mods = {1: ([], []), 2: ([10, 11], [1, 3]), 3: ([10, 11, 11], [1, 0, 2])}
+    res = {}
+    for e, (r, c) in mods.items():
+        cb.on_epoch_start(None, e)
+        loss.last_modified = (torch.tensor(r, dtype=torch.long), torch.tensor(c, dtype=torch.long))
+        cb.on_batch_end(None, batch, None, loss)
+        res[e] = cb.on_epoch_end(None, e)
+    assert res[1]["mod_count"] == 0 and math.isnan(res[1]["mod_precision"])
+    assert res[1]["mod_base_rate"] == pytest.approx(0.5)
+    assert (res[2]["mod_count"], res[2]["mod_true"], res[2]["mod_precision"]) == (2, 1, 0.5)
+    assert (res[3]["mod_count"], res[3]["mod_true"], res[3]["mod_precision"]) == (3, 3, 1.0)
+    # accumulated over epochs: (10,1) (11,3) (11,0) (11,2) -> 4 distinct, 3 truly positive
+    assert res[3]["mod_cum_count"] == 4 and res[3]["mod_cum_precision"] == pytest.approx(0.75)
+    log = mod.load_modifications(tmp_path)
+    assert log["epoch"].tolist() == [2, 2, 3, 3, 3]
+    assert mod.modified_by_row(log, 11) == {2: [(3, False)], 3: [(0, True), (2, True)]}
+
+
+def test_modification_callback_inert_for_other_losses():
+    cb = mod.ModificationCallback()
+    cb.on_train_start(SimpleNamespace())
+    cb.on_epoch_start(None, 1)
+    cb.on_batch_end(None, {"observed": torch.zeros(1, 2), "full": torch.zeros(1, 2)}, None, object())
+    assert cb.on_epoch_end(None, 1) == {}
+
+
+# ----------------------------------------------------------------------------------------------- pointing game
+
+
+def test_cam_peaks_upsampled_by_hand():
+    cams = torch.tensor([[[0.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    xs, ys = cam_peaks(cams, (4, 4))
+    # bilinear, align_corners=False: output x=3 maps to source 1.25 -> clamped to cell 1: value 1 only at (3, 0)
+    assert (xs.tolist(), ys.tolist()) == ([3, 0], [0, 0])  # a constant map: first pixel in row-major order
+
+
+def test_point_in_boxes_uses_pixel_centres():
+    box = np.array([[0, 0, 28, 28]])
+    assert point_in_boxes(27, 27, box) and not point_in_boxes(28, 5, box)
+    assert point_in_boxes(30, 5, box, tolerance=3)
+    assert box_coverage(np.array([[0, 0, 2, 2], [1, 1, 3, 2]]), (4, 4)) == pytest.approx(5 / 16)
+
+
+def test_pointing_game_per_class_average():
+    c0_hit = torch.tensor([[0.0, 1.0], [0.0, 0.0]])  # peak in the top-right quadrant of a 4x4 image
+    c0_miss = torch.tensor([[0.0, 0.0], [1.0, 0.0]])  # bottom-left
+    zero = torch.zeros(2, 2)
+    cams = torch.stack([torch.stack([c0_hit, c0_hit, zero]), torch.stack([c0_miss, zero, c0_hit])])
+    full = np.array([[1, 1, 0], [1, 0, 1]])  # image 1 class 2 is present but has no box
+    boxes = np.array([[0, 0, 2, 0, 4, 2],   # image 0, class 0: top-right quadrant -> hit
+                      [0, 1, 2, 0, 4, 2],   # image 0, class 1: hit
+                      [1, 0, 2, 0, 4, 2],   # image 1, class 0: peak bottom-left -> miss
+                      [1, 1, 0, 0, 4, 4]])  # image 1, class 1: absent in GT -> not counted
+    res = pointing_game(cams, full, boxes, [(4, 4), (4, 4)], class_names=["a", "b", "c"])
+    assert res["score"] == pytest.approx(100 * (0.5 + 1.0) / 2)  # class a: 1/2, class b: 1/1
+    assert res["overall_hit_rate"] == pytest.approx(100 * 2 / 3)
+    assert (res["pairs"], res["hits"], res["no_box"], res["classes_scored"]) == (3, 2, 1, 2)
+    assert res["random_score"] == pytest.approx(25.0)
+    assert res["per_class"]["a"] == {"hits": 1, "pairs": 2, "rate": 50.0}
+    game = PointingGame(3)
+    with pytest.raises(ValueError, match="do not match labels"):
+        game.update(cams[:, :2], full, boxes, [(4, 4)] * 2)
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def _fake_run(folder, loss="ll-ct", epochs=3):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"data:\n  path: nowhere\nloss:\n  name: {loss}\n  delta_rel: 0.2\n")
+    with (folder / "metrics.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "train_loss", "val_map", "test_map", "mem_loss_pos", "mem_loss_tn", "mem_loss_fn",
+                    "mod_count", "mod_true", "mod_precision", "mod_cum_count", "mod_cum_precision", "mod_base_rate"])
+        for e in range(1, epochs + 1):
+            w.writerow([e, 1 / e, 50 + e, 40 + e, 0.5 / e, 0.4 / e, 0.3 * e, 10 * (e - 1), 8 * (e - 1),
+                        "nan" if e == 1 else 0.8, 10 * (e - 1), "" if e == 1 else 0.8, 0.1])
+    (folder / "analysis").mkdir()
+    (folder / "analysis" / "pointing_game.json").write_text(json.dumps({"score": 61.5, "random_score": 30.0,
+                                                                        "pairs": 12}))
+    return folder
+
+
+def test_report_markdown_and_html(tmp_path):
+    run = _fake_run(tmp_path / "run1")
+    assert read_metrics(run / "metrics.csv")["mod_cum_precision"][0] != read_metrics(run / "metrics.csv")[
+        "mod_cum_precision"][0]  # empty -> NaN
+    md = build_report([run], tmp_path / "out" / "report.md")
+    text = md.read_text()
+    assert "| run1 | ll-ct | 0.2 | 3 | 3 | 53.00 | 43.00 |" in text
+    assert "Memorization" in text and "Precision of modification" in text and "| ll-ct Δrel=0.2 (run1) | 61.50" in text
+    pngs = list((tmp_path / "out" / "report_files").glob("*.png"))
+    assert len(pngs) >= 3 and all(p.stat().st_size > 1000 for p in pngs)
+    html = build_report([run], tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(pngs) and "<table>" in html
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_report([tmp_path / "missing"], tmp_path / "r.md")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no metrics.csv"):
+        build_report([tmp_path / "empty"], tmp_path / "r.md")

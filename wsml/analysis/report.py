@@ -1,0 +1,200 @@
+"""``wsml report``: one Markdown or HTML page with the metrics, curves and analyses of some run folders.
+
+Each section appears only when its inputs exist: the metrics table and training curves (every run),
+memorization (``mem_*`` columns / memorization_*.{csv,npz}), precision of modification (``mod_*``
+columns), qualitative modifications (modifications.npz + the prepared data set), the Pointing Game
+(``analysis/pointing_game.json``, written by ``wsml analyze pointing``) and sweeps (folders with
+``sweep.json``, written by ``wsml analyze sweep``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from wsml.analysis import memorization as mem
+from wsml.analysis.document import Document
+from wsml.analysis.plots import plot_memorization, plot_precision, plot_sweep, plot_training_curves
+from wsml.analysis.runs import RunInfo, find_column, load_run
+
+VAL_MAP = ("val_map", "val_mAP", "val/map", "val_map_all")
+TEST_MAP = ("test_map", "test_mAP", "test/map")
+SWEEP_FILE = "sweep.json"
+
+
+def best_epoch(run: RunInfo) -> tuple[Optional[int], float, float]:
+    """(epoch, val mAP, test mAP) at the best validation epoch (model selection as in the paper)."""
+    vcol, tcol = find_column(run.metrics, *VAL_MAP), find_column(run.metrics, *TEST_MAP)
+    test = float(run.results.get("test_map", math.nan)) if run.results else math.nan
+    if vcol is None:
+        return None, math.nan, test
+    val = np.asarray(run.column(vcol), dtype=float)
+    if np.isnan(val).all():
+        return None, math.nan, test
+    i = int(np.nanargmax(val))
+    epochs = run.column("epoch") or list(range(1, len(val) + 1))
+    if math.isnan(test) and tcol is not None:
+        test = float(run.column(tcol)[i])
+    return int(epochs[i]), float(val[i]), test
+
+
+def _curve_columns(runs: Sequence[RunInfo]) -> list[str]:
+    cols: list[str] = []
+    for r in runs:
+        for c in r.metrics:
+            lc = c.lower()
+            if c not in cols and not lc.startswith(("mem_", "mod_")) and ("loss" in lc or "map" in lc):
+                cols.append(c)
+    return cols[:4]
+
+
+def _metrics_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
+    doc.heading("Runs")
+    rows = []
+    for r in runs:
+        ep, val, test = best_epoch(r)
+        n_ep = len(r.metrics.get("epoch", [])) or len(next(iter(r.metrics.values()), []))
+        dr = r.config.get("loss", {}).get("delta_rel")
+        rows.append([r.path.name, r.loss_name, "–" if dr is None else str(dr), n_ep, ep, val, test])
+    doc.table(["run", "loss", "Δrel", "epochs", "best epoch", "val mAP", "test mAP (best val epoch)"], rows)
+    cols = _curve_columns(runs)
+    if cols:
+        png = plot_training_curves({r.label: r.metrics for r in runs}, assets / "training_curves.png", cols)
+        doc.image(png, "Training curves")
+
+
+def _memorization_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
+    have = [r for r in runs if mem.load_curve(r.path) is not None or "mem_loss_fn" in r.metrics]
+    if not have:
+        return
+    doc.heading("Memorization (Fig 1, Table 1)")
+    doc.para("Mean BCE loss against the assume-negative target of observed positives (pos), unobserved true "
+             "negatives (tn) and unobserved true positives = false negatives under AN (fn). The paper's finding: "
+             "tn falls from the start, fn rises first, peaks in the middle of training, then falls (memorization).")
+    for i, r in enumerate(have):
+        curve = mem.load_curve(r.path)
+        if curve is None:
+            curve = {"position": r.column("epoch"), **{g: r.column(f"mem_loss_{g}") for g in mem.GROUPS}}
+        png = plot_memorization(curve, assets / f"memorization_{i}.png", title=f"Memorization — {r.label}")
+        doc.image(png, f"Group losses of {r.label}")
+        peaks = mem.loss_peaks(curve["position"], {g: curve[g] for g in mem.GROUPS})
+        doc.table(["group", "first loss", "peak at (epoch)", "peak loss", "final loss", "rises then falls"],
+                  [[g, p["first_loss"], p["peak_at"], p["peak_loss"], p["final_loss"], p["rises"]]
+                   for g, p in peaks.items()])
+        entries = mem.load_entries(r.path)
+        if entries is not None:
+            dist = mem.highest_loss_distribution(entries["groups"], entries["peak_epoch"])
+            doc.para(f"Table 1 for {r.label}: % of entries whose highest per-epoch loss is in epoch 1 (warm-up) "
+                     "or later (regular phase).")
+            doc.table(["group", "entries", "warm-up %", "regular %"],
+                      [[g, d["entries"], d["warmup_pct"], d["regular_pct"]] for g, d in dist.items()])
+
+
+def _modification_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
+    have = [r for r in runs if "mod_precision" in r.metrics]
+    if not have:
+        return
+    doc.heading("Precision of modification (Fig 4)")
+    doc.para("Among the unobserved entries an LL method modified (rejected or corrected), the % that are truly "
+             "positive; per epoch for LL-R/LL-Ct, accumulated over epochs for LL-Cp (as in the paper). Base rate: "
+             "the % of unobserved entries that are truly positive (what a random choice would get).")
+    series, bases, rows = {}, [], []
+    for r in have:
+        cum = r.loss_name.lower().replace("_", "-") == "ll-cp"
+        col = "mod_cum_precision" if cum else "mod_precision"
+        prec = [100 * v for v in r.column(col)]
+        series[r.label + (" (accumulated)" if cum else "")] = (r.column("epoch"), prec)
+        base = np.asarray(r.column("mod_base_rate"), dtype=float)
+        bases += list(base[~np.isnan(base)])
+        for e, p, n in zip(r.column("epoch"), prec, r.column("mod_cum_count" if cum else "mod_count")):
+            if not math.isnan(n) and n > 0:
+                rows.append([r.path.name, int(e), int(n), p])
+    base_rate = 100 * float(np.mean(bases)) if bases else None
+    png = plot_precision(series, assets / "precision.png", base_rate)
+    doc.image(png, "Precision of modification per epoch")
+    doc.table(["run", "epoch", "modified", "precision %"], rows)
+    if base_rate is not None:
+        doc.para(f"Base rate of missing positives among unobserved entries: {base_rate:.2f}%.")
+
+
+def _qualitative_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
+    from wsml.analysis.qualitative import make_qualitative
+
+    made = []
+    for i, r in enumerate(runs):
+        if not (r.path / "modifications.npz").exists():
+            continue
+        try:
+            png = make_qualitative(r.path, assets / f"qualitative_{i}.png")
+        except (FileNotFoundError, ValueError) as e:
+            made.append((None, f"{r.label}: no qualitative figure ({e})"))
+            continue
+        if png is not None:
+            made.append((png, f"Modified labels of training images — {r.label} (✓ truly positive, ✗ not)"))
+    if made:
+        doc.heading("Qualitative label modification (Fig 3)")
+        for png, caption in made:
+            if png is None:
+                doc.para(caption)
+            else:
+                doc.image(png, caption)
+
+
+def _pointing_section(doc: Document, runs: list[RunInfo]) -> None:
+    have = [(r, r.analysis_file("pointing_game.json")) for r in runs if r.analysis_file("pointing_game.json").exists()]
+    if not have:
+        return
+    doc.heading("Pointing Game (Table 4)")
+    doc.para("For each (test image, class present in the ground truth, with a box), a hit when the maximum of the "
+             "class's CAM upsampled to the image lies inside a box of that class; score = per-class hit rate "
+             "averaged over classes (%). Random = a uniformly random point.")
+    rows = []
+    for r, p in have:
+        res = json.loads(p.read_text())
+        rows.append([r.label, res["score"], res.get("random_score"), res.get("pairs"), res.get("split", "test")])
+    doc.table(["run", "pointing game %", "random point %", "pairs", "split"], rows)
+    for r, _ in have:
+        png = r.analysis_file("cam_overlays.png")
+        if png.exists():
+            doc.image(png, f"CAMs of {r.label} (★ = CAM maximum, green = GT boxes)")
+
+
+def _sweep_section(doc: Document, sweep_dirs: list[Path], assets: Path) -> None:
+    for i, d in enumerate(sweep_dirs):
+        sw = json.loads((d / SWEEP_FILE).read_text())
+        doc.heading(f"Sweep of {sw['param']} ({d.name})")
+        if sw.get("command"):
+            doc.para(f"Command: {sw['command']}")
+        png = plot_sweep(sw["values"], sw["series"], assets / f"sweep_{i}.png", xlabel=sw.get("xlabel", sw["param"]),
+                         ylabel=sw.get("ylabel", "test mAP"))
+        doc.image(png, f"{sw.get('ylabel', 'test mAP')} vs {sw['param']}")
+        doc.table([sw["param"]] + list(sw["series"]),
+                  [[v] + [s[j] for s in sw["series"].values()] for j, v in enumerate(sw["values"])])
+
+
+def build_report(paths: Sequence[Union[str, Path]], out: Union[str, Path], title: str = "wsml report") -> Path:
+    """Write the report of run folders (and sweep folders) ``paths`` to ``out`` (.md or .html)."""
+    if not paths:
+        raise ValueError("report: give at least one run folder")
+    runs, sweeps = [], []
+    for p in map(Path, paths):
+        if (p / SWEEP_FILE).exists():
+            sweeps.append(p)
+        else:
+            runs.append(load_run(p))
+    doc = Document(title)
+    with tempfile.TemporaryDirectory() as tmp:
+        assets = Path(tmp)
+        if runs:
+            _metrics_section(doc, runs, assets)
+            _memorization_section(doc, runs, assets)
+            _modification_section(doc, runs, assets)
+            _qualitative_section(doc, runs, assets)
+            _pointing_section(doc, runs)
+        _sweep_section(doc, sweeps, assets)
+        return doc.write(out)

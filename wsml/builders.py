@@ -1,0 +1,197 @@
+"""Turn a :class:`~wsml.config.Config` into the objects the training loop uses.
+
+Data set (prepared on demand), model, loss, data loaders (DistributedSampler-based, so one process and
+N processes see the same global batches), optimizer with the paper's 10× head learning rate, scheduler,
+device and mixed-precision settings. Kept apart from :mod:`wsml.engine` so the loop reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from wsml.config import Config, DataConfig
+from wsml.distributed import DistInfo, barrier
+
+# ------------------------------------------------------------------------------------------ data set
+
+
+def load_index(data: DataConfig, dist_info: Optional[DistInfo] = None):
+    """Load the prepared data set at ``data.path``; prepare it first when ``data.dataset`` names an adapter."""
+    from wsml.data import DatasetIndex, prepare
+
+    path = Path(data.path)
+    if not (path / "manifest.json").is_file():
+        if not data.dataset:
+            raise FileNotFoundError(f"data.path {path} is not a prepared data set (no manifest.json): run "
+                                    f"`wsml prepare <dataset> --out {path}` or set data.dataset=<name>")
+        if dist_info is None or dist_info.is_main:
+            print(f"preparing data set {data.dataset!r} into {path} ...", flush=True)
+            prepare(data.dataset, path, root=data.root, **data.options)
+        barrier()
+    return DatasetIndex.load(path)
+
+
+def input_channels(index) -> int:
+    """1 for grayscale array data (the mosaics) trained from scratch, else 3 (ImageNet backbones)."""
+    return int(index.meta.get("channels", 3)) if index.kind == "images" else 3
+
+
+def channels_for(cfg: Config, index) -> int:
+    # pretrained ImageNet weights expect RGB: grayscale images are then replicated to 3 channels
+    return 3 if cfg.model.pretrained or cfg.model.weights else input_channels(index)
+
+
+# ------------------------------------------------------------------------------------------ model, loss
+
+
+def build_model(cfg: Config, index) -> torch.nn.Module:
+    """The backbone + linear head of ``cfg.model`` for this data set's classes and input."""
+    from wsml.models import create_model
+
+    in_features = None
+    if index.kind == "features":
+        in_features = int(index["train"].features.shape[1])
+    return create_model(cfg.model.backbone, index.num_classes, pretrained=cfg.model.pretrained,
+                        weights=cfg.model.weights, in_chans=channels_for(cfg, index), in_features=in_features,
+                        dropout=cfg.model.dropout)
+
+
+def build_loss_fn(cfg: Config, index, log=print) -> torch.nn.Module:
+    """``build_loss(cfg.loss.name, ...)`` with the hyper-parameters this loss accepts.
+
+    Set fields the chosen loss does not take (e.g. ``delta_rel`` after switching to ``an``) are dropped
+    with a note; ``num_samples``/``num_classes`` are filled in from the training split when the loss has them.
+    """
+    from wsml.losses import build_loss
+    from wsml.losses.registry import loss_hparams
+
+    accepted = loss_hparams(cfg.loss.name)
+    hp = cfg.loss.hparams()
+    ignored = sorted(k for k in hp if k not in accepted and k not in cfg.loss.extra)
+    if ignored:
+        log(f"note: loss {cfg.loss.name!r} has no hyper-parameter(s) {', '.join(ignored)}; ignored")
+    hp = {k: v for k, v in hp.items() if k not in ignored}
+    auto = {"num_samples": len(index["train"]), "num_classes": index.num_classes}
+    for k, v in auto.items():
+        if k in accepted and k not in hp:
+            hp[k] = v
+    return build_loss(cfg.loss.name, **hp)
+
+
+# ------------------------------------------------------------------------------------------ loaders
+
+
+def per_rank_batch(global_batch: int, dist_info: DistInfo, what: str = "train.batch_size") -> int:
+    """``global_batch / world_size``; the global batch must divide evenly so every rank gets the same share."""
+    if global_batch % dist_info.world_size:
+        raise ValueError(f"{what}={global_batch} is the global batch and must be divisible by the number of "
+                         f"processes ({dist_info.world_size})")
+    return global_batch // dist_info.world_size
+
+
+def make_sampler(data: Any, dist_info: DistInfo, *, shuffle: bool, seed: int) -> DistributedSampler:
+    """A DistributedSampler over ``data`` (anything with a length), also for one process: its (seed, epoch)
+    permutation makes the global batches of 1 and N processes identical, and a resumed epoch identical."""
+    return DistributedSampler(data, num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=shuffle,
+                              seed=seed, drop_last=False)
+
+
+def build_loader(cfg: Config, index, split: str, dist_info: DistInfo, *, train: bool,
+                 mean_std: Optional[tuple] = None) -> DataLoader:
+    """The loader of ``split``: training ones shuffle (seeded per epoch) and augment, eval ones do not.
+
+    ``mean_std``: the normalisation the (pretrained) backbone expects (``model.default_mean_std``).
+    """
+    from wsml.data.loading import make_loader
+
+    gb = cfg.train.batch_size if train else (cfg.train.eval_batch_size or 2 * cfg.train.batch_size)
+    bs = per_rank_batch(gb, dist_info) if train else max(1, math.ceil(gb / dist_info.world_size))
+    image_size = cfg.data.image_size if index.kind == "images" else None
+    return make_loader(index, split, batch_size=bs, train=train, image_size=image_size,
+                       num_workers=cfg.data.num_workers, seed=cfg.train.seed,
+                       sampler=lambda ds: make_sampler(ds, dist_info, shuffle=train, seed=cfg.train.seed),
+                       channels=channels_for(cfg, index), on_bad_image=cfg.data.on_bad_image,
+                       mean=mean_std[0] if mean_std else None, std=mean_std[1] if mean_std else None,
+                       pin_memory=torch.cuda.is_available())
+
+
+def start_epoch(loader: DataLoader, epoch: int, seed: int, rank: int) -> None:
+    """Make the epoch's randomness a function of (seed, epoch, rank): sampler order and augmentation flips."""
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if getattr(loader, "generator", None) is not None:  # base seed of the DataLoader's workers
+        loader.generator.manual_seed(seed * 1_000_003 + epoch * 7919 + rank)
+    transform = getattr(loader.dataset, "transform", None)
+    if hasattr(transform, "reseed"):  # in-process loading (num_workers=0); workers reseed themselves
+        transform.reseed(seed * 1_000_003 + epoch * 7919 + rank + 17)
+
+
+# ------------------------------------------------------------------------------------------ optimisation
+
+
+def build_optimizer(cfg: Config, groups: list[dict]) -> torch.optim.Optimizer:
+    """SGD (momentum), Adam or AdamW over parameter groups that carry their own ``lr``."""
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, epochs: int) -> Optional[Any]:
+    """Per-epoch learning-rate schedule: none, cosine over the stage's epochs, or step decay."""
+    o = cfg.optim
+    if o.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    if o.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=o.step_size, gamma=o.gamma)
+    return None
+
+
+def loss_param_groups(cfg: Config, loss_fn: torch.nn.Module) -> list[dict]:
+    """The loss's learnable parameters (ROLE's label estimates) at ``lr * loss_lr_mult``."""
+    if hasattr(loss_fn, "extra_param_groups"):
+        groups = loss_fn.extra_param_groups(cfg.optim.lr * cfg.optim.loss_lr_mult)
+    else:
+        params = [p for p in loss_fn.parameters() if p.requires_grad]
+        groups = [{"params": params, "lr": cfg.optim.lr * cfg.optim.loss_lr_mult}] if params else []
+    return [g for g in groups if list(g["params"])]
+
+
+# ------------------------------------------------------------------------------------------ device, AMP
+
+
+def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available (use train.device=cpu or auto)")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", dist_info.local_rank)
+
+
+def amp_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype: only on CUDA; ``auto`` = bf16 where supported, else fp16."""
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def configure_determinism(deterministic: bool, device: torch.device) -> None:
+    """cuDNN: deterministic kernels when asked (CPU training is deterministic for a fixed seed and thread count)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic

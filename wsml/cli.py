@@ -1,0 +1,205 @@
+"""The ``wsml`` command: prepare a data set, train, evaluate a run, predict on image files.
+
+Errors in configs, paths or inputs print one line ``wsml: error: ...`` and exit with code 2 (``--debug``
+shows the traceback); Ctrl-C during training exits with 130 and leaves a resumable ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+EPILOG_PREPARE = """examples:
+  wsml prepare fashion-mosaic                       # embedded default, offline -> data/fashion-mosaic
+  wsml prepare fashion-mosaic num_train=3000        # adapter options as key=value
+  wsml prepare voc --root ~/data/VOCdevkit --out data/voc
+  wsml prepare yeast                                # tabular features shipped with `river`
+data sets: {datasets}"""
+
+EPILOG_TRAIN = """examples:
+  wsml train configs/fashion/ll-r.yaml                       # CPU, a few minutes
+  wsml train configs/voc/ll-r.yaml data.path=data/voc        # the paper's VOC setting (GPU)
+  wsml train configs/voc/ll-r.yaml optim.lr=1e-3 loss.delta_rel=0.3 run.name=try2
+  wsml train --resume runs/voc-ll-r                          # continue after an interruption
+  torchrun --nproc-per-node 4 -m wsml.cli train configs/openimages/ll-r.yaml   # DDP, global batch
+
+overrides are section.key=value with YAML values; sections: data, model, loss, optim, train, run,
+callbacks. A run folder gets config.yaml, metrics.csv, best.pt, last.pt, predictions_test.npz, summary.json."""
+
+EPILOG_EVAL = """examples:
+  wsml eval runs/fashion-mosaic-ll-r-end-to-end             # test mAP of the best checkpoint
+  wsml eval runs/fashion-mosaic-ll-r-end-to-end --split val"""
+
+EPILOG_PREDICT = """examples:
+  wsml predict runs/voc-ll-r photo1.jpg photo2.jpg --top-k 3
+  wsml predict runs/voc-ll-r images/*.jpg --out predictions.csv"""
+
+
+def _parse_value(raw: str):
+    try:
+        return yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from wsml.data import available_datasets
+
+    p = argparse.ArgumentParser(prog="wsml", description="Multi-label classification from partial labels "
+                                "(Large Loss Matters, CVPR 2022): LL-R, LL-Ct, LL-Cp and baselines.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    sp = sub.add_parser("prepare", help="convert a data set into wsml's prepared format and print its statistics",
+                        description="Read a data set in its public layout, draw the observed labels with the "
+                        "reference protocol (one positive per training image, seed 1200; 20%% of train -> val) "
+                        "and write a prepared folder that `wsml train` reads.",
+                        epilog=EPILOG_PREPARE.format(datasets=", ".join(available_datasets())), formatter_class=fmt)
+    sp.add_argument("dataset", help="data set name (see below)")
+    sp.add_argument("--root", help="folder with the raw files (not needed for fashion-mosaic and yeast)")
+    sp.add_argument("--out", help="output folder (default: data/<dataset>)")
+    sp.add_argument("options", nargs="*", metavar="key=value", help="adapter options, e.g. num_pos=1 seed=1200")
+
+    sp = sub.add_parser("train", help="train a model (from a YAML config plus key=value overrides)",
+                        description="Train a multi-label classifier from partial labels. The config is built from "
+                        "defaults <- CONFIG.yaml <- key=value overrides; the run folder is <run.out>/<run.name>.",
+                        epilog=EPILOG_TRAIN, formatter_class=fmt)
+    sp.add_argument("config", nargs="?", help="YAML config file (e.g. configs/fashion/ll-r.yaml)")
+    sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-4")
+    sp.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+
+    sp = sub.add_parser("eval", help="mAP of a finished run's best checkpoint on a split",
+                        description="Evaluate the best checkpoint (best val mAP) of a run folder; writes "
+                        "predictions_<split>.npz and eval_<split>.json into it.", epilog=EPILOG_EVAL,
+                        formatter_class=fmt)
+    sp.add_argument("run_dir", metavar="RUN_DIR")
+    sp.add_argument("--split", default="test", help="train, val or test (default: test)")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    sp = sub.add_parser("predict", help="top classes with scores for image files",
+                        description="Score image files with a run's best checkpoint and print the top-k classes "
+                        "(sigmoid scores, independent per class).", epilog=EPILOG_PREDICT, formatter_class=fmt)
+    sp.add_argument("run_dir", metavar="RUN_DIR")
+    sp.add_argument("images", nargs="+", metavar="IMAGE")
+    sp.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    sp.add_argument("--out", metavar="FILE", help="write the results to FILE.csv or FILE.json")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return p
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from wsml.data import prepare
+
+    options = {}
+    for item in args.options:
+        if "=" not in item:
+            raise ValueError(f"option {item!r} is not of the form key=value (e.g. num_pos=1)")
+        k, v = item.split("=", 1)
+        options[k] = _parse_value(v)
+    out = Path(args.out or Path("data") / args.dataset.lower())
+    try:
+        index = prepare(args.dataset, out, root=args.root, **options)
+    except TypeError as e:  # an option the adapter does not take
+        raise ValueError(f"{args.dataset}: {e}") from None
+    print(f"prepared {index.name} -> {out}  ({index.num_classes} classes, kind {index.kind})")
+    for split, st in index.meta.get("stats", {}).items():
+        parts = [f"{st.get('rows', len(index[split]))} samples"]
+        for key, label in (("mean_positives", "positives/sample"), ("observed_pos_per_row", "observed pos/sample"),
+                           ("observed_neg_per_row", "observed neg/sample")):
+            if key in st:
+                parts.append(f"{st[key]:.3f} {label}")
+        print(f"  {split:<5}: " + ", ".join(parts))
+    print(f"train with: wsml train <config.yaml> data.path={out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from wsml.config import load_config
+    from wsml.engine import train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file() or not (run_dir / "last.pt").is_file():
+            raise FileNotFoundError(f"{run_dir}: not a resumable run folder (needs config.yaml and last.pt)")
+        if args.config and "=" in args.config:  # `--resume DIR key=value`: the positional is an override
+            args.overrides.insert(0, args.config)
+        elif args.config:
+            raise ValueError("give either a config file or --resume RUN_DIR (the run's own config.yaml is used)")
+        train(load_config(run_dir / "config.yaml", args.overrides), resume=run_dir)
+        return 0
+    if args.config and "=" in args.config and not Path(args.config).is_file():
+        args.overrides.insert(0, args.config)
+        args.config = None
+    train(load_config(args.config, args.overrides))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from wsml.evaluation import evaluate_run
+
+    r = evaluate_run(args.run_dir, args.split, device=args.device)
+    print(f"{args.run_dir}: {r['split']} mAP {r['map']:.2f} over {r['num_samples']} samples "
+          f"(best checkpoint, epoch {r['checkpoint_epoch']})")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from wsml.evaluation import predict_images
+
+    for img in args.images:
+        if not Path(img).is_file():
+            raise FileNotFoundError(f"image {img} does not exist")
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        raise ValueError(f"--out must end in .csv or .json, got {args.out}")
+    results = predict_images(args.run_dir, args.images, top_k=args.top_k, device=args.device)
+    for r in results:
+        print(r["image"] + ": " + ", ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"]))
+    if args.out:
+        out = Path(args.out)
+        if out.suffix.lower() == ".json":
+            out.write_text(json.dumps(results, indent=2) + "\n")
+        else:
+            import csv
+
+            with open(out, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["image", "rank", "class", "score"])
+                for r in results:
+                    for k, t in enumerate(r["top"], 1):
+                        w.writerow([r["image"], k, t["class"], f"{t['score']:.6f}"])
+        print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``wsml`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        if args.debug:
+            raise
+        print(f"wsml: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

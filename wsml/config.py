@@ -1,0 +1,290 @@
+"""Training configuration: dataclasses ← YAML files (with ``include``) ← ``key=value`` overrides.
+
+A config is built in three layers, later ones winning:
+
+1. the dataclass defaults below (the paper's end-to-end setting: ResNet-50, 448 px, batch 16, 10 epochs);
+2. a YAML file; ``include: other.yaml`` (or a list) is merged first, relative to the including file,
+   so that ``configs/voc/ll-r.yaml`` only says what differs from ``configs/voc/base.yaml``;
+3. ``section.key=value`` overrides from the command line, values parsed as YAML scalars
+   (``optim.lr=1e-4``, ``train.amp=off``, ``callbacks=[memorization]``).
+
+Unknown keys are errors that list the valid ones; wrong types are errors naming key and value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("none", "cosine", "step")
+SCHEMES = ("end-to-end", "linearinit")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+DEVICES = ("auto", "cpu", "cuda")
+STAGE2_LOSS = ("restart", "continue")
+
+
+class ConfigError(ValueError):
+    """A bad configuration: unknown key, wrong type or invalid value (the message says which)."""
+
+
+@dataclass
+class DataConfig:
+    """Which prepared data set to train on and how its samples are loaded."""
+
+    path: str = "data/fashion-mosaic"  # folder written by `wsml prepare`
+    dataset: str = ""  # adapter name: when set and `path` is not prepared yet, it is prepared first
+    root: Optional[str] = None  # raw files the adapter reads (VOCdevkit, COCO, ...)
+    options: dict = field(default_factory=dict)  # adapter options, e.g. {num_pos: 1, seed: 1200}
+    image_size: int = 448
+    num_workers: int = 0
+    on_bad_image: str = "error"
+
+
+@dataclass
+class ModelConfig:
+    """The network: a backbone name understood by wsml.models.create_model, plus a linear head."""
+
+    backbone: str = "resnet50"
+    pretrained: bool = True
+    weights: Optional[str] = None  # a local weights file instead of the built-in pretrained weights
+    dropout: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    """The loss (wsml.losses.build_loss) and its hyper-parameters; unset (null) ones keep the loss default."""
+
+    name: str = "an"
+    delta_rel: Optional[float] = None  # LL-R/Ct/Cp: Δrel, percent of the batch's entries per epoch
+    schedule: Optional[str] = None  # LL-*: "rel" (default) or "abs"
+    r0: Optional[float] = None  # LL-* absolute variant: R(t) = r0 - t * delta_abs
+    delta_abs: Optional[float] = None
+    ls_coef: Optional[float] = None  # LSAN label smoothing ε
+    expected_num_pos: Optional[float] = None  # EPR / ROLE: expected positives per image
+    extra: dict = field(default_factory=dict)  # any other keyword the loss accepts
+
+    def hparams(self) -> dict:
+        """Keyword arguments for build_loss: the set fields plus ``extra``."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("name", "extra") and getattr(self, f.name) is not None}
+        out.update(self.extra)
+        return out
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule; the head's lr is ``lr * head_lr_mult`` (paper: 10×)."""
+
+    name: str = "sgd"
+    lr: float = 5e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    head_lr_mult: float = 10.0
+    loss_lr_mult: float = 10.0  # learnable loss parameters (ROLE's label estimates; Cole et al.: 10×)
+    scheduler: str = "none"
+    step_size: int = 5  # scheduler "step": epochs between decays
+    gamma: float = 0.1
+    grad_clip: float = 0.0  # max gradient norm, 0 = off
+
+
+@dataclass
+class TrainConfig:
+    """The training scheme and loop settings (paper §4 / appendix A)."""
+
+    scheme: str = "end-to-end"  # or "linearinit": frozen-backbone head training, then fine-tuning
+    epochs: int = 10  # end-to-end epochs, or LinearInit stage-2 (fine-tuning) epochs
+    linear_epochs: int = 25  # LinearInit stage 1 (head only, on cached backbone features)
+    stage2_loss: str = "restart"  # LinearInit: "restart" the loss schedule in stage 2, or "continue" it
+    batch_size: int = 16  # global batch: under torchrun each of N processes gets batch_size / N
+    eval_batch_size: int = 0  # 0 = 2 × batch_size
+    amp: str = "auto"  # autocast on CUDA: auto (bf16 if supported, else fp16), bf16, fp16, off
+    device: str = "auto"
+    seed: int = 0
+    deterministic: bool = True
+    feature_cache: str = ""  # LinearInit feature cache folder ("" = <run dir>/features)
+
+
+@dataclass
+class RunConfig:
+    """Where results go: ``<out>/<name>/``."""
+
+    out: str = "runs"
+    name: str = ""  # "" = <data set>-<loss>-<scheme>
+    overwrite: bool = False  # reuse an existing run folder instead of picking a fresh name
+    quiet: bool = False  # no progress bars or per-epoch lines
+
+
+@dataclass
+class Config:
+    """A complete, resolved training configuration (what config.yaml in a run folder holds)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    callbacks: list = field(default_factory=list)  # names in wsml.callbacks' registry or "module:Class"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Union[str, Path]) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# ---------------------------------------------------------------- building from dicts, files, overrides
+
+
+def from_dict(data: dict, cls: type = Config, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, checking every key and type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key {prefix + str(key)!r}; valid keys"
+                              f"{' in ' + repr(prefix.rstrip('.')) if prefix else ''}: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    cfg = cls(**kwargs)
+    if cls is Config:
+        validate(cfg)
+    return cfg
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (converting int→float and numeric strings like 5e-3)."""
+    if dataclasses.is_dataclass(tp):
+        return from_dict(value if value is not None else {}, tp, key + ".")
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "5e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        if value is None:
+            return {}
+    elif tp is list or origin is list:
+        if isinstance(value, list):
+            return list(value)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+    name = getattr(tp, "__name__", str(tp))
+    raise ConfigError(f"config key {key!r}: expected {name}, got {value!r} ({type(value).__name__})")
+
+
+def _check_choice(key: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(choices)}")
+
+
+def validate(cfg: Config) -> None:
+    """Check values (choices, ranges) that types alone do not catch."""
+    _check_choice("optim.name", cfg.optim.name, OPTIMIZERS)
+    _check_choice("optim.scheduler", cfg.optim.scheduler, SCHEDULERS)
+    _check_choice("train.scheme", cfg.train.scheme, SCHEMES)
+    _check_choice("train.amp", cfg.train.amp, AMP_MODES)
+    _check_choice("train.device", cfg.train.device, DEVICES)
+    _check_choice("train.stage2_loss", cfg.train.stage2_loss, STAGE2_LOSS)
+    for key, value, low in (("train.epochs", cfg.train.epochs, 1), ("train.batch_size", cfg.train.batch_size, 1),
+                            ("train.linear_epochs", cfg.train.linear_epochs, 1),
+                            ("train.eval_batch_size", cfg.train.eval_batch_size, 0),
+                            ("data.image_size", cfg.data.image_size, 1), ("data.num_workers", cfg.data.num_workers, 0),
+                            ("optim.step_size", cfg.optim.step_size, 1)):
+        if value < low:
+            raise ConfigError(f"config key {key!r}: {value} must be >= {low}")
+    if not cfg.optim.lr > 0:
+        raise ConfigError(f"config key 'optim.lr': {cfg.optim.lr} must be > 0")
+    if not all(isinstance(c, str) for c in cfg.callbacks):
+        raise ConfigError(f"config key 'callbacks': expected a list of names, got {cfg.callbacks!r}")
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: Union[str, Path], _seen: tuple = ()) -> dict:
+    """Read a YAML config, resolving ``include`` (a path or a list, relative to this file) recursively."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: include cycle ({' -> '.join(str(p) for p in _seen)})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    includes = data.pop("include", None) or []
+    merged: dict = {}
+    for inc in [includes] if isinstance(includes, str) else includes:
+        merged = _deep_merge(merged, read_yaml(path.parent / inc, _seen + (path.resolve(),)))
+    return _deep_merge(merged, data)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """Turn ``["optim.lr=1e-4", "train.epochs=3"]`` into a nested dict (values parsed as YAML scalars)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-4)")
+        key, raw = item.split("=", 1)
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None) -> Config:
+    """The resolved config: defaults ← YAML file ``path`` (optional) ← ``key=value`` overrides."""
+    data = read_yaml(path) if path else {}
+    data = _deep_merge(data, parse_overrides(list(overrides or [])))
+    return from_dict(data)

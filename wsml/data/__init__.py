@@ -1,0 +1,51 @@
+"""Data sets: the canonical index, the reference protocol and one adapter per format.
+
+``prepare(name, out, root=..., **options)`` runs an adapter and writes a prepared folder that
+``DatasetIndex.load`` reads. Adapters are imported lazily so that optional dependencies (pycocotools,
+river) are only needed for the data sets that use them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from wsml.data.index import DatasetIndex, Split
+
+# name -> "module:function"; every function has the signature
+#   fn(root: Optional[str], **options) -> DatasetIndex
+ADAPTERS = {
+    "voc": "wsml.data.voc:build_voc",
+    "coco": "wsml.data.coco:build_coco",
+    "nus": "wsml.data.nus:build_nus",
+    "cub": "wsml.data.cub:build_cub",
+    "openimages": "wsml.data.openimages:build_openimages",
+    "csv": "wsml.data.custom:build_csv",
+    "folder": "wsml.data.custom:build_folder",
+    "fashion-mosaic": "wsml.data.fashion_mosaic:build_fashion_mosaic",
+    "yeast": "wsml.data.yeast:build_yeast",
+}
+
+
+def available_datasets() -> list[str]:
+    return sorted(ADAPTERS)
+
+
+def build_dataset(name: str, root: Optional[str] = None, **options: Any) -> DatasetIndex:
+    """Run the adapter ``name`` on the files under ``root`` and return the index (nothing written)."""
+    key = name.lower().replace("_", "-")
+    if key not in ADAPTERS:
+        raise ValueError(f"unknown data set {name!r}; available: {', '.join(available_datasets())}")
+    module, fn = ADAPTERS[key].split(":")
+    return getattr(importlib.import_module(module), fn)(root, **options)
+
+
+def prepare(name: str, out: Union[str, Path], root: Optional[str] = None, **options: Any) -> DatasetIndex:
+    """Build the data set ``name`` and save it to ``out`` (what ``wsml prepare`` does)."""
+    index = build_dataset(name, root, **options)
+    index.save(out)
+    return index
+
+
+__all__ = ["ADAPTERS", "DatasetIndex", "Split", "available_datasets", "build_dataset", "prepare"]

@@ -1,0 +1,132 @@
+"""Small readers shared by the data set adapters: file checks, line parsing, image checks.
+
+Every error names the file (and line) it comes from, so a corrupt download is found at ``wsml prepare``
+time instead of as a traceback in the middle of training.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+PathLike = Union[str, Path]
+MISSING_POLICIES = ("error", "drop", "ignore")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def require_root(root: Optional[PathLike], name: str) -> Path:
+    """``root`` as an absolute existing directory, or a clear error saying what the adapter expects."""
+    if root is None or str(root) == "":
+        raise ValueError(f"{name}: a root folder is required (root=...)")
+    path = Path(root).expanduser().resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{name}: root folder {path} does not exist")
+    return path
+
+
+def locate(root: Path, candidates: Sequence[str], marker: str, name: str) -> Path:
+    """The first ``root/<candidate>`` that contains ``marker`` (accepts several nesting levels of a download)."""
+    for c in candidates:
+        base = root / c if c else root
+        if (base / marker).exists():
+            return base
+    tried = ", ".join(str((root / c) / marker if c else root / marker) for c in candidates)
+    raise FileNotFoundError(f"{name}: cannot find the data set under {root} (looked for {tried})")
+
+
+def need_file(path: Path, what: str = "") -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found" + (f" ({what})" if what else ""))
+    return path
+
+
+def read_lines(path: Path, what: str = "") -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, stripped_line)`` for the non-blank lines of a text file (1-based numbers)."""
+    need_file(path, what)
+    with open(path, encoding="utf-8-sig", errors="strict", newline=None) as f:
+        try:
+            for i, line in enumerate(f, start=1):
+                s = line.strip()
+                if s:
+                    yield i, s
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not valid UTF-8 text ({e})") from None
+
+
+def to_int(token: str, path: Path, line: int, what: str, allowed: Optional[Sequence[int]] = None) -> int:
+    """Parse one integer field; the error names file, line and the bad value."""
+    try:
+        v = int(token)
+    except ValueError:
+        raise ValueError(f"{path}, line {line}: {what} must be an integer, got {token!r}") from None
+    if allowed is not None and v not in allowed:
+        raise ValueError(f"{path}, line {line}: {what} must be one of {list(allowed)}, got {v}")
+    return v
+
+
+def read_id_table(path: Path, what: str, min_fields: int = 2) -> list[tuple[int, list[str]]]:
+    """Lines of whitespace-separated fields with at least ``min_fields`` fields: ``(line, fields)``."""
+    rows = []
+    for i, s in read_lines(path, what):
+        fields = s.split()
+        if len(fields) < min_fields:
+            raise ValueError(f"{path}, line {i}: expected at least {min_fields} fields ({what}), got {s!r}")
+        rows.append((i, fields))
+    return rows
+
+
+def check_policy(policy: str) -> str:
+    if policy not in MISSING_POLICIES:
+        raise ValueError(f"missing_images must be one of {MISSING_POLICIES}, got {policy!r}")
+    return policy
+
+
+def check_images(image_root: Path, paths: Sequence[str], policy: str, name: str) -> np.ndarray:
+    """Boolean mask of the samples to keep after checking the image files exist under ``image_root``.
+
+    ``policy``: ``"error"`` raises naming the first missing files, ``"drop"`` drops missing samples,
+    ``"ignore"`` skips the check (e.g. labels are prepared before the images are downloaded).
+    """
+    check_policy(policy)
+    keep = np.ones(len(paths), dtype=bool)
+    if policy == "ignore":
+        return keep
+    base = str(image_root)
+    for i, p in enumerate(paths):
+        keep[i] = os.path.isfile(os.path.join(base, p))
+    if policy == "drop" and len(paths) and not keep.any():
+        raise FileNotFoundError(f"{name}: none of the {len(paths)} images exists under {image_root}, e.g. {paths[0]}")
+    if policy == "error" and not keep.all():
+        missing = [paths[i] for i in np.nonzero(~keep)[0][:3]]
+        raise FileNotFoundError(
+            f"{name}: {int((~keep).sum())} of {len(paths)} images are missing under {image_root}, e.g. "
+            f"{', '.join(missing)} (pass missing_images='drop' to drop them or 'ignore' to skip this check)"
+        )
+    return keep
+
+
+def rows_from_positives(positives: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
+    """A ``{0,1}`` uint8 matrix with a 1 at every listed (row, class)."""
+    full = np.zeros((len(positives), num_classes), dtype=np.uint8)
+    for r, cls in enumerate(positives):
+        full[r, list(cls)] = 1
+    return full
+
+
+def boxes_array(rows: list) -> np.ndarray:
+    """Box rows ``(sample, class, x0, y0, x1, y1)`` as the float32 ``[M, 6]`` array of ``Split.boxes``."""
+    return np.asarray(rows, dtype=np.float32).reshape(-1, 6)
+
+
+PROTOCOL_OPTIONS = ("num_pos", "num_neg", "seed", "val_frac", "train_frac", "train_frac_seed")
+
+
+def protocol_options(name: str, options: dict) -> dict:
+    """The reference-protocol options (``num_pos``, ``seed``, ...) passed to an adapter; anything else is an error."""
+    unknown = sorted(set(options) - set(PROTOCOL_OPTIONS))
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {unknown}; protocol options are {list(PROTOCOL_OPTIONS)}")
+    return dict(options)

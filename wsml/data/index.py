@@ -1,0 +1,231 @@
+"""The canonical dataset index: what ``wsml prepare`` writes once and training loads.
+
+On disk a prepared data set is a folder::
+
+    manifest.json               name, class names, image root, kind, protocol, statistics, splits
+    <split>/samples.txt         one image path per line (relative to the image root), kind "images"
+    <split>/images.npy          uint8 [N, H, W] (grayscale) or [N, H, W, 3] (RGB) pixels, kind "images"
+    <split>/features.npy        float32 [N, D], kind "features"
+    <split>/labels_full.npy     uint8 {0,1} [N, C], ground truth when known
+    <split>/labels_obs.npy      int8 {1,0,-1} [N, C] observed labels (dense), or
+    <split>/labels_obs.npz      the same as wsml.labels.SparseLabels (large data sets)
+    <split>/boxes.npy           float32 [M, 6] rows (sample, class, x0, y0, x1, y1) in pixels, optional
+
+A split of kind "images" holds its pixels either as files (``samples``, decoded on the fly) or as one
+uint8 array (``images``, e.g. the embedded Fashion-MNIST mosaics: small images that train fastest without
+a decode step); ``images.npy`` is memory-mapped when loaded. Kind "features" uses ``features``.
+
+Splits are ``train``, ``val`` and ``test``. Under the reference protocol the observed labels of
+``train`` come from ``observe_labels`` and ``val``/``test`` keep clean full labels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from wsml.labels import POS, UNOBS, SparseLabels, validate_full, validate_observed
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+_SPLIT_FILES = ("samples.txt", "images.npy", "features.npy", "labels_full.npy", "labels_obs.npy", "labels_obs.npz",
+                "boxes.npy")
+Observed = Union[np.ndarray, SparseLabels]
+
+
+@dataclass
+class Split:
+    """One split: samples (image paths), images (uint8 pixels) or feature rows, with labels and boxes."""
+
+    samples: Optional[list[str]] = None
+    features: Optional[np.ndarray] = None
+    full: Optional[np.ndarray] = None
+    observed: Optional[Observed] = None
+    boxes: Optional[np.ndarray] = None
+    images: Optional[np.ndarray] = None  # uint8 [N, H, W] or [N, H, W, 3]
+
+    def __len__(self) -> int:
+        for a in (self.samples, self.features, self.images, self.full, self.observed):
+            if a is not None:
+                return len(a)
+        return 0
+
+    def take(self, rows: np.ndarray) -> Split:
+        """The sub-split of the given rows (in that order); boxes are renumbered."""
+        rows = np.asarray(rows, dtype=np.int64)
+        obs = self.observed
+        if isinstance(obs, SparseLabels):
+            obs = obs.take(rows)
+        elif obs is not None:
+            obs = obs[rows]
+        boxes = None
+        if self.boxes is not None:
+            new_id = np.full(len(self), -1, dtype=np.int64)
+            new_id[rows] = np.arange(len(rows))
+            keep = self.boxes[new_id[self.boxes[:, 0].astype(np.int64)] >= 0]
+            boxes = keep.copy()
+            boxes[:, 0] = new_id[keep[:, 0].astype(np.int64)]
+        return Split(
+            samples=None if self.samples is None else [self.samples[i] for i in rows],
+            features=None if self.features is None else self.features[rows],
+            full=None if self.full is None else self.full[rows],
+            observed=obs,
+            boxes=boxes,
+            images=None if self.images is None else np.asarray(self.images[rows]),
+        )
+
+    def eval_targets(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Labels {0,1} and a mask (True = counts) for evaluation.
+
+        Full labels when known; otherwise the observed labels with unobserved entries masked out, as
+        OpenImages is evaluated.
+        """
+        if self.full is not None:
+            return self.full, None
+        if self.observed is None:
+            raise ValueError("split has neither full nor observed labels: cannot evaluate")
+        obs = self.observed.to_dense() if isinstance(self.observed, SparseLabels) else self.observed
+        return (obs == POS).astype(np.uint8), obs != UNOBS
+
+    def train_targets(self) -> Observed:
+        """Observed labels for training; a split with only full labels is fully observed."""
+        if self.observed is not None:
+            return self.observed
+        if self.full is None:
+            raise ValueError("split has no labels")
+        return np.where(self.full == 1, 1, -1).astype(np.int8)
+
+
+@dataclass
+class DatasetIndex:
+    """A prepared data set: class names, an image root (for image data) and its splits."""
+
+    name: str
+    class_names: list[str]
+    splits: dict[str, Split]
+    root: str = ""
+    kind: str = "images"  # "images" or "features"
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __getitem__(self, split: str) -> Split:
+        if split not in self.splits:
+            raise KeyError(f"data set {self.name!r} has no split {split!r} (has: {sorted(self.splits)})")
+        return self.splits[split]
+
+    def validate(self) -> None:
+        """Check shapes and label values of every split; raise ValueError naming the split and array."""
+        c = self.num_classes
+        for name, s in self.splits.items():
+            n = len(s)
+            for what, arr in (("samples", s.samples), ("features", s.features), ("images", s.images),
+                              ("full", s.full), ("observed", s.observed)):
+                if arr is not None and len(arr) != n:
+                    raise ValueError(f"{self.name}/{name}: {what} has {len(arr)} rows, expected {n}")
+            if s.full is not None:
+                if s.full.shape[1] != c:
+                    raise ValueError(f"{self.name}/{name}: full labels have {s.full.shape[1]} classes, expected {c}")
+                validate_full(s.full, f"{self.name}/{name} full labels")
+            if s.observed is not None:
+                if s.observed.shape[1] != c:
+                    raise ValueError(f"{self.name}/{name}: observed labels have {s.observed.shape[1]} classes, "
+                                     f"expected {c}")
+                if not isinstance(s.observed, SparseLabels):
+                    validate_observed(s.observed, f"{self.name}/{name} observed labels")
+            if s.images is not None and (s.images.dtype != np.uint8 or s.images.ndim not in (3, 4)
+                                         or (s.images.ndim == 4 and s.images.shape[3] != 3)):
+                raise ValueError(f"{self.name}/{name}: images must be uint8 [N, H, W] or [N, H, W, 3], got "
+                                 f"{s.images.dtype} {s.images.shape}")
+            if s.boxes is not None and (s.boxes.ndim != 2 or s.boxes.shape[1] != 6):
+                raise ValueError(f"{self.name}/{name}: boxes must be [M, 6], got {s.boxes.shape}")
+
+    def save(self, folder: Union[str, Path]) -> Path:
+        """Write the index as the documented folder layout and return its path."""
+        self.validate()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        splits_meta = {}
+        for name, s in self.splits.items():
+            d = folder / name
+            d.mkdir(exist_ok=True)
+            for stale in _SPLIT_FILES:  # unlink, never overwrite: an old file may still be memory-mapped
+                (d / stale).unlink(missing_ok=True)
+            if s.samples is not None:
+                (d / "samples.txt").write_text("".join(p + "\n" for p in s.samples))
+            if s.features is not None:
+                np.save(d / "features.npy", np.asarray(s.features, dtype=np.float32))
+            if s.images is not None:
+                np.save(d / "images.npy", np.asarray(s.images, dtype=np.uint8))
+            if s.full is not None:
+                np.save(d / "labels_full.npy", s.full.astype(np.uint8))
+            if isinstance(s.observed, SparseLabels):
+                s.observed.save(d / "labels_obs.npz")
+            elif s.observed is not None:
+                np.save(d / "labels_obs.npy", s.observed.astype(np.int8))
+            if s.boxes is not None:
+                np.save(d / "boxes.npy", s.boxes.astype(np.float32))
+            splits_meta[name] = {"num_samples": len(s)}
+        manifest = {
+            "format_version": FORMAT_VERSION, "name": self.name, "kind": self.kind, "root": self.root,
+            "num_classes": self.num_classes, "class_names": self.class_names, "splits": splits_meta,
+            "meta": self.meta,
+        }
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Union[str, Path]) -> DatasetIndex:
+        """Load a folder written by :meth:`save` (``wsml prepare``)."""
+        folder = Path(folder)
+        mf = folder / "manifest.json"
+        if not mf.is_file():
+            raise FileNotFoundError(f"{folder}: not a prepared data set (no manifest.json); run `wsml prepare` first")
+        try:
+            manifest = json.loads(mf.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{mf}: invalid JSON ({e})") from None
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{mf}: format_version {manifest.get('format_version')} is not {FORMAT_VERSION}")
+        splits = {}
+        for name in manifest["splits"]:
+            d = folder / name
+
+            def opt(fname, loader, d=d):
+                p = d / fname
+                return loader(p) if p.exists() else None
+
+            obs = opt("labels_obs.npz", SparseLabels.load)
+            if obs is None:
+                obs = opt("labels_obs.npy", np.load)
+            splits[name] = Split(
+                samples=opt("samples.txt", lambda p: p.read_text().splitlines()),
+                features=opt("features.npy", np.load),
+                full=opt("labels_full.npy", np.load),
+                observed=obs,
+                boxes=opt("boxes.npy", np.load),
+                images=opt("images.npy", lambda p: np.load(p, mmap_mode="r")),
+            )
+        root = manifest.get("root", "")
+        if root and not Path(root).is_absolute():
+            root = str((folder / root).resolve())
+        index = cls(manifest["name"], manifest["class_names"], splits, root, manifest.get("kind", "images"),
+                    manifest.get("meta", {}))
+        index.validate()
+        return index
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")

@@ -1,0 +1,218 @@
+"""The torch loading layer: a map-style Dataset over a prepared index and a deterministic DataLoader.
+
+Items are dicts::
+
+    {"input": float32 tensor (image [C, H, W] or feature row [D]),
+     "observed": int8 [C] labels {1, 0, -1} (Split.train_targets(); SparseLabels rows are densified per item),
+     "full": uint8 [C] ground truth (only when the split has full labels),
+     "index": int, the row of the item in its split (stable id for LL-Cp / ROLE state; < len(split))}
+
+Image pixels come from ``Split.images`` (uint8 array, e.g. the mosaics; no decode) or from files
+``Split.samples`` under ``index.root`` decoded with PIL; both become ``uint8 [C, H, W]`` with ``channels``
+1 (L) or 3 (RGB, default so ImageNet backbones work on grayscale data too) before the transform.
+
+Bad image files: ``on_bad_image="error"`` raises FileNotFoundError/ValueError naming the file.
+``"skip"`` drops files that do not exist when the dataset is built (one stat per file, with a warning),
+and an item whose file fails to decode later becomes ``None`` (with a warning) that ``collate_items`` drops,
+so such a batch is smaller; a batch whose items all fail is ``None`` and must be skipped by the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+from torch.utils.data.distributed import DistributedSampler
+
+from wsml.data.index import DatasetIndex
+from wsml.data.transforms import Size, build_transform
+from wsml.labels import SparseLabels
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as PIL's convert("L")
+
+
+def load_image(path: str, channels: int = 3, draft_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """Decode an image file to uint8 [channels, H, W]; errors name the file.
+
+    ``draft_size`` lets JPEG decoding downscale by a power of two while staying >= that size (faster).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if draft_size is not None and im.format == "JPEG":
+                im.draft(im.mode, draft_size)
+            arr = np.array(im.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image file not found") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+    t = torch.from_numpy(arr)
+    return t[None] if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def _array_image(img: np.ndarray, channels: int) -> torch.Tensor:
+    """A uint8 [H, W] or [H, W, 3] array row -> uint8 [channels, H, W]."""
+    if img.ndim == 2:
+        t = torch.from_numpy(np.array(img, dtype=np.uint8))[None]
+        return t.expand(3, -1, -1).contiguous() if channels == 3 else t
+    if channels == 3:
+        return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    gray = np.clip(np.rint(img.astype(np.float32) @ _LUMA), 0, 255).astype(np.uint8)
+    return torch.from_numpy(gray)[None]
+
+
+class PartialLabelDataset(Dataset):
+    """Map-style dataset over one split of a :class:`DatasetIndex` (see the module docstring for items)."""
+
+    def __init__(self, index: DatasetIndex, split: str, transform: Optional[Callable] = None,
+                 on_bad_image: str = "error", channels: int = 3):
+        if on_bad_image not in ("error", "skip"):
+            raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        s = index[split]
+        self.name = f"{index.name}/{split}"
+        self.kind, self.transform, self.on_bad_image, self.channels = index.kind, transform, on_bad_image, channels
+        self.targets = s.train_targets()
+        self.full = s.full
+        self.num_samples = len(s)  # size of the row-id space ("index" values), also after skipping
+        self.features = self.images = self.samples = None
+        self.root = index.root
+        if self.kind == "features":
+            if s.features is None:
+                raise ValueError(f"{self.name}: kind 'features' but the split has no features")
+            self.features = s.features
+        elif self.kind == "images":
+            if s.images is not None:
+                self.images = s.images
+            elif s.samples is not None:
+                self.samples = s.samples
+            else:
+                raise ValueError(f"{self.name}: kind 'images' but the split has neither images nor samples")
+        else:
+            raise ValueError(f"{self.name}: unknown data kind {self.kind!r} (expected 'images' or 'features')")
+        self.rows = np.arange(self.num_samples, dtype=np.int64)
+        if on_bad_image == "skip" and self.samples is not None:
+            exists = np.fromiter((os.path.isfile(self.path(i)) for i in range(self.num_samples)), dtype=bool,
+                                 count=self.num_samples)
+            if not exists.all():
+                missing = np.nonzero(~exists)[0]
+                warnings.warn(f"{self.name}: skipping {len(missing)} missing image files, e.g. "
+                              f"{', '.join(self.path(i) for i in missing[:3])}", stacklevel=2)
+                self.rows = self.rows[exists]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def path(self, row: int) -> str:
+        """The file of split row ``row`` (image data stored as files)."""
+        return os.path.join(self.root, self.samples[row])
+
+    def observed_row(self, row: int) -> np.ndarray:
+        """Dense int8 [C] observed labels of split row ``row`` (sliced from sparse storage when sparse)."""
+        t = self.targets
+        if isinstance(t, SparseLabels):
+            a, b = t.indptr[row], t.indptr[row + 1]
+            out = np.zeros(t.num_classes, dtype=np.int8)
+            out[t.indices[a:b]] = t.values[a:b]
+            return out
+        return np.array(t[row], dtype=np.int8)
+
+    def _input(self, row: int) -> Optional[torch.Tensor]:
+        if self.features is not None:
+            x = torch.from_numpy(np.array(self.features[row], dtype=np.float32))
+            return x if self.transform is None else self.transform(x)
+        if self.images is not None:
+            img = _array_image(self.images[row], self.channels)
+        else:
+            size = getattr(self.transform, "image_size", None)
+            try:
+                img = load_image(self.path(row), self.channels, size)
+            except (FileNotFoundError, ValueError) as e:
+                if self.on_bad_image == "error":
+                    raise
+                warnings.warn(f"skipped: {e}", stacklevel=2)
+                return None
+        return img.float().div_(255.0) if self.transform is None else self.transform(img)
+
+    def __getitem__(self, i: int) -> Optional[dict]:
+        row = int(self.rows[i])
+        x = self._input(row)
+        if x is None:
+            return None
+        item = {"input": x, "observed": torch.from_numpy(self.observed_row(row)), "index": row}
+        if self.full is not None:
+            item["full"] = torch.from_numpy(np.array(self.full[row], dtype=np.uint8))
+        return item
+
+
+def collate_items(items: list) -> Optional[dict]:
+    """Stack item dicts into a batch, dropping ``None`` (skipped images); all skipped -> ``None``."""
+    good = [b for b in items if b is not None]
+    if not good:
+        return None
+    return torch.utils.data.default_collate(good)
+
+
+def _worker_init(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    t = getattr(info.dataset, "transform", None)
+    if hasattr(t, "reseed"):
+        t.reseed(info.seed)  # info.seed = loader's base seed + worker id: distinct and reproducible
+
+
+def make_loader(
+    index: DatasetIndex,
+    split: str,
+    *,
+    batch_size: int,
+    train: bool,
+    image_size: Size = None,
+    num_workers: int = 0,
+    seed: int = 0,
+    sampler: Union[Sampler, Callable[[Dataset], Sampler], None] = None,
+    drop_last: bool = False,
+    distributed: bool = False,
+    transform: Optional[Callable] = None,
+    channels: int = 3,
+    mean: Optional[tuple[float, ...]] = None,
+    std: Optional[tuple[float, ...]] = None,
+    on_bad_image: str = "error",
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader over ``index[split]``: shuffled when ``train`` (seeded), batches from :func:`collate_items`.
+
+    Images get ``build_transform(image_size, train, mean, std)`` unless ``transform`` is given;
+    ``image_size`` defaults to ``index.meta["image_size"]`` (the mosaics: native 56x56) and is required
+    for image files. ``sampler`` may be a Sampler or a function of the dataset returning one;
+    ``distributed=True`` uses a seeded DistributedSampler (call ``loader.sampler.set_epoch(epoch)``).
+    Same ``seed`` -> same batches: the shuffling order does not depend on ``num_workers`` (the sampler has
+    its own generator); random flips are reproducible for a given ``seed`` and ``num_workers``. Iterating the
+    same loader again gives the next epoch's order; a fresh loader with the same seed restarts it.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if transform is None and index.kind == "images":
+        size = image_size if image_size is not None else index.meta.get("image_size")
+        if size is None and index[split].images is None:
+            raise ValueError(f"{index.name}/{split}: image files have varying sizes; pass image_size (paper: 448)")
+        transform = build_transform(size, train, mean, std, channels=channels, seed=seed + 7919)
+    ds = PartialLabelDataset(index, split, transform=transform, on_bad_image=on_bad_image, channels=channels)
+    if distributed:
+        if sampler is not None:
+            raise ValueError("pass either sampler or distributed=True, not both")
+        sampler = DistributedSampler(ds, shuffle=train, seed=seed, drop_last=drop_last)
+    elif sampler is not None and not isinstance(sampler, Sampler) and callable(sampler):
+        sampler = sampler(ds)
+    elif sampler is None and train:
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed + 1)  # worker base seeds only
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler,
+                      drop_last=drop_last, num_workers=num_workers, collate_fn=collate_items, generator=gen,
+                      worker_init_fn=_worker_init if num_workers > 0 else None, pin_memory=pin_memory,
+                      persistent_workers=num_workers > 0)

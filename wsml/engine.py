@@ -1,0 +1,286 @@
+"""The training loop (one process, or torchrun DDP), readable top to bottom.
+
+    train(cfg)  ->  run folder  <run.out>/<run.name>/
+        config.yaml          the resolved config (what `wsml train --resume` and `wsml eval` read back)
+        metrics.csv          per epoch: stage, train loss, val mAP, modified labels, lr, time (+ callbacks' columns)
+        last.pt / best.pt    the last epoch (everything needed to resume) / the best val mAP so far
+        predictions_test.npz sigmoid scores of the best checkpoint on the test split, with row ids
+        summary.json         best epoch, its val mAP, its test mAP
+
+Schemes (paper §4, appendix A). *End-to-end*: backbone and head trained together, head lr 10× the
+backbone's. *LinearInit*: stage 1 ("linear") trains only the head for ``linear_epochs`` on backbone features
+extracted once into an on-disk cache (so no augmentation there: the flips happen in image space); stage 2
+("finetune") starts from the best stage-1 model and fine-tunes everything for ``epochs``.
+
+Epochs are numbered over the whole run (1..linear_epochs+epochs). The loss sees ``set_epoch(t)`` with t
+restarting at 1 in stage 2 (``train.stage2_loss=restart``: a fresh loss, as the reference code's separate
+fine-tuning run) or continuing (``continue``: the best stage-1 loss state, epoch count going on).
+
+Determinism: every epoch's randomness (shuffle order, flips, dropout) is seeded from (seed, epoch, rank), and
+last.pt also holds the RNG states, so a resumed run reproduces an uninterrupted one exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from wsml import builders as B
+from wsml.callbacks import CallbackList, TrainContext, build_callbacks
+from wsml.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    write_csv,
+    write_json,
+)
+from wsml.config import Config
+from wsml.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_sum,
+    average_gradients,
+    barrier,
+    broadcast_object,
+    cleanup,
+    init_distributed,
+)
+from wsml.evaluation import predict_split, save_predictions, split_map
+
+
+@dataclass
+class Stage:
+    name: str  # "end-to-end", "linear" (LinearInit stage 1) or "finetune" (LinearInit stage 2)
+    first: int  # first epoch of the stage (1-based, counted over the run)
+    last: int  # last epoch of the stage
+    cached: bool = False  # train the head on cached backbone features
+
+
+def plan_stages(cfg: Config) -> list[Stage]:
+    if cfg.train.scheme == "linearinit":
+        e1 = cfg.train.linear_epochs
+        return [Stage("linear", 1, e1, cached=True), Stage("finetune", e1 + 1, e1 + cfg.train.epochs)]
+    return [Stage("end-to-end", 1, cfg.train.epochs)]
+
+
+def train(cfg: Config, *, resume: Optional[Union[str, Path]] = None, callbacks: Sequence = ()) -> dict:
+    """Train as ``cfg`` says (or continue the run folder ``resume``); return the summary (also summary.json)."""
+    dist_info = init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, dist_info, resume, list(callbacks))
+    finally:
+        if dist_info.enabled:
+            cleanup()
+
+
+def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> dict:
+    started = time.time()
+    main = dist_info.is_main
+    say = print if main and not cfg.run.quiet else (lambda *a, **k: None)
+    device = B.resolve_device(cfg.train.device, dist_info)
+    B.configure_determinism(cfg.train.deterministic, device)
+    dtype = B.amp_dtype(cfg.train.amp, device)
+
+    # 1. The run folder (and, when resuming, the checkpoint of the last completed epoch).
+    ckpt = None
+    if resume is not None:
+        run_dir = Path(resume)
+        ckpt = load_checkpoint(run_dir / "last.pt")
+    else:
+        run_dir = Path(broadcast_object(str(new_run_dir(cfg)) if main else None))
+    if main:
+        cfg.save(run_dir / "config.yaml")
+
+    # 2. Data, model, loss, callbacks (same seed on every rank: the replicas start identical).
+    seed_everything(cfg.train.seed)
+    index = B.load_index(cfg.data, dist_info)
+    model = B.build_model(cfg, index).to(device)
+    loss_fn = B.build_loss_fn(cfg, index, log=say).to(device)
+    mean_std = model.default_mean_std
+    val_loader = B.build_loader(cfg, index, "val", dist_info, train=False, mean_std=mean_std)
+    cbs = CallbackList(build_callbacks(cfg.callbacks) + extra_callbacks)
+    ctx = TrainContext(cfg, model, loss_fn, index, run_dir, device, dist_info.rank, dist_info.world_size)
+    state = {"epoch": 0, "best_val_map": -math.inf, "best_epoch": 0, "history": []}
+    pending_rng = None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        loss_fn.load_state_dict(ckpt["loss"])
+        state, pending_rng = ckpt["state"], ckpt["rng"]
+        say(f"resuming {run_dir} after epoch {state['epoch']}")
+    stages = plan_stages(cfg)
+    total = stages[-1].last
+    cbs.on_train_start(ctx)
+
+    try:
+        for stage in stages:
+            if state["epoch"] >= stage.last:
+                continue  # finished before the resume
+            mid_stage = state["epoch"] >= stage.first  # resuming inside this stage
+            if pending_rng is not None and not mid_stage:  # resuming at a stage boundary
+                set_rng_state(pending_rng)
+                pending_rng = None
+            ctx.stage = stage.name
+
+            # 3. Stage set-up: LinearInit stage 2 starts from the best stage-1 model.
+            if stage.name == "finetune" and not mid_stage:
+                barrier()
+                best = load_checkpoint(run_dir / "best.pt", map_location=device)
+                model.load_state_dict(best["model"])
+                if cfg.train.stage2_loss == "restart":
+                    loss_fn = B.build_loss_fn(cfg, index, log=lambda *a: None).to(device)
+                else:
+                    loss_fn.load_state_dict(best["loss"])
+                ctx.loss_fn = loss_fn
+                say(f"LinearInit stage 2: fine-tuning everything from the best stage-1 epoch {best['epoch']}")
+            model.freeze_backbone(stage.cached)
+            if stage.cached:  # LinearInit stage 1: the head on cached features, the backbone never runs
+                from wsml.linearinit import HeadOnly, cached_feature_loaders
+
+                train_loader, stage_val_loader = cached_feature_loaders(cfg, model, index, dist_info, device,
+                                                                        run_dir, mean_std, say)
+                net, forward_eval = HeadOnly(model), model.forward_head
+                groups = [{"name": "head", "params": list(model.head.parameters()),
+                           "lr": cfg.optim.lr * cfg.optim.head_lr_mult}]
+            else:
+                train_loader = B.build_loader(cfg, index, "train", dist_info, train=True, mean_std=mean_std)
+                stage_val_loader, net, forward_eval = val_loader, model, model
+                groups = model.param_groups(cfg.optim.lr, cfg.optim.head_lr_mult)
+            optimizer = B.build_optimizer(cfg, groups + B.loss_param_groups(cfg, loss_fn))
+            scheduler = B.build_scheduler(cfg, optimizer, stage.last - stage.first + 1)
+            scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+            if mid_stage:
+                optimizer.load_state_dict(ckpt["optimizer"])
+                if scheduler is not None:
+                    scheduler.load_state_dict(ckpt["scheduler"])
+                scaler.load_state_dict(ckpt["scaler"])
+                set_rng_state(pending_rng)
+                pending_rng = None
+            if dist_info.enabled:
+                net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+            # 4. The epochs of this stage.
+            for epoch in range(max(stage.first, state["epoch"] + 1), stage.last + 1):
+                t0 = time.time()
+                ctx.epoch = epoch
+                seed_everything(cfg.train.seed * 1_000_003 + epoch * 7919 + dist_info.rank)
+                loss_epoch = epoch - stage.first + 1 if cfg.train.stage2_loss == "restart" else epoch
+                loss_fn.set_epoch(loss_epoch)
+                B.start_epoch(train_loader, epoch, cfg.train.seed, dist_info.rank)
+                cbs.on_epoch_start(ctx, epoch)
+                lr = optimizer.param_groups[0]["lr"]
+
+                train_loss, modified = train_one_epoch(net, train_loader, loss_fn, optimizer, scaler, cfg, device,
+                                                       dtype, cbs, ctx, desc=f"epoch {epoch}/{total}")
+                if scheduler is not None:
+                    scheduler.step()
+                model.eval()
+                scores, rows = predict_split(forward_eval, stage_val_loader, device, dtype)
+                val_map = split_map(index["val"], scores, rows)
+
+                row = {"epoch": epoch, "stage": stage.name, "train_loss": all_reduce_mean(train_loss, device),
+                       "val_map": val_map, "num_modified": modified, "lr": lr, "time_s": round(time.time() - t0, 3)}
+                row.update(cbs.on_epoch_end(ctx, epoch))
+                state["history"].append(row)
+                state["epoch"] = epoch
+                improved = val_map > state["best_val_map"]
+                if improved:
+                    state["best_val_map"], state["best_epoch"] = val_map, epoch
+
+                # 5. Files (rank 0): best.pt when val mAP improved, then last.pt and metrics.csv.
+                if main:
+                    if improved:
+                        save_checkpoint({"model": model.state_dict(), "loss": loss_fn.state_dict(), "epoch": epoch,
+                                         "stage": stage.name, "val_map": val_map, "config": cfg.to_dict()},
+                                        run_dir / "best.pt")
+                    save_checkpoint({"model": model.state_dict(), "loss": loss_fn.state_dict(),
+                                     "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                                     "scaler": scaler.state_dict(), "rng": rng_state(), "state": state,
+                                     "stage": stage.name, "epoch": epoch, "config": cfg.to_dict()},
+                                    run_dir / "last.pt")
+                    write_csv(run_dir / "metrics.csv", state["history"])
+                barrier()
+                say(f"epoch {epoch:>3}/{total} {stage.name:<10} loss {row['train_loss']:.4f}  val mAP {val_map:6.2f}"
+                    f"  modified {modified:>6}  lr {lr:.2e}  {row['time_s']:6.1f}s{'  *best' if improved else ''}")
+    except KeyboardInterrupt:
+        if main:
+            print(f"\ninterrupted: {run_dir / 'last.pt'} holds epoch {state['epoch']}; continue with\n"
+                  f"  wsml train --resume {run_dir}", file=sys.stderr)
+        raise
+
+    # 6. Test mAP of the best checkpoint (selected on val), its predictions and the summary.
+    barrier()
+    best = load_checkpoint(run_dir / "best.pt", map_location=device)
+    model.load_state_dict(best["model"])
+    model.freeze_backbone(False)
+    model.eval()
+    test_loader = B.build_loader(cfg, index, "test", dist_info, train=False, mean_std=mean_std)
+    scores, rows = predict_split(model, test_loader, device, dtype)
+    summary = {"run_dir": str(run_dir), "dataset": index.name, "loss": cfg.loss.name, "scheme": cfg.train.scheme,
+               "backbone": cfg.model.backbone, "epochs": total, "best_epoch": best["epoch"],
+               "best_stage": best["stage"], "val_map": best["val_map"],
+               "test_map": split_map(index["test"], scores, rows), "num_test": int(len(rows)),
+               "world_size": dist_info.world_size, "wall_time_s": round(time.time() - started, 2)}
+    if main:
+        save_predictions(run_dir / "predictions_test.npz", scores, rows, index.class_names)
+        write_json(run_dir / "summary.json", summary)
+    say(f"best epoch {summary['best_epoch']}: val mAP {summary['val_map']:.2f}, test mAP {summary['test_map']:.2f}"
+        f"  ({run_dir})")
+    return summary
+
+
+def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: Config, device: torch.device,
+                    dtype: Optional[torch.dtype], cbs: CallbackList, ctx: TrainContext, desc: str = "") -> tuple:
+    """One pass over the training loader; returns (mean loss of this process, labels modified by the loss)."""
+    from tqdm.auto import tqdm
+
+    net.train()
+    total, count = 0.0, 0
+    quiet = cfg.run.quiet or ctx.rank != 0 or not sys.stderr.isatty()
+    for batch in tqdm(loader, desc=desc, leave=False, disable=quiet, dynamic_ncols=True):
+        if batch is None:
+            continue
+        x = batch["input"].to(device, non_blocking=True)
+        targets = batch["observed"].to(device, non_blocking=True)
+        index = torch.as_tensor(batch["index"], dtype=torch.long).to(device, non_blocking=True)
+        with B.autocast(device, dtype):
+            logits = net(x)
+        loss = loss_fn(logits.float(), targets, index=index)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        average_gradients([p for p in loss_fn.parameters() if p.requires_grad])  # ROLE estimates: not DDP's
+        if cfg.optim.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                           cfg.optim.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        total += float(loss.detach()) * len(x)
+        count += len(x)
+        cbs.on_batch_end(ctx, batch, logits.detach(), loss_fn)
+    modified = int(getattr(loss_fn, "num_modified_epoch", 0) or 0)  # this rank's share (LL losses; else 0)
+    return total / max(count, 1), all_reduce_sum(modified, device)
+
+
+def new_run_dir(cfg: Config) -> Path:
+    """``<run.out>/<run.name>``; an existing non-empty folder gets a ``-2``, ``-3`` ... suffix unless run.overwrite."""
+    name = cfg.run.name or f"{Path(cfg.data.path).name}-{cfg.loss.name.lower()}-{cfg.train.scheme}"
+    base = Path(cfg.run.out) / name
+    path, n = base, 1
+    while not cfg.run.overwrite and path.exists() and any(path.iterdir()):
+        n += 1
+        path = base.with_name(f"{name}-{n}")
+    path.mkdir(parents=True, exist_ok=True)
+    if cfg.run.overwrite:
+        for stale in ("summary.json", "predictions_test.npz", "best.pt", "last.pt", "metrics.csv"):
+            (path / stale).unlink(missing_ok=True)
+    return path

@@ -1,0 +1,128 @@
+"""Scoring a split (every sample exactly once, also under DDP), and reloading a finished run for eval/predict.
+
+Under torchrun each process scores its share of the split (DistributedSampler pads the shares to equal
+length by repeating a few samples); :func:`predict_split` gathers (row id, scores) from every process and
+keeps one copy per row id, so mAP counts every sample exactly once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from wsml.builders import autocast
+
+PathLike = Union[str, Path]
+
+
+@torch.no_grad()
+def predict_split(forward: Callable, loader, device: torch.device,
+                  dtype: Optional[torch.dtype] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid scores float32 [N, C] and row ids int64 [N] of the loader's split, sorted by row id, de-duplicated."""
+    from wsml.distributed import all_gather_objects
+
+    scores, rows = [], []
+    for batch in loader:
+        if batch is None:  # every image of the batch failed to load (on_bad_image="skip")
+            continue
+        with autocast(device, dtype):
+            logits = forward(batch["input"].to(device, non_blocking=True))
+        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
+        rows.append(np.asarray(batch["index"], dtype=np.int64))
+    local = (np.concatenate(scores), np.concatenate(rows)) if rows else None
+    parts = [p for p in all_gather_objects(local) if p is not None]
+    if not parts:
+        raise ValueError("no sample of the split could be scored (all images failed to load?)")
+    all_s, all_r = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    uniq, first = np.unique(all_r, return_index=True)  # sorted row ids, first copy of each
+    return all_s[first].astype(np.float32), uniq
+
+
+def split_map(split, scores: np.ndarray, rows: np.ndarray) -> float:
+    """mAP ×100 of the scored rows against the split's evaluation targets (full labels, or masked observed)."""
+    from wsml.metrics import mean_average_precision
+
+    labels, mask = split.eval_targets()
+    return mean_average_precision(scores, np.asarray(labels[rows]), None if mask is None else np.asarray(mask[rows]))
+
+
+def save_predictions(path: PathLike, scores: np.ndarray, rows: np.ndarray, class_names: Sequence[str]) -> None:
+    """``predictions_<split>.npz``: scores [N, C] (sigmoid), rows [N] (split row ids), class_names [C]."""
+    import io
+
+    from wsml.checkpoint import _atomic_write
+
+    buf = io.BytesIO()
+    np.savez(buf, scores=scores, rows=rows, class_names=np.asarray(list(class_names)))
+    _atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+# ------------------------------------------------------------------------------------------ finished runs
+
+
+def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu", which: str = "best.pt"):
+    """(config, data set index, model with the checkpoint's weights in eval mode, checkpoint) of a run folder."""
+    from wsml.builders import build_model, load_index
+    from wsml.checkpoint import load_checkpoint
+    from wsml.config import from_dict, read_yaml
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give the folder `wsml train` made")
+    cfg = from_dict(read_yaml(run_dir / "config.yaml"))
+    ckpt = load_checkpoint(run_dir / which, map_location="cpu")
+    index = load_index(cfg.data)
+    cfg.model.pretrained, cfg.model.weights = False, None  # the checkpoint holds every weight
+    model = build_model(cfg, index)
+    model.load_state_dict(ckpt["model"])
+    return cfg, index, model.to(device).eval(), ckpt
+
+
+def evaluate_run(run_dir: PathLike, split: str = "test", device: str = "auto", write: bool = True) -> dict:
+    """mAP of the run's best checkpoint on ``split``; writes ``predictions_<split>.npz`` and ``eval_<split>.json``."""
+    from wsml.builders import amp_dtype, build_loader, resolve_device
+    from wsml.checkpoint import write_json
+    from wsml.distributed import DistInfo
+
+    dev = resolve_device(device, DistInfo())
+    cfg, index, model, ckpt = load_run(run_dir, dev)
+    if split not in index.splits:
+        raise ValueError(f"data set {index.name!r} has no split {split!r} (has: {', '.join(sorted(index.splits))})")
+    loader = build_loader(cfg, index, split, DistInfo(), train=False, mean_std=model.default_mean_std)
+    scores, rows = predict_split(model, loader, dev, amp_dtype(cfg.train.amp, dev))
+    result = {"split": split, "map": split_map(index[split], scores, rows), "num_samples": int(len(rows)),
+              "checkpoint_epoch": int(ckpt.get("epoch", 0))}
+    if write:
+        save_predictions(Path(run_dir) / f"predictions_{split}.npz", scores, rows, index.class_names)
+        write_json(Path(run_dir) / f"eval_{split}.json", result)
+    return result
+
+
+@torch.no_grad()
+def predict_images(run_dir: PathLike, images: Sequence[PathLike], top_k: int = 5, device: str = "auto") -> list[dict]:
+    """Top-``top_k`` classes with sigmoid scores for each image file, using the run's best checkpoint."""
+    from wsml.builders import channels_for, resolve_device
+    from wsml.data.loading import load_image
+    from wsml.data.transforms import build_transform
+    from wsml.distributed import DistInfo
+
+    if top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+    dev = resolve_device(device, DistInfo())
+    cfg, index, model, _ = load_run(run_dir, dev)
+    if index.kind != "images":
+        raise ValueError(f"run {run_dir} was trained on feature vectors ({index.name}); predict needs an image model")
+    ch = channels_for(cfg, index)
+    mean_std = model.default_mean_std
+    tf = build_transform(cfg.data.image_size, False, *(mean_std or (None, None)), channels=ch)
+    out = []
+    for path in images:
+        x = tf(load_image(str(path), ch))[None].to(dev)
+        probs = torch.sigmoid(model(x).float())[0].cpu().numpy()
+        order = np.argsort(-probs, kind="stable")[: min(top_k, len(probs))]
+        out.append({"image": str(path), "top": [{"class": index.class_names[i], "score": float(probs[i])}
+                                                for i in order]})
+    return out

@@ -1,0 +1,22 @@
+"""Losses for multi-label learning from partial labels, built by name: ``build_loss("LL-R", delta_rel=0.2)``.
+
+Families (one module each): ``bce`` (full, an, iu, wan, lsan), ``epr``, ``role`` and ``large_loss``
+(ll-r, ll-ct, ll-cp). Every loss is a ``PartialLoss``: call ``set_epoch(epoch)`` (1-based) at the start of
+each epoch and ``loss_fn(logits, targets, index=idx)`` per batch; see DESIGN.md §2 for the exact semantics.
+"""
+
+from wsml.losses import bce, epr, large_loss, role  # noqa: F401  (register the losses)
+from wsml.losses.base import PartialLoss, validate_batch
+from wsml.losses.large_loss import LargeLoss
+from wsml.losses.registry import available_losses, build_loss, loss_hparams, register_loss, resolve_loss_name
+
+__all__ = [
+    "LargeLoss",
+    "PartialLoss",
+    "available_losses",
+    "build_loss",
+    "loss_hparams",
+    "register_loss",
+    "resolve_loss_name",
+    "validate_batch",
+]

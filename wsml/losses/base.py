@@ -1,0 +1,122 @@
+"""``PartialLoss``: the common base of all wsml losses (epoch schedule, input validation, persistent state).
+
+Every loss is called as ``loss_fn(logits, targets, index=None)`` with ``logits`` a floating ``[B, C]`` tensor
+and ``targets`` the observed labels ``[B, C]`` in wsml's encoding (POS = 1, UNOBS = 0, NEG = -1), and returns
+the mean over all B·C entries. Validation runs on every batch, so it is kept to two cheap reductions
+(``aminmax`` of the targets, ``sum`` of the logits) and one host sync; the detailed error message is only
+built when something is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+
+def _scalar_checks(logits: Tensor, targets: Tensor) -> tuple[float, float, float]:
+    """(min target, max target, sum of logits) with a single device->host transfer."""
+    lo, hi = torch.aminmax(targets)
+    total = logits.detach().sum(dtype=torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else None)
+    if logits.device.type == "cpu":
+        return float(lo), float(hi), float(total)
+    vals = torch.stack([lo.double(), hi.double(), total.double()]).tolist()
+    return vals[0], vals[1], vals[2]
+
+
+def _first_position(bad: Tensor) -> str:
+    r, c = (int(v) for v in bad.nonzero()[0])
+    return f"first at row {r}, class {c} ({int(bad.sum())} bad entries)"
+
+
+def validate_batch(logits: Tensor, targets: Tensor, index: Optional[Tensor] = None) -> None:
+    """Raise ValueError unless logits are finite floating [B, C], targets the same shape with values in {1, 0, -1}
+    and ``index`` (when given) a 1-D integer tensor of length B."""
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating-point tensor, got {getattr(logits, 'dtype', type(logits))}")
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape [B, C], got {tuple(logits.shape)}")
+    if not isinstance(targets, Tensor):
+        raise ValueError(f"targets must be a tensor, got {type(targets).__name__}")
+    if targets.shape != logits.shape:
+        raise ValueError(f"targets shape {tuple(targets.shape)} does not match logits shape {tuple(logits.shape)}")
+    if targets.dtype == torch.bool or targets.is_complex():
+        raise ValueError(
+            f"targets must be integer observed labels {{1 = POS, 0 = UNOBS, -1 = NEG}}, got dtype {targets.dtype}"
+        )
+    if targets.device != logits.device:
+        raise ValueError(f"targets are on {targets.device} but logits on {logits.device}")
+    if index is not None:
+        if not isinstance(index, Tensor) or index.dim() != 1 or index.is_floating_point() or index.dtype == torch.bool:
+            raise ValueError("index must be a 1-D integer tensor of dataset row ids")
+        if index.numel() != logits.shape[0]:
+            raise ValueError(f"index has {index.numel()} entries but the batch has {logits.shape[0]} rows")
+    if logits.numel() == 0:
+        raise ValueError(f"empty batch: logits shape {tuple(logits.shape)}")
+    lo, hi, total = _scalar_checks(logits, targets)
+    if lo < -1 or hi > 1 or (targets.is_floating_point() and bool((targets != targets.round()).any())):
+        bad = (targets != 1) & (targets != 0) & (targets != -1)
+        values = torch.unique(targets[bad])[:10].tolist()
+        raise ValueError(
+            f"targets contain values {values} outside {{1 = POS, 0 = UNOBS, -1 = NEG}}, {_first_position(bad)}; "
+            "full {0,1} labels must be converted (1 -> POS, 0 -> NEG)"
+        )
+    if not math.isfinite(total):
+        bad = ~torch.isfinite(logits)
+        if bool(bad.any()):  # else the sum overflowed on finite values: accept
+            raise ValueError(f"logits contain NaN or inf, {_first_position(bad)}")
+
+
+class PartialLoss(nn.Module):
+    """Base class: ``set_epoch`` (1-based), validated ``forward``, persistent state through ``state_dict``.
+
+    Subclasses implement ``compute(logits, targets, index)`` on validated inputs. ``needs_index`` makes
+    ``index`` mandatory (LL-Cp, ROLE); ``allow_unobserved = False`` rejects UNOBS entries (``full``).
+    """
+
+    loss_name = "partial"
+    needs_index = False
+    allow_unobserved = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the loss the current epoch (1-based); call at the start of every epoch."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"epoch must be an integer >= 1 (1-based), got {epoch!r}")
+        self.epoch = epoch
+
+    def extra_param_groups(self, base_lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups owned by the loss (ROLE's label estimates); empty for most losses.
+
+        Use as ``torch.optim.Adam(model_groups + loss_fn.extra_param_groups(lr))``.
+        """
+        return []
+
+    def forward(self, logits: Tensor, targets: Tensor, index: Optional[Tensor] = None) -> Tensor:
+        """Mean loss over all B·C entries of the batch."""
+        validate_batch(logits, targets, index)
+        if self.needs_index and index is None:
+            raise ValueError(f"loss {self.loss_name!r} needs index (the dataset row ids of the batch, LongTensor [B])")
+        if not self.allow_unobserved and bool((targets == 0).any()):
+            raise ValueError(
+                f"loss {self.loss_name!r} needs fully observed targets but got UNOBS (0) entries, "
+                f"{_first_position(targets == 0)}; use 'an' or 'iu' for partial labels"
+            )
+        return self.compute(logits, targets, index)
+
+    def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state.get("epoch", 1))
+
+    def extra_repr(self) -> str:
+        return f"name={self.loss_name!r}, epoch={self.epoch}"

@@ -1,0 +1,229 @@
+"""Large loss modification (Kim et al., CVPR 2022): LL-R (rejection), LL-Ct / LL-Cp (temporary / permanent correction).
+
+Relative schedule (the paper's default): epoch 1 modifies nothing; from epoch t ≥ 2 the k largest Naive-AN
+losses among the UNOBS entries of the batch are modified, k = ceil(rate · B · C), rate = min(1, (t − 1) · Δrel
+/ 100) (Δrel = ``delta_rel``, percent per epoch). LL-R gives them loss 0, LL-Ct the BCE against target 1
+(−log σ(z)). LL-Cp uses a constant k = ceil(Δrel / 100 · B · C), corrects like LL-Ct and remembers the
+(row id, class) pairs: they are POS in every later batch and epoch (kept in ``state_dict``). Absolute schedule
+(``schedule="abs"``): from epoch 2 the UNOBS entries with loss > R(t) = r0 − t · delta_abs are modified.
+Observed entries are never modified. The loss is the mean over all B·C entries.
+
+Under DDP (torch.distributed initialized, world size > 1, ``global_selection=True``) the selection is made on
+the global batch gathered from all ranks, exactly as one process would on the concatenated batch; each rank
+applies its own slice and returns its local mean (DDP averages the gradients). LL-Cp records the global
+selection on every rank, so the state is the same everywhere.
+
+For analysis, ``last_modified`` gives the (rows, classes) this rank modified in the last call (rows are dataset
+row ids from ``index``, or batch positions when index is None), ``num_modified_epoch`` counts them since
+``set_epoch``, and LL-Cp's ``corrections()`` returns all permanent corrections.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from wsml.losses.base import PartialLoss
+from wsml.losses.corrections import CorrectionStore
+from wsml.losses.distributed import gather_batch, world_size
+from wsml.losses.kernels import rejected_bce
+from wsml.losses.registry import register_loss
+from wsml.losses.selection import above_threshold_unobserved, masked_keys, topk_unobserved
+
+SCHEDULES = ("rel", "abs")
+
+
+def _number(name: str, value: Any, lo: Optional[float] = None, hi: Optional[float] = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def ceil_count(x: float) -> int:
+    """ceil(x), ignoring float rounding noise (0.016 · 1250 = 20.000000000000004 -> 20)."""
+    r = round(x)
+    return int(r) if abs(x - r) <= 1e-9 * max(1.0, abs(x)) else math.ceil(x)
+
+
+class LargeLoss(PartialLoss):
+    """Shared machinery of LL-R / LL-Ct / LL-Cp; subclasses set ``correct`` and ``permanent``."""
+
+    correct = False  # True: selected entries get target 1; False: loss 0
+    permanent = False  # True: LL-Cp memory
+
+    def __init__(
+        self,
+        *,
+        delta_rel: float = 0.2,
+        schedule: str = "rel",
+        r0: Optional[float] = None,
+        delta_abs: Optional[float] = None,
+        global_selection: bool = True,
+    ) -> None:
+        super().__init__()
+        self.delta_rel = _number("delta_rel", delta_rel, 0.0, 100.0)
+        if not isinstance(schedule, str) or schedule.lower() not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        self.schedule = schedule.lower()
+        if self.schedule == "abs":
+            if r0 is None or delta_abs is None:
+                raise ValueError("schedule='abs' needs r0 and delta_abs (R(t) = r0 - t * delta_abs)")
+            self.r0 = _number("r0", r0)
+            self.delta_abs = _number("delta_abs", delta_abs, 0.0)
+        elif r0 is not None or delta_abs is not None:
+            raise ValueError("r0 and delta_abs only apply to schedule='abs'")
+        else:
+            self.r0 = self.delta_abs = None
+        if not isinstance(global_selection, bool):
+            raise ValueError(f"global_selection must be True or False, got {global_selection!r}")
+        self.global_selection = global_selection
+        self.store = CorrectionStore() if self.permanent else None
+        self.num_modified_epoch = 0
+        self._last: tuple[Tensor, Optional[Tensor], int] = (torch.empty(0, dtype=torch.long), None, 1)
+
+    # --- schedule -----------------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.num_modified_epoch = 0
+
+    def rate(self) -> float:
+        """Fraction of the batch's B·C entries to modify this epoch (relative schedule)."""
+        if self.epoch < 2:
+            return 0.0
+        if self.permanent:
+            return min(1.0, self.delta_rel / 100.0)
+        return min(1.0, (self.epoch - 1) * self.delta_rel / 100.0)
+
+    def threshold(self) -> float:
+        """R(t) = r0 − t · delta_abs (absolute schedule)."""
+        return self.r0 - self.epoch * self.delta_abs
+
+    # --- selection ----------------------------------------------------------------------------------------
+    def _select(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
+        """Local flat positions to modify; records LL-Cp's (global) selection in the store."""
+        B, C = logits.shape
+        rel = self.schedule == "rel"
+        if self.global_selection and (rel or self.permanent) and world_size() > 1:
+            keys = masked_keys(logits.detach(), targets)
+            gkeys, gindex, offset = gather_batch(keys, index if self.permanent else None)
+            if rel:
+                gsel = topk_unobserved(gkeys, None, ceil_count(self.rate() * gkeys.numel()))
+            else:
+                gsel = above_threshold_unobserved(gkeys, None, self.threshold())
+            if self.permanent:
+                self.store.add(gindex[gsel // C], gsel % C, C)
+            lo = offset * C
+            return gsel[(gsel >= lo) & (gsel < lo + B * C)] - lo
+        if rel:
+            sel = topk_unobserved(logits, targets, ceil_count(self.rate() * B * C))
+        else:
+            sel = above_threshold_unobserved(logits, targets, self.threshold())
+        if self.permanent:
+            self.store.add(index[sel // C], sel % C, C)
+        return sel
+
+    def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
+        C = logits.shape[1]
+        if self.permanent:
+            if int(index.min()) < 0:
+                raise ValueError(f"LL-Cp index values (dataset row ids) must be >= 0, got {int(index.min())}")
+            if len(self.store):
+                rows, classes = self.store.lookup(index, C)
+                if rows.numel():
+                    targets = targets.clone()
+                    targets[rows, classes] = 1
+        if self.epoch >= 2:
+            sel = self._select(logits, targets, index)
+        else:
+            sel = torch.empty(0, dtype=torch.long, device=logits.device)
+        y = torch.relu(targets).to(logits.dtype)
+        if self.correct:
+            if sel.numel():
+                y.view(-1)[sel] = 1
+            loss = rejected_bce(logits, y)
+        else:
+            loss = rejected_bce(logits, y, sel)
+        self._last = (sel, index, C)
+        self.num_modified_epoch += sel.numel()
+        return loss
+
+    # --- analysis -----------------------------------------------------------------------------------------
+    @property
+    def last_modified(self) -> tuple[Tensor, Tensor]:
+        """(rows, classes) modified by the last call on this rank (rows: dataset ids, or batch positions)."""
+        sel, index, C = self._last
+        rows = sel // C
+        return (rows if index is None else index.long()[rows]), sel % C
+
+    def get_extra_state(self) -> dict[str, Any]:
+        state = super().get_extra_state()
+        if self.store is not None:
+            state["corrections"] = self.store.state()
+        return state
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        super().set_extra_state(state)
+        if self.store is not None and "corrections" in state:
+            self.store.load(state["corrections"])
+
+    def extra_repr(self) -> str:
+        sched = f"delta_rel={self.delta_rel}" if self.schedule == "rel" else f"r0={self.r0}, delta_abs={self.delta_abs}"
+        return f"{super().extra_repr()}, schedule={self.schedule!r}, {sched}"
+
+
+@register_loss("ll-r")
+class LLR(LargeLoss):
+    """LL-R: large UNOBS losses are rejected (loss 0)."""
+
+
+@register_loss("ll-ct")
+class LLCt(LargeLoss):
+    """LL-Ct: large UNOBS losses are corrected temporarily (BCE against target 1 in this batch only)."""
+
+    correct = True
+
+
+@register_loss("ll-cp")
+class LLCp(LargeLoss):
+    """LL-Cp: large UNOBS losses are corrected permanently; the (row id, class) pairs stay POS afterwards.
+
+    ``reference_cp_bug=True`` reproduces the paper's released code, where LL-Cp silently runs as LL-Ct
+    (increasing rate, no memory); for comparison only.
+    """
+
+    correct = True
+    permanent = True
+    needs_index = True
+
+    def __init__(
+        self,
+        *,
+        delta_rel: float = 0.2,
+        schedule: str = "rel",
+        r0: Optional[float] = None,
+        delta_abs: Optional[float] = None,
+        global_selection: bool = True,
+        reference_cp_bug: bool = False,
+    ) -> None:
+        if not isinstance(reference_cp_bug, bool):
+            raise ValueError(f"reference_cp_bug must be True or False, got {reference_cp_bug!r}")
+        super().__init__(
+            delta_rel=delta_rel, schedule=schedule, r0=r0, delta_abs=delta_abs, global_selection=global_selection
+        )
+        self.reference_cp_bug = reference_cp_bug
+        if reference_cp_bug:  # instance attributes shadow the class's: behave as LL-Ct
+            self.permanent = False
+            self.needs_index = False
+            self.store = None
+
+    def corrections(self) -> tuple[Tensor, Tensor]:
+        """(rows, classes) of every permanent correction so far, sorted by row then class."""
+        if self.store is None:
+            empty = torch.empty(0, dtype=torch.long)
+            return empty, empty
+        return self.store.pairs()

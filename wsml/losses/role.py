@@ -1,0 +1,140 @@
+"""ROLE (Cole et al. 2021, "Multi-Label Learning from Single Positive Labels"): online label estimation.
+
+A learnable matrix of label-estimate logits (``N × C``, one row per training image) is trained jointly with
+the classifier f. Per batch, with g the estimate logits of the batch rows (σ = sigmoid, mean over B·C):
+
+    loss = ½·[BCE(f, y_obs) + BCE(g, y_obs)] on observed entries      (Cole et al.: observed positives)
+         + ½·[BCE(f, σ(g).detach()) + BCE(g, σ(f).detach())]         on all entries
+         + ½·[EPR(σ(f)) + EPR(σ(g))]                                 (expected-positive regulariser)
+
+Initialisation as in the reference: unobserved estimates uniform in (0.4, 0.6) (logits in ±logit(0.6)),
+observed positives 0.995 and observed negatives 0.005. Without ``observed_labels`` at construction, a row's
+observed entries are initialised the first time the row is seen (its estimate is unused before that).
+The estimates must get their own optimizer group with ``lr_mult`` (10×) the classifier's learning rate:
+``optimizer = Adam(model_groups + loss_fn.extra_param_groups(lr))``. Differences from the reference: BCE on
+logits (stable) instead of −log(p + 1e-5); observed negatives, when present, get the same BCE term as
+observed positives (the reference only supports single-positive data). Under DDP the estimate gradients are
+local to each rank: call ``all_reduce_grads()`` after ``backward()`` to sum them before the optimizer step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wsml.losses.base import PartialLoss
+from wsml.losses.epr import check_expected_num_pos, expected_positive_regularizer
+from wsml.losses.registry import register_loss
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+LOGIT_POS = _logit(0.995)
+LOGIT_NEG = _logit(0.005)
+
+
+@register_loss("role")
+class ROLE(PartialLoss):
+    """ROLE loss with learnable label estimates ``label_logits`` [num_samples, num_classes] (needs ``index``)."""
+
+    needs_index = True
+
+    def __init__(
+        self,
+        *,
+        num_samples: int,
+        num_classes: int,
+        expected_num_pos: float,
+        lr_mult: float = 10.0,
+        init_width: float = 0.1,
+        seed: int = 0,
+        observed_labels: Optional[Any] = None,
+    ) -> None:
+        super().__init__()
+        for name, v in (("num_samples", num_samples), ("num_classes", num_classes)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(lr_mult, (int, float)) or not lr_mult > 0:
+            raise ValueError(f"lr_mult must be a positive number, got {lr_mult!r}")
+        if not isinstance(init_width, (int, float)) or not 0 <= init_width < 0.5:
+            raise ValueError(f"init_width must be in [0, 0.5), got {init_width!r}")
+        self.num_samples, self.num_classes = int(num_samples), int(num_classes)
+        self.expected_num_pos = check_expected_num_pos(expected_num_pos)
+        self.lr_mult = float(lr_mult)
+        gen = torch.Generator().manual_seed(int(seed))
+        q = _logit(0.5 + init_width)
+        init = (torch.rand(self.num_samples, self.num_classes, generator=gen) * 2.0 - 1.0) * q
+        self.label_logits = nn.Parameter(init)
+        self.register_buffer("initialized", torch.zeros(self.num_samples, dtype=torch.bool))
+        if observed_labels is not None:
+            from wsml.labels import as_observed, validate_observed
+
+            obs = torch.as_tensor(validate_observed(as_observed(observed_labels)))
+            if tuple(obs.shape) != (self.num_samples, self.num_classes):
+                raise ValueError(
+                    f"observed_labels shape {tuple(obs.shape)} != (num_samples, num_classes) "
+                    f"= {(self.num_samples, self.num_classes)}"
+                )
+            self._init_rows(torch.arange(self.num_samples), obs)
+
+    @torch.no_grad()
+    def _init_rows(self, rows: Tensor, targets: Tensor) -> None:
+        block = self.label_logits[rows]
+        t = targets.to(block.device)
+        block = torch.where(t == 1, LOGIT_POS, torch.where(t == -1, LOGIT_NEG, block))
+        self.label_logits[rows] = block
+        self.initialized[rows] = True
+
+    def extra_param_groups(self, base_lr: float) -> list[dict[str, Any]]:
+        """One group holding the label estimates, at ``lr_mult × base_lr``."""
+        return [{"params": [self.label_logits], "lr": self.lr_mult * float(base_lr), "name": "role_label_estimates"}]
+
+    def estimated_labels(self) -> Tensor:
+        """Current label estimates σ(label_logits) [N, C] (detached)."""
+        return self.label_logits.detach().sigmoid()
+
+    def all_reduce_grads(self) -> None:
+        """Sum the estimates' gradients over DDP ranks (no-op in a single process)."""
+        import torch.distributed as dist
+
+        if self.label_logits.grad is not None and dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.label_logits.grad)
+
+    def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(f"ROLE was built for {self.num_classes} classes but logits have {logits.shape[1]}")
+        if logits.device != self.label_logits.device:
+            raise ValueError(f"logits are on {logits.device} but ROLE's estimates on {self.label_logits.device}: "
+                             "call loss_fn.to(device)")
+        lo, hi = (int(v) for v in torch.aminmax(index))
+        if lo < 0 or hi >= self.num_samples:
+            raise ValueError(f"index values must be in [0, {self.num_samples}), got range [{lo}, {hi}]")
+        index = index.long()
+        new = ~self.initialized[index]
+        if bool(new.any()):
+            self._init_rows(index[new], targets[new])
+        est = self.label_logits[index].to(logits.dtype)
+        observed = targets.abs().to(logits.dtype)
+        y = torch.relu(targets).to(logits.dtype)
+        n = logits.numel()
+        terms = (
+            F.binary_cross_entropy_with_logits(logits, y, weight=observed, reduction="sum")
+            + F.binary_cross_entropy_with_logits(est, y, weight=observed, reduction="sum")
+            + F.binary_cross_entropy_with_logits(logits, est.detach().sigmoid(), reduction="sum")
+            + F.binary_cross_entropy_with_logits(est, logits.detach().sigmoid(), reduction="sum")
+        )
+        reg = expected_positive_regularizer(logits.sigmoid(), self.expected_num_pos) + expected_positive_regularizer(
+            est.sigmoid(), self.expected_num_pos
+        )
+        return 0.5 * terms / n + 0.5 * reg
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, num_samples={self.num_samples}, num_classes={self.num_classes}, "
+                f"expected_num_pos={self.expected_num_pos}, lr_mult={self.lr_mult}")

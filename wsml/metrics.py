@@ -1,0 +1,285 @@
+"""Mean average precision (mAP), masked mAP, OpenImages group mAP and a DDP-aware accumulator.
+
+AP is exactly ``sklearn.metrics.average_precision_score`` (ties included): over the distinct score
+thresholds t_n, AP = Σ_n (R_n − R_{n−1}) P_n. Equivalently AP = (1/P) Σ_{positives i} TP(≥s_i) / K(≥s_i),
+with K(≥s) the number of counted entries scoring ≥ s; tied positives share one threshold. This form only
+needs each class's scores sorted once (values, no argsort) and one batched search of the positives, so
+all classes are computed together, without a Python loop over classes.
+
+A class with no positive among its counted entries scores AP 0 (the reference protocol; sklearn warns
+and also returns 0). ``mask`` (bool, True = counts) removes entries, e.g. OpenImages' unannotated labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from wsml.labels import SparseLabels
+
+ArrayOrTensor = Union[np.ndarray, torch.Tensor, Any]
+
+
+def _to_numpy(x: ArrayOrTensor, what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        return x.numpy()
+    x = np.asarray(x)
+    if x.dtype == object:
+        raise ValueError(f"{what}: expected a numeric array, got dtype object")
+    return x
+
+
+def _first_bad(bad: np.ndarray) -> str:
+    rows, cols = np.nonzero(bad)
+    return f"first at row {rows[0]}, column {cols[0]} ({int(bad.sum())} entries)"
+
+
+def _check_scores(scores: ArrayOrTensor) -> np.ndarray:
+    S = _to_numpy(scores, "scores")
+    if S.ndim == 1:
+        S = S[:, None]
+    if S.ndim != 2:
+        raise ValueError(f"scores: expected a matrix [N, C], got shape {S.shape}")
+    if S.dtype.kind == "f":
+        nan = np.isnan(S)
+        if nan.any():
+            raise ValueError(f"scores contain NaN, {_first_bad(nan)}")
+        return S if S.dtype.itemsize >= 4 else S.astype(np.float32)
+    if S.dtype.kind == "b":
+        return S.astype(np.float32)
+    if S.dtype.kind in "iu":
+        return S.astype(np.float64)
+    raise ValueError(f"scores: expected real numbers, got dtype {S.dtype}")
+
+
+def _check_binary(x: ArrayOrTensor, shape: tuple[int, int], what: str) -> np.ndarray:
+    Y = _to_numpy(x, what)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if Y.shape != shape:
+        raise ValueError(f"{what} shape {Y.shape} does not match scores shape {shape}")
+    if Y.dtype.kind == "b":
+        return Y
+    if Y.dtype.kind in "iu":
+        ok = Y.size == 0 or (Y.min() >= 0 and Y.max() <= 1)
+    elif Y.dtype.kind == "f":
+        ok = bool(((Y == 0) | (Y == 1)).all())
+    else:
+        raise ValueError(f"{what}: expected a {{0,1}} or bool matrix, got dtype {Y.dtype}")
+    if ok:
+        return Y != 0
+    bad = (Y != 0) & (Y != 1)
+    msg = f"{what} must be {{0,1}}; found values {np.unique(Y[bad])[:10].tolist()}, {_first_bad(bad)}"
+    if what == "labels" and np.isin(Y, (1, 0, -1)).all():
+        msg += (
+            ". This looks like an observed-label matrix (POS=1, UNOBS=0, NEG=-1): AP needs ground truth; "
+            "pass the full {0,1} labels, or {0,1} labels with mask=(observed != 0) to count known entries only"
+        )
+    raise ValueError(msg)
+
+
+def average_precision_per_class(
+    scores: ArrayOrTensor, labels: ArrayOrTensor, mask: Optional[ArrayOrTensor] = None
+) -> np.ndarray:
+    """AP of every class (column) as in sklearn, float64 [C]; 0 for a class with no counted positive.
+
+    scores: [N, C] real (numpy, torch or nested lists); labels: [N, C] full ground truth {0,1};
+    mask: optional bool [N, C], True = the entry counts. A 1-D input is one class.
+    """
+    S = _check_scores(scores)
+    Y = _check_binary(labels, S.shape, "labels")
+    M = None if mask is None else _check_binary(mask, S.shape, "mask")
+    n, c = S.shape
+    if n == 0 or c == 0:
+        return np.zeros(c)
+    # positives, found row-major (fast), then grouped by class with a stable radix sort of the class ids
+    flat = np.flatnonzero(Y if M is None else Y & M)
+    cls = (flat % c).astype(np.int16 if c < 2**15 else np.int64)
+    order = np.argsort(cls, kind="stable")
+    cls, pos_scores = cls[order], np.ravel(S)[flat[order]]
+    num_pos = np.bincount(cls, minlength=c)
+    # one sorted copy of the scores per class; removed entries sink to -inf (handled below)
+    src = S if M is None else np.where(M, S, -np.inf).astype(S.dtype, copy=False)
+    work = np.array(src.T, order="C", copy=True)
+    work.sort(axis=1)
+    n_counted = np.full(c, n) if M is None else M.sum(axis=0)
+    # positives of each class in a padded [C, P_max] block, padding +inf (never below a real score)
+    width = max(int(num_pos.max()), 1)
+    start = np.concatenate(([0], np.cumsum(num_pos)[:-1]))
+    padded = np.full((c, width), np.inf, dtype=work.dtype)
+    padded[cls, np.arange(len(cls)) - start[cls]] = pos_scores
+    padded.sort(axis=1)
+    pt = torch.from_numpy(padded)
+    # K(>=s): counted entries scoring >= s; TP(>=s): positives scoring >= s (ties grouped, as sklearn)
+    below_all = torch.searchsorted(torch.from_numpy(work), pt).numpy()
+    below_pos = torch.searchsorted(pt, pt).numpy()
+    counted = np.where(padded == -np.inf, n_counted[:, None], n - below_all)
+    tp = num_pos[:, None] - below_pos
+    valid = np.arange(width)[None, :] < num_pos[:, None]
+    precision = np.where(valid, tp / np.maximum(counted, 1), 0.0)
+    return precision.sum(axis=1) / np.maximum(num_pos, 1)
+
+
+def mean_average_precision(
+    scores: ArrayOrTensor, labels: ArrayOrTensor, mask: Optional[ArrayOrTensor] = None
+) -> float:
+    """mAP ×100: the mean over classes of :func:`average_precision_per_class` (DESIGN.md §2 Metrics)."""
+    ap = average_precision_per_class(scores, labels, mask)
+    if len(ap) == 0:
+        raise ValueError("mean_average_precision: there are no classes (scores have 0 columns)")
+    return float(ap.mean() * 100.0)
+
+
+def class_groups(known_counts: Union[ArrayOrTensor, SparseLabels], num_groups: int = 5) -> list[np.ndarray]:
+    """Split class ids into ``num_groups`` groups by ascending ``known_counts`` (G1 = fewest known).
+
+    Ties keep class-id order (stable sort). When C is not a multiple of ``num_groups`` the first
+    ``C % num_groups`` groups get one class more (``np.array_split``).
+    """
+    if isinstance(known_counts, SparseLabels):
+        known_counts = known_counts.known_per_class()
+    k = _to_numpy(known_counts, "known_counts")
+    if k.ndim != 1:
+        raise ValueError(f"known_counts: expected one count per class, got shape {k.shape}")
+    if not isinstance(num_groups, (int, np.integer)) or not 1 <= num_groups <= len(k):
+        raise ValueError(f"num_groups must be an integer in [1, {len(k)}] (number of classes), got {num_groups!r}")
+    if k.dtype.kind not in "iuf" or (k.size and (np.isnan(k).any() or k.min() < 0)):
+        raise ValueError("known_counts must be non-negative numbers (images with the class's label known)")
+    return np.array_split(np.argsort(k, kind="stable"), num_groups)
+
+
+def group_mean_average_precision(
+    scores: ArrayOrTensor,
+    labels: ArrayOrTensor,
+    known_counts: Union[ArrayOrTensor, SparseLabels],
+    num_groups: int = 5,
+    mask: Optional[ArrayOrTensor] = None,
+) -> dict[str, float]:
+    """OpenImages-style mAP per class group (paper Table 3): ``{"G1": ..., "G5": ..., "all": ...}``.
+
+    Classes are grouped by :func:`class_groups` on ``known_counts`` (per class, the number of training
+    images whose label is known — ``SparseLabels.known_per_class()``, which may be passed directly);
+    "all" is the mAP over all classes. Values are ×100.
+    """
+    ap = average_precision_per_class(scores, labels, mask)
+    groups = class_groups(known_counts, num_groups)
+    if sum(len(g) for g in groups) != len(ap):
+        raise ValueError(f"known_counts has {sum(len(g) for g in groups)} classes but scores have {len(ap)}")
+    out = {f"G{i + 1}": float(ap[g].mean() * 100.0) for i, g in enumerate(groups)}
+    out["all"] = float(ap.mean() * 100.0)
+    return out
+
+
+class MeanAveragePrecision:
+    """Accumulates (scores, labels, mask) over evaluation batches; ``compute()`` returns mAP ×100.
+
+    Under DDP call ``sync()`` once after the last ``update`` on every rank: it all-gathers the rows of all
+    ranks. Pass ``index`` (dataset row ids) to ``update`` to drop the duplicate rows that
+    ``DistributedSampler`` adds to even out the ranks (the first copy of each id is kept).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._scores: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._masks: list[Optional[np.ndarray]] = []
+        self._index: list[Optional[np.ndarray]] = []
+        self._synced = False
+
+    def update(
+        self,
+        scores: ArrayOrTensor,
+        labels: ArrayOrTensor,
+        mask: Optional[ArrayOrTensor] = None,
+        index: Optional[ArrayOrTensor] = None,
+    ) -> None:
+        """Add a batch: scores [B, C], full labels {0,1} [B, C], optional mask [B, C] and row ids [B]."""
+        if self._synced:
+            raise RuntimeError("MeanAveragePrecision: update() after sync(); call reset() first")
+        S = _check_scores(scores)
+        if self._scores and S.shape[1] != self._scores[0].shape[1]:
+            raise ValueError(f"scores have {S.shape[1]} classes, earlier batches had {self._scores[0].shape[1]}")
+        Y = np.array(_check_binary(labels, S.shape, "labels"))
+        M = None if mask is None else np.array(_check_binary(mask, S.shape, "mask"))
+        if index is not None:
+            index = _to_numpy(index, "index").astype(np.int64).reshape(-1)
+            if len(index) != len(S):
+                raise ValueError(f"index has {len(index)} ids for {len(S)} rows of scores")
+        if self._index and (index is None) != (self._index[0] is None):
+            raise ValueError("MeanAveragePrecision: pass index to every update() or to none")
+        self._scores.append(np.array(S))
+        self._labels.append(Y)
+        self._masks.append(M)
+        self._index.append(index)
+
+    def _state(self) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+        if not self._scores:
+            raise ValueError("MeanAveragePrecision: no data; call update() first")
+        S, Y = np.concatenate(self._scores), np.concatenate(self._labels)
+        M = None
+        if any(m is not None for m in self._masks):
+            M = np.concatenate([np.ones(s.shape, bool) if m is None else m for s, m in zip(self._scores, self._masks)])
+        idx = None if self._index[0] is None else np.concatenate(self._index)
+        return S, Y, M, idx
+
+    def _deduplicated(self) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        S, Y, M, idx = self._state()
+        if idx is not None:
+            _, first = np.unique(idx, return_index=True)
+            keep = np.sort(first)
+            S, Y, M = S[keep], Y[keep], None if M is None else M[keep]
+        return S, Y, M
+
+    def compute_per_class(self) -> np.ndarray:
+        """AP per class (not ×100) of everything seen (after ``sync``: on all ranks)."""
+        return average_precision_per_class(*self._deduplicated())
+
+    def compute(self) -> float:
+        """mAP ×100 of everything seen (after ``sync``: on all ranks)."""
+        return mean_average_precision(*self._deduplicated())
+
+    def compute_groups(self, known_counts: Union[ArrayOrTensor, SparseLabels], num_groups: int = 5) -> dict:
+        """Group mAP (see :func:`group_mean_average_precision`)."""
+        S, Y, M = self._deduplicated()
+        return group_mean_average_precision(S, Y, known_counts, num_groups, mask=M)
+
+    def sync(self, process_group: Any = None) -> None:
+        """All-gather the accumulated rows from every rank (no-op unless torch.distributed is initialized)."""
+        import torch.distributed as dist
+
+        if self._synced or not (dist.is_available() and dist.is_initialized()):
+            return
+        S, Y, M, idx = self._state()
+        world = dist.get_world_size(process_group)
+        backend = dist.get_backend(process_group)
+        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world)]
+        dist.all_gather(sizes, torch.tensor([len(S)], dtype=torch.int64, device=device), group=process_group)
+        sizes = [int(s.item()) for s in sizes]
+        flags = torch.tensor([M is not None, idx is not None], dtype=torch.int64, device=device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=process_group)
+        if M is None and flags[0]:
+            M = np.ones(S.shape, bool)
+        if idx is None and flags[1]:
+            raise ValueError("MeanAveragePrecision.sync: some ranks passed index to update() and this one did not")
+
+        def gather(a: np.ndarray) -> np.ndarray:
+            t = torch.from_numpy(np.ascontiguousarray(a)).to(device)
+            pad = torch.zeros((max(sizes),) + tuple(t.shape[1:]), dtype=t.dtype, device=device)
+            pad[: len(t)] = t
+            out = [torch.empty_like(pad) for _ in range(world)]
+            dist.all_gather(out, pad, group=process_group)
+            return np.concatenate([o[:n].cpu().numpy() for o, n in zip(out, sizes)])
+
+        self._scores = [gather(S)]
+        self._labels = [gather(Y.astype(np.uint8)).astype(bool)]
+        self._masks = [None if M is None else gather(M.astype(np.uint8)).astype(bool)]
+        self._index = [None if idx is None else gather(idx)]
+        self._synced = True
