@@ -68,9 +68,9 @@ def test_memorization_callback_epochs_and_peaks(tmp_path):
     assert ent["peak_epoch"][0].tolist() == [1, 2, 1] and ent["peak_epoch"][1].tolist() == [1, 1, 3]
     assert ent["history"].shape == (3, 2, 3)
     dist = mem.highest_loss_distribution(ent["groups"], ent["peak_epoch"])
-    assert dist["fn"] == {"entries": 2, "warmup_pct": 50.0, "regular_pct": 50.0}
+    assert dist["fn"] == {"entries": 2, "warmup_pct": 50.0, "regular_pct": 50.0, "median_peak_epoch": 1.5}
     assert dist["pos"]["warmup_pct"] == 100.0
-    assert dist["tn"] == {"entries": 2, "warmup_pct": 50.0, "regular_pct": 50.0}
+    assert dist["tn"] == {"entries": 2, "warmup_pct": 50.0, "regular_pct": 50.0, "median_peak_epoch": 2.0}
 
 
 def test_memorization_callback_without_full_labels_is_inert():
@@ -82,9 +82,12 @@ def test_memorization_callback_without_full_labels_is_inert():
 
 
 def test_loss_peaks():
-    peaks = mem.loss_peaks([1, 2, 3, 4], {"fn": [0.5, 0.9, 0.7, 0.1], "tn": [0.6, 0.3, 0.2, math.nan]})
-    assert peaks["fn"]["peak_at"] == 2 and peaks["fn"]["rises"] and peaks["fn"]["final_loss"] == 0.1
-    assert peaks["tn"]["peak_at"] == 1 and not peaks["tn"]["rises"] and peaks["tn"]["final_loss"] == 0.2
+    pos = [0.5, 1, 2, 3, 4, 5]
+    peaks = mem.loss_peaks(pos, {"fn": [0.7, 0.3, 0.5, 0.9, 0.6, 0.1], "tn": [0.7, 0.6, 0.3, 0.2, math.nan, 0.1]})
+    fn, tn = peaks["fn"], peaks["tn"]  # the warm-up points (positions <= 1) are ignored
+    assert (fn["start_loss"], fn["peak_at"], fn["peak_loss"], fn["final_loss"]) == (0.5, 3.0, 0.9, 0.1)
+    assert fn["rise"] == pytest.approx(0.4) and fn["fall"] == pytest.approx(0.8) and fn["rises_then_falls"]
+    assert tn["peak_at"] == 2.0 and tn["rise"] == 0.0 and not tn["rises_then_falls"]
     with pytest.raises(ValueError, match="curve 'fn' has 2 points"):
         mem.loss_peaks([1, 2, 3], {"fn": [1, 2]})
 
@@ -130,6 +133,16 @@ def test_modification_callback(tmp_path):
     log = mod.load_modifications(tmp_path)
     assert log["epoch"].tolist() == [2, 2, 3, 3, 3]
     assert mod.modified_by_row(log, 11) == {2: [(3, False)], 3: [(0, True), (2, True)]}
+
+
+def test_pick_rows_prefers_right_then_one_wrong():
+    from wsml.analysis.qualitative import pick_rows
+
+    log = {"row": np.array([5, 5, 7, 9, 9, 2]), "truth": np.array([1, 1, 1, 1, 0, 0])}
+    # all right: 5 (2 modifications), 7 (1); with a wrong one: 9 (1 wrong), 2 (1 wrong)
+    assert pick_rows(log, n=3, failures=1) == [5, 7, 2]
+    assert pick_rows(log, n=5, failures=0) == [5, 7, 2, 9]
+    assert pick_rows({"row": np.array([]), "truth": np.array([])}) == []
 
 
 def test_modification_callback_inert_for_other_losses():
@@ -217,3 +230,100 @@ def test_report_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no metrics.csv"):
         build_report([tmp_path / "empty"], tmp_path / "r.md")
+
+
+# ----------------------------------------------------------------------------------------------- sweeps, CLI
+
+
+def test_parse_methods_and_sweep_with_fake_training(tmp_path):
+    from wsml.analysis.sweeps import parse_methods, run_sweep
+
+    methods = parse_methods(["AN:loss.name=an", "LL-R:loss.name=ll-r,loss.delta_rel=2"])
+    assert methods == {"AN": ["loss.name=an"], "LL-R": ["loss.name=ll-r", "loss.delta_rel=2"]}
+    with pytest.raises(ValueError, match="LABEL:key=value"):
+        parse_methods(["no-colon"])
+    seen = []
+
+    def fake_train(cfg):  # test mAP = 10 × Δrel (+1 for LL-R) so the table is checkable
+        seen.append((cfg.loss.name, cfg.loss.delta_rel, cfg.run.name))
+        return {"test_map": 10 * cfg.loss.delta_rel + (cfg.loss.name == "ll-r"), "val_map": 1.0, "best_epoch": 2}
+
+    sw = run_sweep("loss.delta_rel", [0.5, 1.0], methods, tmp_path / "sw", overrides=["train.epochs=1"],
+                   train_fn=fake_train, log=lambda *a: None)
+    assert sw["series"] == {"AN": [5.0, 10.0], "LL-R": [6.0, 11.0]}
+    assert seen[0] == ("an", 0.5, "AN-delta_rel0.5") and len(seen) == 4
+    assert (tmp_path / "sw" / "sweep.png").stat().st_size > 1000
+    text = build_report([tmp_path / "sw"], tmp_path / "sw.md").read_text()
+    assert "| 1.0 | 10.00 | 11.00 |" in text
+
+
+def test_cli_report_and_errors(tmp_path, capsys):
+    from wsml.analysis.cli import main_analyze, main_report
+
+    run = _fake_run(tmp_path / "run1")
+    assert main_report([str(run), "--out", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+    assert main_report([str(tmp_path / "nope")]) == 2
+    assert "wsml: error: run folder" in capsys.readouterr().err
+    assert main_analyze(["precision", str(run), "--out", str(tmp_path / "p.png")]) == 0
+    assert "base rate (truly positive among unobserved): 10.00%" in capsys.readouterr().out
+    assert main_analyze(["memorization", str(run)]) == 2  # the fake run has no memorization_curve.csv
+
+
+# ----------------------------------------------------------------------------------------------- a real tiny run
+
+
+def _quads_with_boxes(folder):
+    """engine_helpers' 16x16 quadrant images (class c lights quadrant c) plus the quadrants as boxes."""
+    from engine_helpers import make_image_index
+
+    from wsml.data.index import DatasetIndex
+
+    make_image_index(folder)
+    index = DatasetIndex.load(folder)
+    for s in index.splits.values():
+        r, c = np.nonzero(s.full)
+        qy, qx = c // 2, c % 2
+        s.boxes = np.stack([r, c, 8 * qx, 8 * qy, 8 * qx + 8, 8 * qy + 8], 1).astype(np.float32)
+    index.save(folder)
+    return folder
+
+
+def test_analyses_on_a_real_tiny_run(tmp_path):
+    from engine_helpers import image_config
+
+    from wsml.analysis.cams import evaluate_pointing_game
+    from wsml.engine import train
+
+    torch.set_num_threads(1)
+    data = _quads_with_boxes(tmp_path / "quads")
+    cbs = "[memorization, modification]".replace("memorization", "wsml.analysis.memorization:MemorizationCallback")
+    cbs = cbs.replace("modification", "wsml.analysis.modification:ModificationCallback")
+    runs = {}
+    for loss in ("an", "ll-ct"):
+        train(image_config(data, tmp_path, **{"loss.name": loss, "loss.delta_rel": 5.0, "run.name": loss,
+                                              "callbacks": cbs}))
+        runs[loss] = tmp_path / loss
+    met = read_metrics(runs["an"] / "metrics.csv")
+    # under AN every entry is pos, tn or fn: the group means, weighted by group sizes, give the training loss
+    full = np.load(data / "train" / "labels_full.npy")
+    obs = np.load(data / "train" / "labels_obs.npy")
+    n = np.bincount(mem.entry_groups(obs, full).ravel() + 1, minlength=4)[1:]
+    for e in range(3):
+        mean = sum(n[k] * met[f"mem_loss_{g}"][e] for k, g in enumerate(mem.GROUPS)) / full.size
+        assert mean == pytest.approx(met["train_loss"][e], rel=1e-4)
+    assert "mod_precision" not in met  # AN modifies nothing: the modification callback stays silent
+    ll = read_metrics(runs["ll-ct"] / "metrics.csv")
+    assert ll["mod_count"] == ll["num_modified"] and ll["mod_count"][1] > 0  # each row once per epoch
+    unobs = obs == 0
+    assert ll["mod_base_rate"][0] == pytest.approx((unobs & (full == 1)).sum() / unobs.sum())
+    log = mod.load_modifications(runs["ll-ct"])
+    assert log["truth"].tolist() == full[log["row"], log["cls"]].tolist()
+    assert ll["mod_true"][2] == int(log["truth"][log["epoch"] == 3].sum())
+    pg = evaluate_pointing_game(runs["ll-ct"], device="cpu")
+    test = np.load(data / "test" / "labels_full.npy")
+    assert pg["pairs"] == int(test.sum()) and pg["no_box"] == 0 and 0 <= pg["score"] <= 100
+    assert pg["random_score"] == pytest.approx(25.0)  # one quadrant of four
+    text = build_report(list(runs.values()), tmp_path / "report.md").read_text()
+    for section in ("## Runs", "Memorization", "Precision of modification", "Qualitative", "Pointing Game"):
+        assert section in text

@@ -265,6 +265,8 @@ def test_rgb_weights_into_grayscale_stem(tmp_path):
     state = _random_resnet18_state()
     torch.save(state, tmp_path / "r18.pth")
     m = create_model("timm:resnet18", 2, in_chans=1, weights=tmp_path / "r18.pth")
+    (mean,), (std,) = m.default_mean_std  # grey statistics = the average of ImageNet's RGB ones
+    assert mean == pytest.approx((0.485 + 0.456 + 0.406) / 3) and std == pytest.approx((0.229 + 0.224 + 0.225) / 3)
     stem = m.backbone.weights_target.conv1.weight
     assert stem.shape[1] == 1 and torch.allclose(stem, state["conv1.weight"].sum(1, keepdim=True))
     # a grey image through the adapted stem = the same image as equal RGB through the original stem

@@ -33,19 +33,22 @@ def load_index(data: DataConfig, dist_info: Optional[DistInfo] = None):
                                     f"`wsml prepare <dataset> --out {path}` or set data.dataset=<name>")
         if dist_info is None or dist_info.is_main:
             print(f"preparing data set {data.dataset!r} into {path} ...", flush=True)
-            prepare(data.dataset, path, root=data.root, **data.options)
+            try:
+                prepare(data.dataset, path, root=data.root, **data.options)
+            except TypeError as e:  # a data.options key the adapter does not take
+                if "keyword argument" not in str(e):
+                    raise
+                raise ValueError(f"data.options for {data.dataset!r}: {e}") from None
         barrier()
     return DatasetIndex.load(path)
 
 
-def input_channels(index) -> int:
-    """1 for grayscale array data (the mosaics) trained from scratch, else 3 (ImageNet backbones)."""
-    return int(index.meta.get("channels", 3)) if index.kind == "images" else 3
-
-
 def channels_for(cfg: Config, index) -> int:
-    # pretrained ImageNet weights expect RGB: grayscale images are then replicated to 3 channels
-    return 3 if cfg.model.pretrained or cfg.model.weights else input_channels(index)
+    """Input channels: 1 for grayscale image data (the mosaics) with the small CNN trained from scratch;
+    3 otherwise (ImageNet backbones expect RGB: grayscale images are replicated to 3 channels)."""
+    gray = index.kind == "images" and int(index.meta.get("channels", 3)) == 1
+    scratch = cfg.model.backbone.lower() == "small_cnn" and not (cfg.model.pretrained or cfg.model.weights)
+    return 1 if gray and scratch else 3
 
 
 # ------------------------------------------------------------------------------------------ model, loss
@@ -58,16 +61,22 @@ def build_model(cfg: Config, index) -> torch.nn.Module:
     in_features = None
     if index.kind == "features":
         in_features = int(index["train"].features.shape[1])
-    return create_model(cfg.model.backbone, index.num_classes, pretrained=cfg.model.pretrained,
-                        weights=cfg.model.weights, in_chans=channels_for(cfg, index), in_features=in_features,
-                        dropout=cfg.model.dropout)
+    try:
+        return create_model(cfg.model.backbone, index.num_classes, pretrained=cfg.model.pretrained,
+                            weights=cfg.model.weights, in_chans=channels_for(cfg, index), in_features=in_features,
+                            dropout=cfg.model.dropout, **cfg.model.options)
+    except TypeError as e:  # a model.options key the backbone does not take
+        if "keyword argument" not in str(e):
+            raise
+        raise ValueError(f"model.options for backbone {cfg.model.backbone!r}: {e}") from None
 
 
 def build_loss_fn(cfg: Config, index, log=print) -> torch.nn.Module:
     """``build_loss(cfg.loss.name, ...)`` with the hyper-parameters this loss accepts.
 
     Set fields the chosen loss does not take (e.g. ``delta_rel`` after switching to ``an``) are dropped
-    with a note; ``num_samples``/``num_classes`` are filled in from the training split when the loss has them.
+    with a note; ``num_samples``, ``num_classes``, ``observed_labels`` (ROLE's initial estimates) and ``num_epochs``
+    are filled in from the training split and the config when the loss takes them.
     """
     from wsml.losses import build_loss
     from wsml.losses.registry import loss_hparams
@@ -78,10 +87,11 @@ def build_loss_fn(cfg: Config, index, log=print) -> torch.nn.Module:
     if ignored:
         log(f"note: loss {cfg.loss.name!r} has no hyper-parameter(s) {', '.join(ignored)}; ignored")
     hp = {k: v for k, v in hp.items() if k not in ignored}
-    auto = {"num_samples": len(index["train"]), "num_classes": index.num_classes}
-    for k, v in auto.items():
+    auto = {"num_samples": lambda: len(index["train"]), "num_classes": lambda: index.num_classes,
+            "num_epochs": lambda: cfg.train.epochs, "observed_labels": lambda: index["train"].train_targets()}
+    for k, value in auto.items():
         if k in accepted and k not in hp:
-            hp[k] = v
+            hp[k] = value()
     return build_loss(cfg.loss.name, **hp)
 
 
@@ -157,12 +167,13 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, epochs: int) 
 
 
 def loss_param_groups(cfg: Config, loss_fn: torch.nn.Module) -> list[dict]:
-    """The loss's learnable parameters (ROLE's label estimates) at ``lr * loss_lr_mult``."""
+    """The loss's learnable parameters (ROLE's label estimates), at the learning rate the loss asks for
+    (``extra_param_groups(lr)``: ROLE uses its ``lr_mult``, 10× as Cole et al.)."""
     if hasattr(loss_fn, "extra_param_groups"):
-        groups = loss_fn.extra_param_groups(cfg.optim.lr * cfg.optim.loss_lr_mult)
+        groups = loss_fn.extra_param_groups(cfg.optim.lr)
     else:
         params = [p for p in loss_fn.parameters() if p.requires_grad]
-        groups = [{"params": params, "lr": cfg.optim.lr * cfg.optim.loss_lr_mult}] if params else []
+        groups = [{"params": params, "lr": cfg.optim.lr}] if params else []
     return [g for g in groups if list(g["params"])]
 
 

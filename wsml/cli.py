@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
     sp.add_argument("--out", metavar="FILE", help="write the results to FILE.csv or FILE.json")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    # analysis commands parse their own arguments (wsml.analysis.cli); listed here for --help
+    sub.add_parser("report", help="summarise run folders / sweeps (see `wsml report --help`)", add_help=False)
+    sub.add_parser("analyze", help="paper analyses: memorization, precision, pointing game, CAMs, sweeps "
+                   "(see `wsml analyze --help`)", add_help=False)
     return p
 
 
@@ -109,6 +113,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     try:
         index = prepare(args.dataset, out, root=args.root, **options)
     except TypeError as e:  # an option the adapter does not take
+        if "keyword argument" not in str(e):
+            raise
         raise ValueError(f"{args.dataset}: {e}") from None
     print(f"prepared {index.name} -> {out}  ({index.num_classes} classes, kind {index.kind})")
     for split, st in index.meta.get("stats", {}).items():
@@ -185,8 +191,20 @@ COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "predi
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``wsml`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest = [a for a in argv if a != "--debug"]
+    if rest and rest[0] in ("report", "analyze"):  # delegated to the analysis package's own parsers
+        from wsml.analysis import cli as analysis_cli
+
+        return (analysis_cli.main_report if rest[0] == "report" else analysis_cli.main_analyze)(rest[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value items after an option (`prepare voc --out d seed=1`) land in `extra`; they belong to the command
+    bad = [a for a in extra if a.startswith("-") or "=" not in a]
+    if bad or (extra and args.command not in ("prepare", "train")):
+        parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
+    if extra:
+        (args.options if args.command == "prepare" else args.overrides).extend(extra)
     if args.command is None:
         parser.print_help()
         return 2

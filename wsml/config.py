@@ -8,6 +8,9 @@ A config is built in three layers, later ones winning:
 3. ``section.key=value`` overrides from the command line, values parsed as YAML scalars
    (``optim.lr=1e-4``, ``train.amp=off``, ``callbacks=[memorization]``).
 
+Mappings merge key by key (an included ``data:`` section is completed, not replaced); an empty mapping
+clears (``model.options={}``).
+
 Unknown keys are errors that list the valid ones; wrong types are errors naming key and value.
 """
 
@@ -54,6 +57,7 @@ class ModelConfig:
     pretrained: bool = True
     weights: Optional[str] = None  # a local weights file instead of the built-in pretrained weights
     dropout: float = 0.0
+    options: dict = field(default_factory=dict)  # backbone keyword arguments, e.g. {widths: [16, 32, 64, 128]}
 
 
 @dataclass
@@ -86,7 +90,6 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     head_lr_mult: float = 10.0
-    loss_lr_mult: float = 10.0  # learnable loss parameters (ROLE's label estimates; Cole et al.: 10×)
     scheduler: str = "none"
     step_size: int = 5  # scheduler "step": epochs between decays
     gamma: float = 0.1
@@ -229,6 +232,12 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r}: {value} must be >= {low}")
     if not cfg.optim.lr > 0:
         raise ConfigError(f"config key 'optim.lr': {cfg.optim.lr} must be > 0")
+    from wsml.losses import resolve_loss_name
+
+    try:
+        resolve_loss_name(cfg.loss.name)  # unknown loss names fail here, listing the available ones
+    except ValueError as e:
+        raise ConfigError(f"config key 'loss.name': {e}") from None
     if not all(isinstance(c, str) for c in cfg.callbacks):
         raise ConfigError(f"config key 'callbacks': expected a list of names, got {cfg.callbacks!r}")
 
@@ -236,7 +245,8 @@ def validate(cfg: Config) -> None:
 def _deep_merge(base: dict, top: dict) -> dict:
     out = dict(base)
     for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        # mappings merge key by key; an empty mapping ({}) clears, e.g. model.options={}
+        out[k] = _deep_merge(out[k], v) if v and isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

@@ -90,7 +90,16 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
     B.configure_determinism(cfg.train.deterministic, device)
     dtype = B.amp_dtype(cfg.train.amp, device)
 
-    # 1. The run folder (and, when resuming, the checkpoint of the last completed epoch).
+    # 1. Data, model, loss, callbacks (same seed on every rank: the replicas start identical).
+    seed_everything(cfg.train.seed)
+    index = B.load_index(cfg.data, dist_info)
+    model = B.build_model(cfg, index).to(device)
+    loss_fn = B.build_loss_fn(cfg, index, log=say).to(device)
+    mean_std = model.default_mean_std
+    val_loader = B.build_loader(cfg, index, "val", dist_info, train=False, mean_std=mean_std)
+    cbs = CallbackList(build_callbacks(cfg.callbacks) + extra_callbacks)
+
+    # 2. The run folder (and, when resuming, the checkpoint of the last completed epoch).
     ckpt = None
     if resume is not None:
         run_dir = Path(resume)
@@ -99,15 +108,6 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
         run_dir = Path(broadcast_object(str(new_run_dir(cfg)) if main else None))
     if main:
         cfg.save(run_dir / "config.yaml")
-
-    # 2. Data, model, loss, callbacks (same seed on every rank: the replicas start identical).
-    seed_everything(cfg.train.seed)
-    index = B.load_index(cfg.data, dist_info)
-    model = B.build_model(cfg, index).to(device)
-    loss_fn = B.build_loss_fn(cfg, index, log=say).to(device)
-    mean_std = model.default_mean_std
-    val_loader = B.build_loader(cfg, index, "val", dist_info, train=False, mean_std=mean_std)
-    cbs = CallbackList(build_callbacks(cfg.callbacks) + extra_callbacks)
     ctx = TrainContext(cfg, model, loss_fn, index, run_dir, device, dist_info.rank, dist_info.world_size)
     state = {"epoch": 0, "best_val_map": -math.inf, "best_epoch": 0, "history": []}
     pending_rng = None
@@ -165,7 +165,8 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 set_rng_state(pending_rng)
                 pending_rng = None
             if dist_info.enabled:
-                net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+                net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None,
+                          broadcast_buffers=not stage.cached)  # stage 1: the frozen backbone's buffers never change
 
             # 4. The epochs of this stage.
             for epoch in range(max(stage.first, state["epoch"] + 1), stage.last + 1):
@@ -212,9 +213,11 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 say(f"epoch {epoch:>3}/{total} {stage.name:<10} loss {row['train_loss']:.4f}  val mAP {val_map:6.2f}"
                     f"  modified {modified:>6}  lr {lr:.2e}  {row['time_s']:6.1f}s{'  *best' if improved else ''}")
     except KeyboardInterrupt:
-        if main:
+        if main and state["epoch"] > 0:
             print(f"\ninterrupted: {run_dir / 'last.pt'} holds epoch {state['epoch']}; continue with\n"
                   f"  wsml train --resume {run_dir}", file=sys.stderr)
+        elif main:
+            print("\ninterrupted before the first epoch ended: nothing to resume", file=sys.stderr)
         raise
 
     # 6. Test mAP of the best checkpoint (selected on val), its predictions and the summary.
@@ -244,7 +247,7 @@ def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: Config, device
     from tqdm.auto import tqdm
 
     net.train()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     quiet = cfg.run.quiet or ctx.rank != 0 or not sys.stderr.isatty()
     for batch in tqdm(loader, desc=desc, leave=False, disable=quiet, dynamic_ncols=True):
         if batch is None:
@@ -264,11 +267,11 @@ def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: Config, device
                                            cfg.optim.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        total += float(loss.detach()) * len(x)
+        total += loss.detach() * len(x)  # summed on the device: no host sync per step
         count += len(x)
         cbs.on_batch_end(ctx, batch, logits.detach(), loss_fn)
     modified = int(getattr(loss_fn, "num_modified_epoch", 0) or 0)  # this rank's share (LL losses; else 0)
-    return total / max(count, 1), all_reduce_sum(modified, device)
+    return float(total) / max(count, 1), all_reduce_sum(modified, device)
 
 
 def new_run_dir(cfg: Config) -> Path:

@@ -178,13 +178,19 @@ class SparseLabels:
     @classmethod
     def from_coo(cls, rows: ArrayLike, cols: ArrayLike, values: ArrayLike, shape: tuple[int, int]) -> SparseLabels:
         """Build from (row, class, value) triplets; a later duplicate of the same entry wins."""
-        rows, cols, values = (np.asarray(a) for a in (rows, cols, values))
+        rows, cols, values = (np.asarray(a).reshape(-1) for a in (rows, cols, values))
         n, c = shape
+        if not len(rows) == len(cols) == len(values):
+            raise ValueError(f"SparseLabels.from_coo: {len(rows)} rows, {len(cols)} cols, {len(values)} values")
+        for name, a in (("row", rows), ("class", cols)):
+            if len(a) and a.dtype.kind not in "iu":
+                raise ValueError(f"SparseLabels.from_coo: {name} indices must be integers, got dtype {a.dtype}")
+        rows, cols = rows.astype(np.int64), cols.astype(np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= n):
             raise ValueError(f"SparseLabels.from_coo: row index out of range [0, {n})")
         if len(cols) and (cols.min() < 0 or cols.max() >= c):
             raise ValueError(f"SparseLabels.from_coo: class index out of range [0, {c})")
-        key = rows.astype(np.int64) * c + cols.astype(np.int64)
+        key = rows * c + cols
         # keep the last occurrence of each key, then sort by (row, col)
         _, last = np.unique(key[::-1], return_index=True)
         keep = len(key) - 1 - last

@@ -92,7 +92,7 @@ class MemorizationCallback:
         self._peak_loss = np.zeros((0, 0), dtype=np.float32)
         self._peak_epoch = np.zeros((0, 0), dtype=np.int16)
         self._history: list[np.ndarray] = []
-        self._warned = False
+        self._rows = 0  # 1 + the largest row id seen (arrays grow by doubling; files keep this many rows)
         self.disabled = False
 
     def on_train_start(self, ctx: Any) -> None:
@@ -121,6 +121,7 @@ class MemorizationCallback:
 
     def _store_entries(self, rows: np.ndarray, groups: np.ndarray, loss: np.ndarray) -> None:
         n_needed, c = int(rows.max()) + 1, loss.shape[1]
+        self._rows = max(self._rows, n_needed)
         if n_needed > self._groups.shape[0] or self._groups.shape[1] != c:
             self._grow(max(n_needed, 2 * self._groups.shape[0]), c)
         self._groups[rows] = groups
@@ -176,14 +177,16 @@ class MemorizationCallback:
         elif self._history:
             self._history = []  # too large to keep: the peaks alone still give Table 1
         if self.run_dir is not None:
-            extra = {"history": np.stack(self._history)} if self._history else {}
-            np.savez_compressed(self.run_dir / ENTRIES_FILE, groups=self._groups, peak_epoch=self._peak_epoch,
+            n = self._rows
+            extra = {"history": np.stack([h[:n] for h in self._history])} if self._history else {}
+            np.savez_compressed(self.run_dir / ENTRIES_FILE, groups=self._groups[:n], peak_epoch=self._peak_epoch[:n],
                                 last_epoch=np.int64(epoch), **extra)
 
 
 def highest_loss_distribution(groups: np.ndarray, peak_epoch: np.ndarray, warmup_epochs: int = 1) -> dict:
     """Table 1: per group, the % of entries whose highest loss occurred in the warm-up (epoch <= warmup_epochs)
-    or in the regular phase. Entries never seen (peak epoch 0) are left out."""
+    or in the regular phase, and the median epoch of the highest loss. Entries never seen (peak epoch 0) are
+    left out."""
     groups, peak_epoch = np.asarray(groups), np.asarray(peak_epoch)
     if groups.shape != peak_epoch.shape:
         raise ValueError(f"highest_loss_distribution: groups {groups.shape} vs peak_epoch {peak_epoch.shape}")
@@ -192,17 +195,21 @@ def highest_loss_distribution(groups: np.ndarray, peak_epoch: np.ndarray, warmup
         pe = peak_epoch[(groups == k) & (peak_epoch > 0)]
         n = int(pe.size)
         warm = int((pe <= warmup_epochs).sum())
-        out[g] = {"entries": n, "warmup_pct": 100 * safe_ratio(warm, n), "regular_pct": 100 * safe_ratio(n - warm, n)}
+        out[g] = {"entries": n, "warmup_pct": 100 * safe_ratio(warm, n), "regular_pct": 100 * safe_ratio(n - warm, n),
+                  "median_peak_epoch": float(np.median(pe)) if n else float("nan")}
     return out
 
 
-def loss_peaks(positions: Sequence[float], curves: dict[str, Sequence[float]]) -> dict:
-    """Where each group's loss curve peaks and how much it falls afterwards.
+def loss_peaks(positions: Sequence[float], curves: dict[str, Sequence[float]], warmup: float = 1.0,
+               tol: float = 0.05) -> dict:
+    """Does each group's loss rise, peak and fall after the warm-up (the memorization signature of Fig 1)?
 
-    ``positions`` are training-time points (epochs, fractional for sub-epoch bins); ``curves[g]`` the mean
-    loss there. Returns per group: ``peak_at`` (position of the maximum), ``peak_loss``, ``first_loss``,
-    ``final_loss``, ``rises`` (the maximum comes after the first point: the loss first grows, then falls)
-    and ``falls_from`` (first position after which the curve never exceeds its peak again, = peak_at).
+    ``positions`` are training-time points (epochs; a sub-epoch bin ending at 2.25 is a quarter into epoch 3),
+    ``curves[g]`` the mean loss there. The first epoch (positions <= ``warmup``) is the warm-up, where every
+    loss falls from its value at initialisation. Over the regular phase (positions > ``warmup``) this returns
+    per group: ``peak_at`` / ``peak_loss`` (its maximum), ``start_loss`` (first regular point), ``rise`` (peak
+    minus the lowest point before it), ``fall`` (peak minus the final loss), ``final_loss``, and
+    ``rises_then_falls``: both rise and fall exceed ``tol`` × peak.
     """
     pos = np.asarray(positions, dtype=float)
     out = {}
@@ -210,13 +217,15 @@ def loss_peaks(positions: Sequence[float], curves: dict[str, Sequence[float]]) -
         v = np.asarray(values, dtype=float)
         if v.shape != pos.shape:
             raise ValueError(f"loss_peaks: curve {g!r} has {v.size} points, positions {pos.size}")
-        ok = ~np.isnan(v)
+        ok = ~np.isnan(v) & (pos > warmup)
         if not ok.any():
             continue
-        vp, pp = v[ok], pos[ok]
-        i = int(np.argmax(vp))
-        out[g] = {"peak_at": float(pp[i]), "peak_loss": float(vp[i]), "first_loss": float(vp[0]),
-                  "final_loss": float(vp[-1]), "rises": bool(i > 0), "falls_from": float(pp[i])}
+        vr, pr = v[ok], pos[ok]
+        j = int(np.argmax(vr))
+        rise, fall = float(vr[j] - vr[: j + 1].min()), float(vr[j] - vr[-1])
+        out[g] = {"start_loss": float(vr[0]), "peak_at": float(pr[j]), "peak_loss": float(vr[j]), "rise": rise,
+                  "fall": fall, "final_loss": float(vr[-1]),
+                  "rises_then_falls": bool(rise > tol * vr[j] and fall > tol * vr[j])}
     return out
 
 
@@ -239,4 +248,32 @@ def load_curve(run_dir: str | Path) -> Optional[dict]:
     out = {"position": [float(r["position"]) for r in rows]}
     for g in GROUPS:
         out[g] = [float(r[f"loss_{g}"]) for r in rows]
+    return out
+
+
+def epoch_curves(run_dir: str | Path) -> Optional[dict]:
+    """Per-epoch group means from the run's metrics.csv: {'position': epochs, 'pos': [...], ...} or None."""
+    from wsml.analysis.runs import read_metrics
+
+    p = Path(run_dir) / "metrics.csv"
+    if not p.exists():
+        return None
+    m = read_metrics(p)
+    if "mem_loss_fn" not in m:
+        return None
+    return {"position": m["epoch"], **{g: m[f"mem_loss_{g}"] for g in GROUPS}}
+
+
+def memorization_summary(run_dir: str | Path) -> dict:
+    """Peaks of the per-epoch group losses after the warm-up (Fig 1) and the highest-loss distribution
+    (Table 1) of a run folder trained with the memorization callback."""
+    curve = epoch_curves(run_dir)
+    if curve is None:
+        raise FileNotFoundError(f"{run_dir}: metrics.csv has no mem_loss_* columns; train with "
+                                "callbacks=[memorization]")
+    out = {"peaks": loss_peaks(curve["position"], {g: curve[g] for g in GROUPS})}
+    entries = load_entries(run_dir)
+    if entries is not None:
+        out["table1"] = highest_loss_distribution(entries["groups"], entries["peak_epoch"])
+        out["epochs"] = int(entries["last_epoch"])
     return out

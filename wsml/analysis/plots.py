@@ -37,15 +37,20 @@ def _num(values: Sequence[Any]) -> np.ndarray:
 
 def plot_memorization(curve: dict, out: PathLike, title: str = "Memorization under AN (Fig 1)") -> Path:
     """The mean AN loss of each entry group vs training time (``curve`` as memorization.load_curve returns)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for g, (label, color) in GROUP_STYLE.items():
-        if g in curve:
-            ax.plot(curve["position"], _num(curve[g]), label=label, color=color, marker=".")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("mean BCE loss (AN target)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, groups, log in ((axes[0], ("pos", "tn", "fn"), True), (axes[1], ("tn", "fn"), False)):
+        for g in groups:
+            if g in curve:
+                label, color = GROUP_STYLE[g]
+                ax.plot(curve["position"], _num(curve[g]), label=label, color=color, marker=".", ms=3)
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("mean BCE loss (AN target)" + (", log scale" if log else ""))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    axes[1].set_title("unobserved entries only", fontsize=9)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, out)
 
 
@@ -120,8 +125,8 @@ def plot_qualitative(items: list[dict], out: PathLike, title: str = "Label modif
     """
     if not items:
         raise ValueError("plot_qualitative: no items to show")
-    fig, axes = plt.subplots(2, len(items), figsize=(2.6 * len(items), 5.0), squeeze=False,
-                             gridspec_kw={"height_ratios": [1, 1.2]})
+    fig, axes = plt.subplots(2, len(items), figsize=(2.6 * len(items), 4.2), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 0.6]})
     for j, it in enumerate(items):
         img, cmap = _gray_or_rgb(it["image"])
         axes[0][j].imshow(img, cmap=cmap)

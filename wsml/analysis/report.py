@@ -82,17 +82,22 @@ def _memorization_section(doc: Document, runs: list[RunInfo], assets: Path) -> N
             curve = {"position": r.column("epoch"), **{g: r.column(f"mem_loss_{g}") for g in mem.GROUPS}}
         png = plot_memorization(curve, assets / f"memorization_{i}.png", title=f"Memorization — {r.label}")
         doc.image(png, f"Group losses of {r.label}")
-        peaks = mem.loss_peaks(curve["position"], {g: curve[g] for g in mem.GROUPS})
-        doc.table(["group", "first loss", "peak at (epoch)", "peak loss", "final loss", "rises then falls"],
-                  [[g, p["first_loss"], p["peak_at"], p["peak_loss"], p["final_loss"], p["rises"]]
-                   for g, p in peaks.items()])
+        per_epoch = mem.epoch_curves(r.path) or curve
+        peaks = mem.loss_peaks(per_epoch["position"], {g: per_epoch[g] for g in mem.GROUPS})
+        doc.para("Per-epoch means after the warm-up epoch: the loss in epoch 2, its peak (epoch and value), how much "
+                 "it rose before the peak and fell after it, and the final loss.")
+        doc.table(["group", "start loss", "peak at (epoch)", "peak loss", "rise", "fall", "final loss",
+                   "rises then falls"],
+                  [[g, p["start_loss"], p["peak_at"], p["peak_loss"], p["rise"], p["fall"], p["final_loss"],
+                    p["rises_then_falls"]] for g, p in peaks.items()])
         entries = mem.load_entries(r.path)
         if entries is not None:
             dist = mem.highest_loss_distribution(entries["groups"], entries["peak_epoch"])
             doc.para(f"Table 1 for {r.label}: % of entries whose highest per-epoch loss is in epoch 1 (warm-up) "
                      "or later (regular phase).")
-            doc.table(["group", "entries", "warm-up %", "regular %"],
-                      [[g, d["entries"], d["warmup_pct"], d["regular_pct"]] for g, d in dist.items()])
+            doc.table(["group", "entries", "warm-up %", "regular %", "median epoch of highest loss"],
+                      [[g, d["entries"], d["warmup_pct"], d["regular_pct"], d["median_peak_epoch"]]
+                       for g, d in dist.items()])
 
 
 def _modification_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
@@ -174,7 +179,7 @@ def _sweep_section(doc: Document, sweep_dirs: list[Path], assets: Path) -> None:
                          ylabel=sw.get("ylabel", "test mAP"))
         doc.image(png, f"{sw.get('ylabel', 'test mAP')} vs {sw['param']}")
         doc.table([sw["param"]] + list(sw["series"]),
-                  [[v] + [s[j] for s in sw["series"].values()] for j, v in enumerate(sw["values"])])
+                  [[str(v)] + [s[j] for s in sw["series"].values()] for j, v in enumerate(sw["values"])])
 
 
 def build_report(paths: Sequence[Union[str, Path]], out: Union[str, Path], title: str = "wsml report") -> Path:

@@ -59,7 +59,25 @@ def _ids_to_keys(ids: list[str], path: Path) -> np.ndarray:
     return np.array([int(s, 16) for s in uniq], dtype=np.uint64)[inv]
 
 
-def read_human_labels(path: Path, class_of: dict[str, int], chunk_rows: int = 1_000_000
+def _to_sparse(rows: np.ndarray, cls: np.ndarray, val: np.ndarray, n: int, c: int) -> SparseLabels:
+    """CSR labels from (row, class, value) triplets; a pair listed twice is POS if any listing is POS.
+
+    Written out (instead of ``SparseLabels.from_coo``, which makes more sorted copies) to keep the peak memory
+    of tens of millions of annotations low: see benchmarks/results/openimages_stream.md.
+    """
+    pair = rows.astype(np.int64) * c + cls
+    order = np.lexsort((val, pair))  # by pair, then value: NEG (-1) before POS (1)
+    pair, val = pair[order], val[order]
+    del order
+    last = np.ones(len(pair), dtype=bool)
+    last[:-1] = pair[1:] != pair[:-1]
+    pair, val = pair[last], val[last]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pair // c, minlength=n), out=indptr[1:])
+    return SparseLabels(indptr, (pair % c).astype(np.int32), val, c)
+
+
+def read_human_labels(path: Path, class_of: dict[str, int], chunk_rows: int = 200_000
                       ) -> tuple[list[str], SparseLabels, dict]:
     """Stream one ``annotations-human.csv``: sorted ImageIDs, their sparse observed labels and counts."""
     need_file(path, "OpenImages human annotations")
@@ -109,9 +127,11 @@ def read_human_labels(path: Path, class_of: dict[str, int], chunk_rows: int = 1_
     key = np.concatenate(keys) if keys else np.zeros(0, dtype=np.uint64)
     cls = np.concatenate(classes) if classes else np.zeros(0, dtype=np.int32)
     val = np.concatenate(values) if values else np.zeros(0, dtype=np.int8)
+    for chunks in (keys, classes, values):  # free the chunks: only the concatenated arrays remain
+        chunks.clear()
     uniq, rows = np.unique(key, return_inverse=True)
-    order = np.argsort(val, kind="stable")  # negatives first: on a conflict the (last) positive wins
-    labels = SparseLabels.from_coo(rows[order], cls[order], val[order], (len(uniq), len(class_of)))
+    del key
+    labels = _to_sparse(rows, cls, val, len(uniq), len(class_of))
     ids = [f"{int(k):016x}" for k in uniq]
     stats = {"annotation_rows": total, "ignored_non_trainable": ignored, "images": len(ids),
              "positives": int((labels.values == POS).sum()), "negatives": int((labels.values == NEG).sum())}
@@ -119,7 +139,7 @@ def read_human_labels(path: Path, class_of: dict[str, int], chunk_rows: int = 1_
 
 
 def build_openimages(root: Optional[str], *, images: Optional[dict] = None, missing_images: str = "ignore",
-                     train_frac: float = 1.0, train_frac_seed: int = 1200, chunk_rows: int = 1_000_000,
+                     train_frac: float = 1.0, train_frac_seed: int = 1200, chunk_rows: int = 200_000,
                      **options: Any) -> DatasetIndex:
     """OpenImages V3 under ``root`` (the folder holding ``2017_11/``, or ``2017_11`` itself).
 

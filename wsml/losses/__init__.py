@@ -5,7 +5,7 @@ Families (one module each): ``bce`` (full, an, iu, wan, lsan), ``epr``, ``role``
 each epoch and ``loss_fn(logits, targets, index=idx)`` per batch; see DESIGN.md §2 for the exact semantics.
 """
 
-from wsml.losses import bce, epr, large_loss, role  # noqa: F401  (register the losses)
+from wsml.losses import asl, bce, curriculum, em, epr, hill_splc, imcl, large_loss, role  # noqa: F401  (register the losses)
 from wsml.losses.base import PartialLoss, validate_batch
 from wsml.losses.large_loss import LargeLoss
 from wsml.losses.registry import available_losses, build_loss, loss_hparams, register_loss, resolve_loss_name

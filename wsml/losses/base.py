@@ -3,27 +3,18 @@
 Every loss is called as ``loss_fn(logits, targets, index=None)`` with ``logits`` a floating ``[B, C]`` tensor
 and ``targets`` the observed labels ``[B, C]`` in wsml's encoding (POS = 1, UNOBS = 0, NEG = -1), and returns
 the mean over all B·C entries. Validation runs on every batch, so it is kept to two cheap reductions
-(``aminmax`` of the targets, ``sum`` of the logits) and one host sync; the detailed error message is only
-built when something is wrong.
+(``aminmax`` of the targets, ``sum`` of the logits; the LL losses check the loss value instead of the sum)
+and a few scalar reads; the detailed error message is only built when something is wrong.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
-
-
-def _scalar_checks(logits: Tensor, targets: Tensor) -> tuple[float, float, float]:
-    """(min target, max target, sum of logits) with a single device->host transfer."""
-    lo, hi = torch.aminmax(targets)
-    total = logits.detach().sum(dtype=torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else None)
-    if logits.device.type == "cpu":
-        return float(lo), float(hi), float(total)
-    vals = torch.stack([lo.double(), hi.double(), total.double()]).tolist()
-    return vals[0], vals[1], vals[2]
 
 
 def _first_position(bad: Tensor) -> str:
@@ -31,9 +22,8 @@ def _first_position(bad: Tensor) -> str:
     return f"first at row {r}, class {c} ({int(bad.sum())} bad entries)"
 
 
-def validate_batch(logits: Tensor, targets: Tensor, index: Optional[Tensor] = None) -> None:
-    """Raise ValueError unless logits are finite floating [B, C], targets the same shape with values in {1, 0, -1}
-    and ``index`` (when given) a 1-D integer tensor of length B."""
+def check_batch_layout(logits: Tensor, targets: Tensor, index: Optional[Tensor] = None) -> None:
+    """Types, shapes and devices only (no device sync): logits floating [B, C], targets [B, C], index [B]."""
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
         raise ValueError(f"logits must be a floating-point tensor, got {getattr(logits, 'dtype', type(logits))}")
     if logits.dim() != 2:
@@ -48,25 +38,50 @@ def validate_batch(logits: Tensor, targets: Tensor, index: Optional[Tensor] = No
         )
     if targets.device != logits.device:
         raise ValueError(f"targets are on {targets.device} but logits on {logits.device}")
+    if logits.numel() == 0:
+        raise ValueError(f"empty batch: logits shape {tuple(logits.shape)}")
     if index is not None:
         if not isinstance(index, Tensor) or index.dim() != 1 or index.is_floating_point() or index.dtype == torch.bool:
             raise ValueError("index must be a 1-D integer tensor of dataset row ids")
         if index.numel() != logits.shape[0]:
             raise ValueError(f"index has {index.numel()} entries but the batch has {logits.shape[0]} rows")
-    if logits.numel() == 0:
-        raise ValueError(f"empty batch: logits shape {tuple(logits.shape)}")
-    lo, hi, total = _scalar_checks(logits, targets)
-    if lo < -1 or hi > 1 or (targets.is_floating_point() and bool((targets != targets.round()).any())):
+        if index.device != logits.device:
+            raise ValueError(f"index is on {index.device} but logits on {logits.device}")
+
+
+def check_target_values(targets: Tensor) -> None:
+    """ValueError naming the bad values unless every target is in {1, 0, -1} (one ``aminmax``)."""
+    lo, hi = torch.aminmax(targets)
+    if float(lo) < -1 or float(hi) > 1 or (targets.is_floating_point() and bool((targets != targets.round()).any())):
         bad = (targets != 1) & (targets != 0) & (targets != -1)
         values = torch.unique(targets[bad])[:10].tolist()
         raise ValueError(
             f"targets contain values {values} outside {{1 = POS, 0 = UNOBS, -1 = NEG}}, {_first_position(bad)}; "
             "full {0,1} labels must be converted (1 -> POS, 0 -> NEG)"
         )
+
+
+def check_finite_logits(logits: Tensor, total: Optional[float] = None) -> None:
+    """ValueError with the first bad position if logits contain NaN or inf.
+
+    ``total`` is a value already computed from every logit (their sum, or the loss): when it is finite no
+    logit can be NaN/inf and nothing else runs; a non-finite total triggers the exact check.
+    """
+    if total is None:
+        total = float(logits.detach().sum(dtype=torch.float32 if logits.dtype in (torch.float16, torch.bfloat16)
+                                          else None))
     if not math.isfinite(total):
-        bad = ~torch.isfinite(logits)
-        if bool(bad.any()):  # else the sum overflowed on finite values: accept
+        bad = ~torch.isfinite(logits.detach())
+        if bool(bad.any()):  # else the total overflowed on finite values: accept
             raise ValueError(f"logits contain NaN or inf, {_first_position(bad)}")
+
+
+def validate_batch(logits: Tensor, targets: Tensor, index: Optional[Tensor] = None) -> None:
+    """Raise ValueError unless logits are finite floating [B, C], targets the same shape with values in {1, 0, -1}
+    and ``index`` (when given) a 1-D integer tensor of length B."""
+    check_batch_layout(logits, targets, index)
+    check_target_values(targets)
+    check_finite_logits(logits)
 
 
 class PartialLoss(nn.Module):
@@ -86,9 +101,9 @@ class PartialLoss(nn.Module):
 
     def set_epoch(self, epoch: int) -> None:
         """Tell the loss the current epoch (1-based); call at the start of every epoch."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 1:
             raise ValueError(f"epoch must be an integer >= 1 (1-based), got {epoch!r}")
-        self.epoch = epoch
+        self.epoch = int(epoch)
 
     def extra_param_groups(self, base_lr: float) -> list[dict[str, Any]]:
         """Optimizer parameter groups owned by the loss (ROLE's label estimates); empty for most losses.

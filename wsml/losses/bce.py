@@ -67,7 +67,7 @@ class WeakAssumeNegative(PartialLoss):
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
         num_classes = logits.shape[1]
         scale = 1.0 / (num_classes - 1) if num_classes > 1 else 1.0
-        weight = torch.where(targets == 0, scale, 1.0).to(logits.dtype)
+        weight = torch.ones_like(logits).masked_fill_(targets == 0, scale)
         return F.binary_cross_entropy_with_logits(logits, an_targets(targets, logits.dtype), weight=weight)
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 
 def world_size() -> int:
     """Number of processes of the default group (1 when torch.distributed is not initialized)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return 1
@@ -24,8 +23,6 @@ def world_size() -> int:
 
 def gather_rows(x: Tensor, pad_value: float, sizes: Optional[list[int]] = None) -> tuple[Tensor, list[int]]:
     """All-gather ``x`` [B_r, ...] from every rank into [Σ B_r, ...]; returns it and the per-rank row counts."""
-    import torch.distributed as dist
-
     ws = dist.get_world_size()
     if sizes is None:
         size = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
@@ -41,15 +38,17 @@ def gather_rows(x: Tensor, pad_value: float, sizes: Optional[list[int]] = None) 
     return torch.cat([p[:s] for p, s in zip(parts, sizes)]), sizes
 
 
-def gather_batch(keys: Tensor, index: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor], int]:
-    """Gather selection keys [B_r, C] (−inf = not eligible) and row ids [B_r] over ranks.
+def gather_batch(
+    logits: Tensor, targets: Tensor, index: Optional[Tensor]
+) -> tuple[Tensor, Tensor, Optional[Tensor], int]:
+    """Gather logits [B_r, C], targets [B_r, C] and row ids [B_r] (optional) over ranks, in rank order.
 
-    Returns (global keys [G, C], global row ids [G] or None, this rank's row offset in the global batch).
+    Returns (global logits [G, C], global targets [G, C], global row ids [G] or None, this rank's row offset).
+    The selection then runs on exactly the tensors one process would see for the concatenated batch.
     """
-    import torch.distributed as dist
-
-    gkeys, sizes = gather_rows(keys.contiguous(), float("-inf"))
+    gz, sizes = gather_rows(logits.contiguous(), 0.0)
+    gt, _ = gather_rows(targets.contiguous(), 1.0, sizes)
     gindex = None
     if index is not None:
         gindex, _ = gather_rows(index.long(), -1, sizes)
-    return gkeys, gindex, sum(sizes[: dist.get_rank()])
+    return gz, gt, gindex, sum(sizes[: dist.get_rank()])

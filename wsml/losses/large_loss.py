@@ -26,14 +26,15 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from wsml.losses.base import PartialLoss
+from wsml.losses.base import PartialLoss, check_batch_layout, check_finite_logits, check_target_values
 from wsml.losses.corrections import CorrectionStore
 from wsml.losses.distributed import gather_batch, world_size
 from wsml.losses.kernels import rejected_bce
 from wsml.losses.registry import register_loss
-from wsml.losses.selection import above_threshold_unobserved, masked_keys, topk_unobserved
+from wsml.losses.selection import above_threshold_unobserved, topk_unobserved
 
 SCHEDULES = ("rel", "abs")
+_EMPTY = torch.empty(0, dtype=torch.long)
 
 
 def _number(name: str, value: Any, lo: Optional[float] = None, hi: Optional[float] = None) -> float:
@@ -48,6 +49,16 @@ def ceil_count(x: float) -> int:
     """ceil(x), ignoring float rounding noise (0.016 · 1250 = 20.000000000000004 -> 20)."""
     r = round(x)
     return int(r) if abs(x - r) <= 1e-9 * max(1.0, abs(x)) else math.ceil(x)
+
+
+class _Stats:
+    """What the last call modified and the running count of the epoch (analysis only)."""
+
+    def __init__(self) -> None:
+        self.sel = _EMPTY
+        self.index: Optional[Tensor] = None
+        self.num_classes = 1
+        self.count = 0
 
 
 class LargeLoss(PartialLoss):
@@ -83,13 +94,17 @@ class LargeLoss(PartialLoss):
             raise ValueError(f"global_selection must be True or False, got {global_selection!r}")
         self.global_selection = global_selection
         self.store = CorrectionStore() if self.permanent else None
-        self.num_modified_epoch = 0
-        self._last: tuple[Tensor, Optional[Tensor], int] = (torch.empty(0, dtype=torch.long), None, 1)
+        self._stats = _Stats()
 
     # --- schedule -----------------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
-        self.num_modified_epoch = 0
+        self._stats.count = 0
+
+    @property
+    def num_modified_epoch(self) -> int:
+        """Number of entries this rank modified since the last ``set_epoch``."""
+        return self._stats.count
 
     def rate(self) -> float:
         """Fraction of the batch's B·C entries to modify this epoch (relative schedule)."""
@@ -103,60 +118,75 @@ class LargeLoss(PartialLoss):
         """R(t) = r0 − t · delta_abs (absolute schedule)."""
         return self.r0 - self.epoch * self.delta_abs
 
-    # --- selection ----------------------------------------------------------------------------------------
-    def _select(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
-        """Local flat positions to modify; records LL-Cp's (global) selection in the store."""
+    # --- forward -------------------------------------------------------------------------------------------
+    def forward(self, logits: Tensor, targets: Tensor, index: Optional[Tensor] = None) -> Tensor:
+        """Mean loss over all B·C entries; validates inputs like every PartialLoss, with fewer passes.
+
+        The finiteness of the logits is checked on the loss value (any NaN/inf logit makes it non-finite) and
+        state (LL-Cp corrections, analysis counters) is only updated once the batch has passed every check.
+        """
+        check_batch_layout(logits, targets, index)
+        check_target_values(targets)
+        if self.needs_index and index is None:
+            raise ValueError(f"loss {self.loss_name!r} needs index (the dataset row ids of the batch, LongTensor [B])")
+        if self.permanent and int(index.min()) < 0:
+            raise ValueError(f"LL-Cp index values (dataset row ids) must be >= 0, got {int(index.min())}")
+        loss, sel, pending = self._compute(logits, targets, index)
+        check_finite_logits(logits, loss.item())
+        if pending is not None:
+            self.store.add(*pending, logits.shape[1])
+        stats = self._stats  # a plain object: nn.Module.__setattr__ is slow on the per-batch path
+        stats.sel, stats.index, stats.num_classes = sel, index, logits.shape[1]
+        stats.count += sel.numel()
+        return loss
+
+    def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
+        """The loss of validated inputs, without updating any state (``forward`` validates and records)."""
+        return self._compute(logits, targets, index)[0]
+
+    def _compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> tuple[Tensor, Tensor, Any]:
+        """(loss, local flat positions modified, LL-Cp pairs to record or None)."""
+        C = logits.shape[1]
+        key_dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
+        tf = targets.to(key_dtype, copy=True)  # {1, 0, -1} as floats: selection mask, then the BCE target
+        if self.permanent and len(self.store):
+            rows, classes = self.store.lookup(index, C)
+            if rows.numel():
+                tf[rows, classes] = 1
+        sel, pending = self._select(logits, tf, index) if self.epoch >= 2 else (_EMPTY.to(logits.device), None)
+        y = tf.clamp_(min=0)
+        if y.dtype != logits.dtype:
+            y = y.to(logits.dtype)
+        if self.correct:
+            if sel.numel():
+                y.view(-1).index_fill_(0, sel, 1)
+            return rejected_bce(logits, y), sel, pending
+        return rejected_bce(logits, y, sel), sel, pending
+
+    def _select(self, logits: Tensor, tf: Tensor, index: Optional[Tensor]) -> tuple[Tensor, Any]:
+        """Local flat positions to modify, and the (row id, class) pairs LL-Cp must record (global under DDP)."""
         B, C = logits.shape
         rel = self.schedule == "rel"
         if self.global_selection and (rel or self.permanent) and world_size() > 1:
-            keys = masked_keys(logits.detach(), targets)
-            gkeys, gindex, offset = gather_batch(keys, index if self.permanent else None)
-            if rel:
-                gsel = topk_unobserved(gkeys, None, ceil_count(self.rate() * gkeys.numel()))
-            else:
-                gsel = above_threshold_unobserved(gkeys, None, self.threshold())
-            if self.permanent:
-                self.store.add(gindex[gsel // C], gsel % C, C)
-            lo = offset * C
-            return gsel[(gsel >= lo) & (gsel < lo + B * C)] - lo
+            gz, gt, gindex, offset = gather_batch(logits.detach(), tf, index if self.permanent else None)
+            z, t, rows_of = gz, gt, gindex
+        else:
+            z, t, rows_of, offset = logits, tf, index, 0
         if rel:
-            sel = topk_unobserved(logits, targets, ceil_count(self.rate() * B * C))
+            sel = topk_unobserved(z, t, ceil_count(self.rate() * z.numel()))
         else:
-            sel = above_threshold_unobserved(logits, targets, self.threshold())
-        if self.permanent:
-            self.store.add(index[sel // C], sel % C, C)
-        return sel
-
-    def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
-        C = logits.shape[1]
-        if self.permanent:
-            if int(index.min()) < 0:
-                raise ValueError(f"LL-Cp index values (dataset row ids) must be >= 0, got {int(index.min())}")
-            if len(self.store):
-                rows, classes = self.store.lookup(index, C)
-                if rows.numel():
-                    targets = targets.clone()
-                    targets[rows, classes] = 1
-        if self.epoch >= 2:
-            sel = self._select(logits, targets, index)
-        else:
-            sel = torch.empty(0, dtype=torch.long, device=logits.device)
-        y = torch.relu(targets).to(logits.dtype)
-        if self.correct:
-            if sel.numel():
-                y.view(-1)[sel] = 1
-            loss = rejected_bce(logits, y)
-        else:
-            loss = rejected_bce(logits, y, sel)
-        self._last = (sel, index, C)
-        self.num_modified_epoch += sel.numel()
-        return loss
+            sel = above_threshold_unobserved(z, t, self.threshold())
+        pending = (rows_of[sel // C], sel % C) if self.permanent else None
+        if z is not logits:
+            lo = offset * C
+            sel = sel[(sel >= lo) & (sel < lo + B * C)] - lo
+        return sel, pending
 
     # --- analysis -----------------------------------------------------------------------------------------
     @property
     def last_modified(self) -> tuple[Tensor, Tensor]:
         """(rows, classes) modified by the last call on this rank (rows: dataset ids, or batch positions)."""
-        sel, index, C = self._last
+        sel, index, C = self._stats.sel, self._stats.index, self._stats.num_classes
         rows = sel // C
         return (rows if index is None else index.long()[rows]), sel % C
 

@@ -8,7 +8,10 @@ loss. Hyper-parameters are checked against the loss constructor's signature, so 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+if TYPE_CHECKING:
+    from wsml.losses.base import PartialLoss
 
 _LOSSES: dict[str, type] = {}  # canonical name -> class
 _ALIASES: dict[str, str] = {}  # normalised name or alias -> canonical name
@@ -61,7 +64,7 @@ def loss_hparams(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in params.values() if p.name != "self" and p.kind is p.KEYWORD_ONLY}
 
 
-def build_loss(name: str, **hparams: Any):
+def build_loss(name: str, **hparams: Any) -> PartialLoss:
     """Build the loss ``name`` (see ``available_losses()``) with keyword hyper-parameters.
 
     Example: ``build_loss("LL-R", delta_rel=0.2)``. Unknown names, unknown hyper-parameters and missing

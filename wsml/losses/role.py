@@ -14,7 +14,8 @@ The estimates must get their own optimizer group with ``lr_mult`` (10×) the cla
 ``optimizer = Adam(model_groups + loss_fn.extra_param_groups(lr))``. Differences from the reference: BCE on
 logits (stable) instead of −log(p + 1e-5); observed negatives, when present, get the same BCE term as
 observed positives (the reference only supports single-positive data). Under DDP the estimate gradients are
-local to each rank: call ``all_reduce_grads()`` after ``backward()`` to sum them before the optimizer step.
+local to each rank: call ``all_reduce_grads()`` after ``backward()`` to average them before the optimizer step,
+and pass ``observed_labels`` so that every rank initialises all rows identically up front.
 """
 
 from __future__ import annotations
@@ -101,11 +102,17 @@ class ROLE(PartialLoss):
         return self.label_logits.detach().sigmoid()
 
     def all_reduce_grads(self) -> None:
-        """Sum the estimates' gradients over DDP ranks (no-op in a single process)."""
+        """Average the estimates' gradients over DDP ranks, as DDP does for the model (no-op in one process).
+
+        Each rank's loss is its local mean, W times the global mean's share, so the average over the W ranks
+        gives exactly the single-process gradient of the global batch.
+        """
         import torch.distributed as dist
 
-        if self.label_logits.grad is not None and dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.label_logits.grad)
+        grad = self.label_logits.grad
+        if grad is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(grad)
+            grad.div_(dist.get_world_size())
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
         if logits.shape[1] != self.num_classes:

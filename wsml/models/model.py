@@ -136,6 +136,8 @@ def create_model(backbone: str, num_classes: int, *, pretrained: bool = False,
         raise ValueError(f"in_chans must be >= 1, got {in_chans}")
     builder, args = resolve_backbone(backbone)
     body = builder(*args, in_chans=int(in_chans), in_features=in_features, **backbone_kwargs)
+    if body.default_mean_std is not None and int(in_chans) == 1 and len(body.default_mean_std[0]) == 3:
+        body.default_mean_std = tuple((sum(v) / 3,) for v in body.default_mean_std)  # grey = mean of RGB stats
     model = MultiLabelModel(body, int(num_classes), dropout=dropout, name=backbone.strip())
     path = weights
     if path is None and pretrained:

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The paper's analyses (Fig 1, Table 1, Fig 3, Fig 4, Fig 5, Fig 6, Table 4) on the Fashion-MNIST mosaics,
+# with the project's fast CPU settings (configs/fashion/*.yaml: small CNN, 4800 train / 1200 val / 2000 test
+# mosaics, 8 epochs, Adam 1e-3, batch 32, Δrel 2). Runs go to runs/analysis/ (not committed); the report,
+# its PNGs and the numbers (results/*.json) go to benchmarks/analysis/.
+#
+#   bash benchmarks/analysis/run_all.sh              # everything (~30-40 min on 2 busy CPU cores)
+#   bash benchmarks/analysis/run_all.sh methods mem  # only some steps: methods mem delta frac analyze report
+#
+# Finished runs (summary.json present) are reused, so an interrupted script continues where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-runs/analysis}
+BENCH=benchmarks/analysis
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+WSML=("$PY" -m wsml.cli)
+ANALYZE=("$PY" -m wsml.analysis.cli analyze)
+REPORT=("$PY" -m wsml.analysis.cli report)
+CB='callbacks=[wsml.analysis.memorization:MemorizationCallback,wsml.analysis.modification:ModificationCallback]'
+STEPS=("$@")
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(methods mem delta frac analyze report)
+
+train() {  # train NAME CONFIG [overrides...]: skipped when the run already finished
+  local name=$1; shift
+  if [ -f "$OUT/$name/summary.json" ]; then echo "reusing $OUT/$name"; return; fi
+  "${WSML[@]}" train "$@" "$CB" run.out="$OUT" run.name="$name" run.overwrite=true run.quiet=true
+}
+
+for step in "${STEPS[@]}"; do
+  echo "=== $step"
+  case $step in
+    methods)  # Naive AN and the three LL methods (Fig 4 precision, Fig 3, Table 4)
+      for m in an ll-r ll-ct ll-cp; do train "$m" "configs/fashion/$m.yaml"; done ;;
+    mem)      # Fig 1 / Table 1: Naive AN trained long enough (30 epochs) to memorize the false negatives
+      train mem-an configs/fashion/an.yaml train.epochs=30 ;;
+    delta)    # Fig 5: LL-Ct test mAP vs Δrel
+      "${ANALYZE[@]}" sweep configs/fashion/ll-ct.yaml --param loss.delta_rel --values 0.5,1,2,4,8 \
+        --method LL-Ct:loss.name=ll-ct --out "$OUT/sweep-delta" --xlabel "Δrel (% per epoch)" run.quiet=true ;;
+    frac)     # Fig 6: test mAP vs fraction of training images, Naive AN / LL-Ct / full labels
+      "${ANALYZE[@]}" sweep configs/fashion/an.yaml --param data.options.train_frac --values 0.1,0.25,0.5,1.0 \
+        --method "Naive AN:loss.name=an" --method "LL-Ct:loss.name=ll-ct,loss.delta_rel=2" \
+        --method "Full label:loss.name=full,data.options.num_pos=-1,data.options.num_neg=-1" \
+        --out "$OUT/sweep-frac" --xlabel "fraction of training images" run.quiet=true ;;
+    analyze)  # Table 4 (Pointing Game, CAMs), Fig 4 (precision), Fig 3 (qualitative), Fig 1 / Table 1
+      mkdir -p "$BENCH/results"
+      for m in an ll-r ll-ct ll-cp; do
+        "${ANALYZE[@]}" pointing "$OUT/$m" --device cpu --overlays 0
+        cp "$OUT/$m/analysis/pointing_game.json" "$BENCH/results/pointing_game_$m.json"
+      done
+      "${ANALYZE[@]}" cams "$OUT/an" "$OUT/ll-r" "$OUT/ll-ct" "$OUT/ll-cp" --names "Naive AN,LL-R,LL-Ct,LL-Cp" \
+        --rows 0,1,2 --device cpu --out "$BENCH/cams.png"
+      "${ANALYZE[@]}" precision "$OUT/ll-r" "$OUT/ll-ct" "$OUT/ll-cp" --out "$BENCH/precision.png"
+      "${ANALYZE[@]}" qualitative "$OUT/ll-ct" --out "$BENCH/qualitative_ll-ct.png"
+      for m in mem-an an ll-ct; do
+        "${ANALYZE[@]}" memorization "$OUT/$m"
+        cp "$OUT/$m/analysis/memorization.json" "$BENCH/results/memorization_$m.json"
+      done
+      cp "$OUT/mem-an/analysis/memorization.png" "$BENCH/memorization_mem-an.png"
+      cp "$OUT/sweep-delta/sweep.json" "$BENCH/results/sweep_delta.json"
+      cp "$OUT/sweep-frac/sweep.json" "$BENCH/results/sweep_frac.json" ;;
+    report)
+      "${REPORT[@]}" "$OUT/mem-an" "$OUT/an" "$OUT/ll-r" "$OUT/ll-ct" "$OUT/ll-cp" "$OUT/sweep-delta" \
+        "$OUT/sweep-frac" --out "$BENCH/report.md" --title "wsml analyses on the Fashion-MNIST mosaics" ;;
+    *) echo "unknown step $step (methods mem delta frac analyze report)" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,18 @@
+"""The paper's analyses: memorization (Fig 1, Table 1), precision of modification (Fig 4), qualitative
+modifications (Fig 3), Δrel and train-fraction sweeps (Fig 5, 6), CAM + Pointing Game (Table 4), and
+``wsml report``.
+
+Training-time measurements are engine callbacks: ``callbacks: [memorization, modification]`` in a config
+(or ``wsml.analysis.memorization:MemorizationCallback``). Everything else runs on finished run folders.
+"""
+
+from wsml.analysis.memorization import MemorizationCallback
+from wsml.analysis.modification import ModificationCallback
+from wsml.analysis.pointing_game import PointingGame, pointing_game
+
+CALLBACKS = {
+    "memorization": "wsml.analysis.memorization:MemorizationCallback",
+    "modification": "wsml.analysis.modification:ModificationCallback",
+}
+
+__all__ = ["CALLBACKS", "MemorizationCallback", "ModificationCallback", "PointingGame", "pointing_game"]

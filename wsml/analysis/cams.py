@@ -1,0 +1,138 @@
+"""Class activation maps of a trained run: the Pointing Game over a split and CAM overlay figures (Table 4).
+
+``evaluate_pointing_game(run_dir)`` loads the run's best checkpoint, computes ``model.cam(x)`` for every
+image of the split (through the run's own evaluation loader: same resize and normalisation as training),
+and scores it with :class:`~wsml.analysis.pointing_game.PointingGame` against the split's boxes. Boxes are
+in the original image's pixels; the loader resizes the whole image (no crop), so each CAM is upsampled to
+the original size (H, W) before its maximum is taken.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsml.analysis.pointing_game import PointingGame, cam_peaks, point_in_boxes
+from wsml.analysis.qualitative import image_size, load_image
+
+PathLike = Union[str, Path]
+
+
+def _open_run(run_dir: PathLike, device: str, split: str):
+    from wsml.builders import build_loader, resolve_device
+    from wsml.distributed import DistInfo
+    from wsml.evaluation import load_run
+
+    dev = resolve_device(device, DistInfo())
+    cfg, index, model, ckpt = load_run(run_dir, dev)
+    if split not in index.splits:
+        raise ValueError(f"data set {index.name!r} has no split {split!r} (has: {', '.join(sorted(index.splits))})")
+    s = index[split]
+    if index.kind != "images":
+        raise ValueError(f"run {run_dir}: data set {index.name!r} holds feature vectors, not images: no CAMs")
+    if s.boxes is None or s.full is None:
+        raise ValueError(f"data set {index.name!r}/{split} has no {'boxes' if s.boxes is None else 'full labels'}: "
+                         "the Pointing Game needs both (mosaics, VOC and COCO have them)")
+    if not getattr(model, "spatial", True):
+        raise ValueError(f"run {run_dir}: backbone {cfg.model.backbone!r} has no spatial feature map: no CAMs")
+    loader = build_loader(cfg, index, split, DistInfo(), train=False, mean_std=model.default_mean_std)
+    return cfg, index, model, ckpt, loader, dev
+
+
+def _batch_boxes(boxes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The split's boxes of ``rows`` with column 0 renumbered to the position in ``rows``."""
+    pos = {int(r): i for i, r in enumerate(rows)}
+    sel = np.isin(boxes[:, 0].astype(np.int64), rows)
+    out = boxes[sel].astype(np.float64).copy()
+    out[:, 0] = [pos[int(r)] for r in out[:, 0]]
+    return out
+
+
+@torch.no_grad()
+def evaluate_pointing_game(run_dir: PathLike, split: str = "test", tolerance: float = 0.0,
+                           max_images: Optional[int] = None, device: str = "auto", write: bool = True) -> dict:
+    """Pointing Game of a run's best checkpoint on ``split``; writes ``analysis/pointing_game.json``."""
+    from wsml.checkpoint import write_json
+
+    cfg, index, model, ckpt, loader, dev = _open_run(run_dir, device, split)
+    s = index[split]
+    game = PointingGame(index.num_classes, tolerance, index.class_names)
+    seen = 0
+    for batch in loader:
+        if batch is None:
+            continue
+        rows = np.asarray(batch["index"], dtype=np.int64)
+        cams = model.cam(batch["input"].to(dev)).float()
+        sizes = [image_size(s, int(r), index.root) for r in rows]
+        game.update(cams, s.full[rows], _batch_boxes(s.boxes, rows), sizes)
+        seen += len(rows)
+        if max_images is not None and seen >= max_images:
+            break
+    result = {"run": str(run_dir), "split": split, "images": seen, "checkpoint_epoch": int(ckpt.get("epoch", 0)),
+              **game.result()}
+    if write:
+        out = Path(run_dir) / "analysis"
+        out.mkdir(exist_ok=True)
+        write_json(out / "pointing_game.json", result)
+    return result
+
+
+@torch.no_grad()
+def cam_examples(run_dir: PathLike, rows: Sequence[int], split: str = "test", classes: str = "gt",
+                 device: str = "auto") -> list[dict]:
+    """CAMs of some images: for each row, its GT classes (``classes="gt"``) or top-1 predicted class
+    (``"predicted"``); each entry has row, class, score, the upsampled map, the peak pixel and hit."""
+    from wsml.data.loading import collate_items
+
+    if classes not in ("gt", "predicted"):
+        raise ValueError(f"classes must be 'gt' or 'predicted', got {classes!r}")
+    cfg, index, model, _, loader, dev = _open_run(run_dir, device, split)
+    s, ds = index[split], loader.dataset
+    bad = [r for r in rows if not 0 <= r < len(s)]
+    if bad:
+        raise ValueError(f"rows {bad} are out of range for {index.name}/{split} ({len(s)} rows)")
+    batch = collate_items([ds[int(np.searchsorted(ds.rows, r))] for r in rows])
+    x = batch["input"].to(dev)
+    cams = model.cam(x).float()
+    probs = torch.sigmoid(model(x).float()).cpu().numpy()
+    out = []
+    for i, r in enumerate(rows):
+        size = image_size(s, int(r), index.root)
+        cls = np.nonzero(s.full[r])[0] if classes == "gt" else [int(np.argmax(probs[i]))]
+        for c in cls:
+            up = F.interpolate(cams[i, c][None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+            xs, ys = cam_peaks(cams[i, [c]], size)
+            own = s.boxes[(s.boxes[:, 0] == r) & (s.boxes[:, 1] == c), 2:]
+            out.append({"row": int(r), "class": int(c), "class_name": index.class_names[c],
+                        "score": float(probs[i, c]), "cam": up.cpu().numpy(), "peak": (int(xs[0]), int(ys[0])),
+                        "hit": point_in_boxes(xs[0], ys[0], own), "boxes": own})
+    return out
+
+
+def cam_overlay_figure(runs: dict[str, PathLike], rows: Sequence[int], out: PathLike, split: str = "test",
+                       device: str = "auto") -> Path:
+    """Figure: one line per (image, GT class), the image then each run's CAM of that class (★ = maximum)."""
+    from wsml.analysis.plots import plot_cam_overlays
+    from wsml.analysis.qualitative import load_run_index
+
+    if not runs:
+        raise ValueError("cam_overlay_figure: give at least one run")
+    per_run = {name: cam_examples(d, rows, split, "gt", device) for name, d in runs.items()}
+    first_dir = next(iter(runs.values()))
+    index = load_run_index(first_dir)
+    items = []
+    first = next(iter(per_run.values()))
+    for k, ex in enumerate(first):
+        item: dict[str, Any] = {"image": load_image(index[split], ex["row"], index.root),
+                                "label": f"{split} row {ex['row']}: {ex['class_name']}", "boxes": ex["boxes"],
+                                "cams": {}}
+        for name, exs in per_run.items():
+            e = exs[k] if k < len(exs) and exs[k]["row"] == ex["row"] and exs[k]["class"] == ex["class"] else None
+            if e is not None:
+                item["cams"][name] = (e["cam"], e["peak"], e["hit"])
+        items.append(item)
+    return plot_cam_overlays(items, out)

@@ -1,0 +1,299 @@
+"""``wsml bench SPEC.yaml``: a grid of methods × seeds on one base config, with a val-only hyper-parameter search.
+
+A grid spec (``benchmarks/grids/*.yaml``; paths relative to the spec file)::
+
+    name: fashion                      # results go to <results>/<name>.{md,json,csv}
+    title: Fashion-MNIST mosaics ...
+    config: ../../configs/fashion/base.yaml
+    overrides: [train.epochs=6]        # applied to every run
+    seeds: [0, 1, 2]                   # train.seed (initialisation, batch order); the data set stays fixed
+    reference: an                      # Naive AN: what the LL methods are compared with
+    upper: full                        # Full label: the upper end of the AN→Full gap
+    compare: [ll-r, ll-ct, ll-cp]      # methods compared with the reference (default: all others)
+    methods:                           # name -> overrides (a list of key=value or a mapping)
+      an: [loss.name=an]
+      ll-r: {loss.name: ll-r}
+    search:                            # optional: candidates tried on search seeds, best mean VAL mAP wins
+      seeds: [0]
+      shared: {optim.lr: [1e-3, 3e-3]} # tried with the reference method, then used by every method
+      params: {ll-r: {loss.delta_rel: [1.5, 2.5]}}   # per method
+    group_map: {num_groups: 5}         # optional: OpenImages-style group mAP (paper Table 3)
+    features: {...}                    # optional: cached-backbone feature data set (wsml.bench_features)
+
+Runs live in ``<runs>/<name>/<method>/s<seed>-<hash>`` where the hash is that of the resolved config, so a rerun
+(or the main grid after the search) reuses every finished run. Test mAP is only ever reported, never used for a
+choice: the engine selects the epoch and the search selects hyper-parameters on val mAP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+from wsml import bench_report as R
+
+SPEC_KEYS = {"name", "title", "notes", "config", "overrides", "seeds", "reference", "upper", "compare", "methods",
+             "search", "group_map", "features", "runs_dir"}
+
+
+def _as_overrides(value, where: str) -> list[str]:
+    """A method's overrides: a list of ``key=value`` strings or a (nested) mapping, flattened."""
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(v, str) and "=" in v for v in value):
+        return list(value)
+    if isinstance(value, dict):
+        out = []
+        for k, v in value.items():
+            out.append(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")
+        return out
+    raise ValueError(f"{where}: expected a list of key=value strings or a mapping, got {value!r}")
+
+
+def load_spec(path: str | Path) -> dict:
+    """Read and check a grid spec; paths in it become absolute (relative to the spec file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"grid spec {path} does not exist")
+    spec = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: a grid spec must be a mapping")
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown grid spec key(s) {', '.join(unknown)}; "
+                         f"valid: {', '.join(sorted(SPEC_KEYS))}")
+    for key in ("name", "config", "methods"):
+        if not spec.get(key):
+            raise ValueError(f"{path}: missing required key {key!r}")
+    if not isinstance(spec["methods"], dict):
+        raise ValueError(f"{path}: 'methods' must map method names to overrides")
+    spec["path"] = str(path)
+    spec["config"] = str((path.parent / spec["config"]).resolve())
+    if not Path(spec["config"]).is_file():
+        raise FileNotFoundError(f"{path}: base config {spec['config']} does not exist")
+    spec["overrides"] = _as_overrides(spec.get("overrides"), f"{path}: overrides")
+    spec["methods"] = {str(m): _as_overrides(o, f"{path}: methods.{m}") for m, o in spec["methods"].items()}
+    spec["seeds"] = [int(s) for s in spec.get("seeds") or [0]]
+    spec.setdefault("reference", "an")
+    spec.setdefault("upper", "full")
+    spec.setdefault("compare", [m for m in spec["methods"] if m not in (spec["reference"], spec["upper"])])
+    search = spec.get("search") or {}
+    for m in (search.get("params") or {}):
+        if m not in spec["methods"]:
+            raise ValueError(f"{path}: search.params names method {m!r} that is not in 'methods'")
+    spec["search"] = {"seeds": [int(s) for s in search.get("seeds") or spec["seeds"][:1]],
+                      "params": search.get("params") or {}, "shared": search.get("shared") or {}}
+    return spec
+
+
+def run_key(config_path: str, overrides: Sequence[str]) -> str:
+    """Hash of the resolved config minus the ``run`` section: equal keys = the same experiment."""
+    from wsml.config import load_config
+
+    d = load_config(config_path, list(overrides)).to_dict()
+    d.pop("run")
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _train_one(job: dict) -> dict:
+    """Train one grid cell (in a worker process or in-process); reuse a finished run with the same key."""
+    run_dir = Path(job["run_dir"])
+    done = run_dir / "summary.json"
+    key_file = run_dir / "bench_key.txt"
+    if done.is_file() and key_file.is_file() and key_file.read_text() == job["key"]:
+        summary = json.loads(done.read_text())
+        summary["reused"] = True
+        return summary
+    import torch
+
+    from wsml.config import load_config
+    from wsml.engine import train
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "bench_key.txt").write_text(job["key"])
+    cfg = load_config(job["config"], job["overrides"] + [f"run.out={run_dir.parent}", f"run.name={run_dir.name}",
+                                                         "run.overwrite=true", "run.quiet=true"])
+    summary = train(cfg)
+    summary["reused"] = False
+    return summary
+
+
+def _job(spec: dict, runs_dir: Path, method: str, seed: int, extra: Sequence[str] = (), threads: int = 0) -> dict:
+    overrides = spec["overrides"] + spec["methods"][method] + list(extra) + [f"train.seed={seed}"]
+    key = run_key(spec["config"], overrides)
+    return {"method": method, "seed": seed, "config": spec["config"], "overrides": overrides, "key": key,
+            "run_dir": str(runs_dir / method / f"s{seed}-{key}"), "threads": threads, "extra": list(extra)}
+
+
+def _execute(jobs: list[dict], workers: int, log) -> list[dict]:
+    """Run the jobs (a pool of ``workers`` spawned processes, or in-process for 1); return their records."""
+    out = []
+
+    def record(job, summary):
+        rec = {k: job[k] for k in ("method", "seed", "overrides", "key", "extra")}
+        rec.update({k: summary[k] for k in ("test_map", "val_map", "best_epoch", "wall_time_s")})
+        rec["run_dir"], rec["reused"] = job["run_dir"], summary.get("reused", False)
+        log(f"  {job['method']:<14} seed {job['seed']}  val {rec['val_map']:6.2f}  test {rec['test_map']:6.2f}  "
+            f"epoch {rec['best_epoch']}  " + ("(reused)" if rec["reused"] else f"{rec['wall_time_s']:.0f}s"))
+        out.append(rec)
+
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            record(job, _train_one(job))
+        return out
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        for job, summary in zip(jobs, pool.map(_train_one, jobs)):
+            record(job, summary)
+    return out
+
+
+def _candidates(params: dict) -> list[list[str]]:
+    """Every combination of ``{key: [values]}`` as a list of ``key=value`` overrides."""
+    keys = list(params)
+    return [[f"{k}={v}" for k, v in zip(keys, vals)] for vals in itertools.product(*(params[k] for k in keys))]
+
+
+def _choose(label: str, cands: list[list[str]], recs: list[dict], spec: dict) -> tuple[list[str], list[dict]]:
+    """The candidate with the best mean val mAP over its runs, and the search rows for the report."""
+    scored = []
+    for c in cands:
+        vals = [r["val_map"] for r in recs if r["extra"] == c]
+        scored.append((sum(vals) / len(vals), c))
+    best = max(scored, key=lambda t: t[0])[1]
+    return best, [{"method": label, "overrides": c, "seeds": spec["search"]["seeds"], "val_map": v,
+                   "chosen": c == best} for v, c in scored]
+
+
+def run_grid(spec: dict, *, runs_dir: Optional[str | Path] = None, workers: int = 1, threads: int = 0,
+             methods: Optional[Sequence[str]] = None, log=print) -> dict:
+    """Run the search, then methods × seeds; return ``{"spec", "search", "runs", "table", "comparison"}``."""
+    runs_dir = Path(runs_dir or spec.get("runs_dir") or "runs/bench") / spec["name"]
+    methods = [m for m in spec["methods"] if methods is None or m in methods]
+    if spec.get("features"):
+        from wsml.bench_features import prepare_feature_data
+
+        prepare_feature_data(spec["features"], Path(spec["path"]).parent, log=log)
+
+    # 1. Hyper-parameter search on the search seeds (best mean VAL mAP wins). First the "shared" parameters
+    #    (e.g. the lr), tried with the reference method and then applied to every method; then per method.
+    search, chosen = [], {}
+    shared = spec["search"].get("shared") or {}
+    if shared:
+        cands = _candidates(shared)
+        log(f"search (shared, on {spec['reference']}): {len(cands)} candidate(s)")
+        jobs = [_job(spec, runs_dir, spec["reference"], s, c, threads) for c in cands for s in spec["search"]["seeds"]]
+        best, rows = _choose(spec["reference"] + " (shared)", cands, _execute(jobs, workers, log), spec)
+        search += rows
+        spec = dict(spec, overrides=spec["overrides"] + best)
+    per = {m: _candidates(p) for m, p in spec["search"]["params"].items() if m in methods}
+    jobs = [_job(spec, runs_dir, m, s, c, threads) for m, cands in per.items() for c in cands
+            for s in spec["search"]["seeds"]]
+    if jobs:
+        log(f"search: {len(jobs)} run(s) for {', '.join(per)}")
+        recs = _execute(jobs, workers, log)
+        for m, cands in per.items():
+            chosen[m], rows = _choose(m, cands, [r for r in recs if r["method"] == m], spec)
+            search += rows
+
+    # 2. The grid: seed-major, so an interrupted grid still has every method on the first seeds.
+    jobs = [_job(spec, runs_dir, m, s, chosen.get(m, ()), threads) for s in spec["seeds"] for m in methods]
+    log(f"grid {spec['name']}: {len(methods)} methods x {len(spec['seeds'])} seeds = {len(jobs)} runs "
+        f"({workers} worker(s))")
+    runs = _execute(jobs, workers, log)
+
+    group_note = ""
+    if spec.get("group_map"):
+        from wsml.config import load_config
+
+        ng = int(spec["group_map"].get("num_groups", 5))
+        for r in runs:
+            path = load_config(spec["config"], r["overrides"]).data.path
+            gm = R.run_group_map(r["run_dir"], path, ng)
+            r["groups"] = gm.pop("groups")
+            r["group_map"] = gm
+        if runs:
+            counts = R.known_counts(load_config(spec["config"], runs[0]["overrides"]).data.path)
+            group_note = (f"Classes sorted by the number of training images whose label is known (observed positive "
+                          f"or negative), ascending, split into {ng} groups (G1 = fewest): "
+                          + "; ".join(f"G{i + 1} = classes {g} (known counts {[int(counts[c]) for c in g]})"
+                                      for i, g in enumerate(runs[0]["groups"])) + ".")
+    table = R.summarise(runs, methods)
+    comparison = R.compare(runs, table, spec["reference"], spec.get("upper"),
+                           [m for m in spec["compare"] if m in methods])
+    return {"spec": spec, "search": search, "chosen": chosen, "runs": runs, "table": table,
+            "comparison": comparison, "group_note": group_note, "finished": len(runs)}
+
+
+def write_results(results: dict, out_dir: str | Path, command: str) -> list[Path]:
+    """``<out_dir>/<name>.md``, ``.json`` and ``.csv``; the Markdown starts with the exact command."""
+    import csv
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = dict(results, command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   machine=f"{platform.machine()}, {os.cpu_count()} CPU(s), load average "
+                           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    name = results["spec"]["name"]
+    paths = [out_dir / f"{name}.md", out_dir / f"{name}.json", out_dir / f"{name}.csv"]
+    paths[0].write_text(R.markdown(results))
+    paths[1].write_text(json.dumps(results, indent=1, default=str) + "\n")
+    rows = R.csv_rows(results)
+    with open(paths[2], "w", newline="") as f:
+        if rows:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wsml bench", description="Run a grid of methods x seeds (benchmarks/grids/*.yaml)"
+                                " and write mean ± std tables, comparisons with Naive AN and the AN->Full gap closed.")
+    p.add_argument("spec", help="grid spec YAML")
+    p.add_argument("--results", default="benchmarks/results", help="folder for <name>.md/.json/.csv")
+    p.add_argument("--runs", default=None, help="folder for the run folders (default: spec runs_dir or runs/bench)")
+    p.add_argument("--workers", type=int, default=1, help="parallel training processes (spawned)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch's default)")
+    p.add_argument("--seeds", type=int, default=0, help="use only the first N seeds of the spec")
+    p.add_argument("--only", default="", help="comma-separated methods to run (default: all)")
+    return p
+
+
+def main_bench(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``wsml bench`` (also ``python -m wsml.bench``); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+        if args.seeds:
+            spec["seeds"] = spec["seeds"][: args.seeds]
+        only = [m.strip() for m in args.only.split(",") if m.strip()] or None
+        bad = [m for m in only or [] if m not in spec["methods"]]
+        if bad:
+            raise ValueError(f"--only: unknown method(s) {', '.join(bad)}; the spec has {', '.join(spec['methods'])}")
+        results = run_grid(spec, runs_dir=args.runs, workers=args.workers, threads=args.threads, methods=only)
+        paths = write_results(results, args.results, "wsml bench " + shlex.join(argv))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"wsml bench: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_bench())

@@ -1,0 +1,170 @@
+"""Find the labels your annotators missed: unobserved (image, class) pairs of the training set that are
+likely positive, ranked (``wsml find-missing RUN_DIR``).
+
+The large-loss view (paper §3): under Naive AN every unobserved entry is a "negative" with loss
+softplus(z) = -log(1 - σ(z)), monotone in the model's score, and the entries with the largest such loss are
+mostly false negatives - the labels the annotators missed. So the ranking score of an UNOBS pair is a
+sigmoid score (larger = larger assumed-negative loss = more likely missing), from one of the sources:
+
+* ``model``: the run's best checkpoint scoring its own training images. Meaningful for LL-R / LL-Ct /
+  LL-Cp runs, which stop fitting these large losses; a Naive AN model memorises them (scores pushed to 0).
+* ``oof``: out-of-fold scores (:mod:`wsml.oof`, ``folds >= 2``): each image scored by a model trained
+  without it. Costs K trainings; the most reliable ranking.
+* ``ll-cp``: pairs that LL-Cp corrected permanently during training (only for LL-Cp runs).
+
+A pair is *flagged* by ``model`` / ``oof`` when that score reaches the class's val threshold
+(:mod:`wsml.thresholds`, per-class F1 on val), and by ``ll-cp`` when it was corrected. Without ``k`` the
+output lists every flagged pair; with ``k`` the k best-ranked unobserved pairs, flagged or not. Observed
+negatives are never candidates. The output CSV has ``rank,row,image,class,score,model_score,oof_score,
+an_loss,threshold,sources`` (``row``: the training split's row id; ``an_loss`` = -log(1 - score)).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from wsml.labels import UNOBS, SparseLabels
+
+PathLike = Union[str, Path]
+RANK_BY = ("auto", "model", "oof", "mean")
+COLUMNS = ("rank", "row", "image", "class", "score", "model_score", "oof_score", "an_loss", "threshold", "sources")
+
+
+def train_scores(run_dir: PathLike, device: str = "auto") -> np.ndarray:
+    """float32 [N_train, C]: sigmoid scores of the run's best checkpoint on its training rows (no augmentation);
+    rows that could not be scored (skipped images) are nan."""
+    from wsml.builders import amp_dtype, build_loader, resolve_device
+    from wsml.distributed import DistInfo
+    from wsml.evaluation import load_run, predict_split
+
+    dev = resolve_device(device, DistInfo())
+    cfg, index, model, _ = load_run(run_dir, dev)
+    loader = build_loader(cfg, index, "train", DistInfo(), train=False, mean_std=model.default_mean_std)
+    scores, rows = predict_split(model, loader, dev, amp_dtype(cfg.train.amp, dev))
+    out = np.full((len(index["train"]), index.num_classes), np.nan, dtype=np.float32)
+    out[rows] = scores
+    return out
+
+
+def llcp_corrections(run_dir: PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, classes) that LL-Cp corrected permanently up to the run's last epoch; empty for other losses."""
+    from wsml.builders import build_loss_fn, load_index
+    from wsml.checkpoint import load_checkpoint
+    from wsml.config import from_dict, read_yaml
+
+    run_dir = Path(run_dir)
+    cfg = from_dict(read_yaml(run_dir / "config.yaml"))
+    empty = np.empty(0, dtype=np.int64)
+    ckpt_path = run_dir / "last.pt" if (run_dir / "last.pt").is_file() else run_dir / "best.pt"
+    loss_fn = build_loss_fn(cfg, load_index(cfg.data), log=lambda *a: None)
+    if not hasattr(loss_fn, "corrections") or not ckpt_path.is_file():
+        return empty, empty
+    loss_fn.load_state_dict(load_checkpoint(ckpt_path, map_location="cpu")["loss"])
+    rows, classes = loss_fn.corrections()
+    return rows.cpu().numpy().astype(np.int64), classes.cpu().numpy().astype(np.int64)
+
+
+def rank_missing(observed: np.ndarray, thresholds: np.ndarray, model: Optional[np.ndarray] = None,
+                 oof: Optional[np.ndarray] = None, corrected: Optional[np.ndarray] = None, rank_by: str = "auto",
+                 k: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """Rank the UNOBS entries of ``observed`` [N, C]; returns (rows, classes, scores, sources) best first.
+
+    ``model`` / ``oof``: score matrices [N, C] (either may be None); ``corrected``: bool [N, C] (LL-Cp).
+    ``rank_by``: "model", "oof", "mean" (of both) or "auto" (oof when given, else model).
+    """
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
+    if model is None and oof is None:
+        raise ValueError("find-missing needs the model's scores or out-of-fold scores")
+    if rank_by == "auto":
+        rank_by = "oof" if oof is not None else "model"
+    need = {"model": [model], "oof": [oof], "mean": [model, oof]}[rank_by]
+    if any(a is None for a in need):
+        raise ValueError(f"rank_by={rank_by!r} needs {'out-of-fold scores (folds >= 2)' if oof is None else 'model scores'}")
+    score = need[0] if len(need) == 1 else 0.5 * (need[0] + need[1])
+    thr = np.asarray(thresholds, dtype=np.float64)
+    flags = {}
+    if model is not None:
+        flags["model"] = model >= thr
+    if oof is not None:
+        flags["oof"] = oof >= thr
+    if corrected is not None:
+        flags["ll-cp"] = np.asarray(corrected, dtype=bool)
+    candidate = (observed == UNOBS) & np.isfinite(score)
+    if k is None:
+        any_flag = np.zeros_like(candidate)
+        for f in flags.values():
+            any_flag |= f
+        candidate &= any_flag
+    rows, classes = np.nonzero(candidate)
+    s = score[rows, classes]
+    order = np.lexsort((classes, rows, -s))  # score descending, then row, class: deterministic
+    if k is not None:
+        if k < 1:
+            raise ValueError(f"--k must be >= 1, got {k}")
+        order = order[:k]
+    rows, classes, s = rows[order], classes[order], s[order]
+    sources = [";".join(name for name, f in flags.items() if f[r, c]) for r, c in zip(rows, classes)]
+    return rows, classes, s, sources
+
+
+def find_missing(run_dir: PathLike, *, k: Optional[int] = None, folds: int = 0, oof_epochs: Optional[int] = None,
+                 oof_seed: int = 0, rank_by: str = "auto", device: str = "auto", quiet: bool = True) -> list[dict]:
+    """Ranked likely-missing labels of a finished run's training set (one dict per pair, keys ``COLUMNS``).
+
+    ``folds >= 2`` adds out-of-fold scores (K extra trainings of ``oof_epochs`` epochs; cached in the run).
+    """
+    from wsml.builders import load_index
+    from wsml.config import from_dict, read_yaml
+    from wsml.thresholds import ensure_thresholds
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give the folder `wsml train` made")
+    if folds == 1 or folds < 0:
+        raise ValueError(f"--folds must be 0 (no out-of-fold scores) or >= 2, got {folds}")
+    cfg = from_dict(read_yaml(run_dir / "config.yaml"))
+    index = load_index(cfg.data)
+    train = index["train"]
+    obs = train.train_targets()
+    obs = obs.to_dense() if isinstance(obs, SparseLabels) else np.asarray(obs)
+    thr = ensure_thresholds(run_dir, device)
+    model = train_scores(run_dir, device)
+    oof = None
+    if folds >= 2:
+        from wsml.oof import out_of_fold_scores
+
+        oof = out_of_fold_scores(run_dir, folds=folds, epochs=oof_epochs, seed=oof_seed,
+                                 device=None if device == "auto" else device, quiet=quiet)
+    rows_c, cls_c = llcp_corrections(run_dir)
+    corrected = None
+    if len(rows_c):
+        corrected = np.zeros(obs.shape, dtype=bool)
+        corrected[rows_c, cls_c] = True
+    rows, classes, s, sources = rank_missing(obs, thr["thresholds"], model, oof, corrected, rank_by, k)
+    names = index.class_names
+    out = []
+    for i, (r, c) in enumerate(zip(rows, classes)):
+        image = train.samples[r] if train.samples is not None else f"train[{r}]"
+        out.append({"rank": i + 1, "row": int(r), "image": image, "class": names[c], "score": float(s[i]),
+                    "model_score": float(model[r, c]), "oof_score": None if oof is None else float(oof[r, c]),
+                    "an_loss": float(-np.log1p(-min(float(s[i]), 1 - 1e-7))),
+                    "threshold": float(thr["thresholds"][c]), "sources": sources[i]})
+    return out
+
+
+def write_missing(path: PathLike, rows: list[dict]) -> Path:
+    """Write :func:`find_missing`'s result as CSV (columns ``COLUMNS``)."""
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow([r["rank"], r["row"], r["image"], r["class"], f"{r['score']:.6f}", f"{r['model_score']:.6f}",
+                        "" if r["oof_score"] is None else f"{r['oof_score']:.6f}", f"{r['an_loss']:.6f}",
+                        f"{r['threshold']:.6f}", r["sources"]])
+    return path

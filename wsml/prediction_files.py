@@ -1,0 +1,88 @@
+"""``wsml predict`` output: per-class scores plus labels thresholded with the run's val thresholds.
+
+Two CSV layouts and one JSON layout:
+
+* long CSV (default): ``image,rank,class,score,threshold,predicted`` - one row per image and class, the
+  ``top_k`` best classes of each image by score (``top_k=0``: every class);
+* wide CSV (``wide=True``): ``path,labels,score:<class>...`` - one row per image; ``labels`` holds the
+  predicted classes ``;``-separated, so the file is itself a labels CSV that ``wsml prepare csv`` reads;
+* JSON: a list of ``{"image", "labels", "scores": {class: score}, "thresholds": {class: thr}, "top": [...]}``.
+
+``predicted`` / ``labels`` use ``score >= threshold`` with the per-class thresholds of
+:mod:`wsml.thresholds` (chosen on val), never the top-k cut, so an image may have zero or many labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+
+from wsml.thresholds import apply_thresholds
+
+PathLike = Union[str, Path]
+
+
+def score_images(run_dir: PathLike, images: Sequence[PathLike], class_names: Sequence[str],
+                 device: str = "auto") -> np.ndarray:
+    """Sigmoid scores float64 [N, C] (columns in ``class_names`` order) of image files, best checkpoint."""
+    from wsml.evaluation import predict_images
+
+    results = predict_images(run_dir, images, top_k=len(class_names), device=device)  # every class
+    scores = np.zeros((len(results), len(class_names)))
+    for i, r in enumerate(results):
+        by_name = {t["class"]: t["score"] for t in r["top"]}
+        missing = [c for c in class_names if c not in by_name]
+        if missing:
+            raise ValueError(f"{run_dir}: the model has no class {missing[0]!r} (thresholds.json is stale?)")
+        scores[i] = [by_name[c] for c in class_names]
+    return scores
+
+
+def prediction_records(images: Sequence[PathLike], scores: np.ndarray, class_names: Sequence[str],
+                       thresholds: Sequence[float], top_k: int = 0) -> list[dict]:
+    """One dict per image: thresholded ``labels``, all ``scores``, the ``top`` top_k classes (0 = all)."""
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = every class), got {top_k}")
+    scores = np.asarray(scores, dtype=np.float64)
+    pred = apply_thresholds(scores, thresholds)
+    k = scores.shape[1] if top_k == 0 else min(top_k, scores.shape[1])
+    out = []
+    for i, img in enumerate(images):
+        order = np.argsort(-scores[i], kind="stable")
+        out.append({
+            "image": str(img),
+            "labels": [class_names[c] for c in order if pred[i, c]],
+            "scores": {class_names[c]: float(scores[i, c]) for c in range(len(class_names))},
+            "thresholds": {class_names[c]: float(thresholds[c]) for c in range(len(class_names))},
+            "top": [{"class": class_names[c], "score": float(scores[i, c]), "threshold": float(thresholds[c]),
+                     "predicted": bool(pred[i, c])} for c in order[:k]],
+        })
+    return out
+
+
+def write_predictions(path: PathLike, records: list[dict], class_names: Sequence[str], wide: bool = False) -> Path:
+    """Write ``records`` (from :func:`prediction_records`) as .json, long .csv or (``wide``) wide .csv."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise ValueError(f"prediction file must end in .csv or .json, got {path}")
+    if suffix == ".json":
+        path.write_text(json.dumps(records, indent=2) + "\n")
+        return path
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        if wide:
+            w.writerow(["path", "labels"] + [f"score:{c}" for c in class_names])
+            for r in records:
+                w.writerow([r["image"], ";".join(r["labels"])] + [f"{r['scores'][c]:.6f}" for c in class_names])
+        else:
+            w.writerow(["image", "rank", "class", "score", "threshold", "predicted"])
+            for r in records:
+                for k, t in enumerate(r["top"], 1):
+                    w.writerow([r["image"], k, t["class"], f"{t['score']:.6f}", f"{t['threshold']:.6f}",
+                                int(t["predicted"])])
+    return path

@@ -1,0 +1,177 @@
+"""Per-class decision thresholds chosen on the val split, so that predictions become label sets.
+
+A multi-label model outputs one sigmoid score per class; turning scores into labels needs a threshold per
+class, and 0.5 is rarely right after training from partial labels (Naive AN pushes every score down, LL-R
+much less). wsml picks, for every class, the threshold that maximises that class's F1 on the **val** split
+(the split used for model selection, never test), using the run's best checkpoint:
+
+    predicted[c] = score[c] >= threshold[c]
+
+The threshold is the midpoint between the lowest score kept positive and the next lower score, so the
+val F1 is exactly reproduced by the rule above. A class without any positive among the counted val
+entries keeps ``DEFAULT_THRESHOLD`` (0.5), recorded with ``"source": "default"``.
+
+Thresholds are chosen lazily: ``wsml predict`` / ``wsml eval`` (or :func:`ensure_thresholds`) score the
+val split once and write ``thresholds.json`` in the run folder; they are recomputed when ``best.pt``
+changes (its modification time is stored). Val splits with only observed labels (``complete_eval=False``)
+count only their observed entries, as evaluation does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+DEFAULT_THRESHOLD = 0.5
+FILE_NAME = "thresholds.json"
+PathLike = Union[str, Path]
+
+
+def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1) maximising F1 = 2TP / (2TP + FP + FN) for one class; (0.5, nan) without positives.
+
+    Only cuts between distinct scores are considered (tied scores get the same label). Ties in F1 go to the
+    higher threshold.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel().astype(bool)
+    if s.shape != y.shape:
+        raise ValueError(f"scores ({s.shape}) and labels ({y.shape}) differ in shape")
+    num_pos = int(y.sum())
+    if num_pos == 0 or len(s) == 0:
+        return DEFAULT_THRESHOLD, float("nan")
+    order = np.argsort(-s, kind="stable")
+    s_sorted, tp = s[order], np.cumsum(y[order])
+    # a cut after position i is allowed when the next score is strictly lower (or i is the last)
+    cut = np.nonzero(np.append(s_sorted[:-1] > s_sorted[1:], True))[0]
+    f1 = 2 * tp[cut] / (cut + 1 + num_pos)
+    best = int(np.argmax(f1))
+    i = int(cut[best])
+    thr = s_sorted[i] if i == len(s) - 1 else 0.5 * (s_sorted[i] + s_sorted[i + 1])
+    return float(thr), float(f1[best])
+
+
+def choose_thresholds(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = None) -> dict:
+    """Per-class F1-maximising thresholds for ``scores`` [N, C] against ``labels`` {0,1} [N, C].
+
+    ``mask`` (bool [N, C], True = counts) excludes unknown entries. Returns ``{"thresholds": [C], "f1": [C],
+    "num_pos": [C], "source": [C]}`` (source "f1" or "default").
+    """
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    if scores.ndim != 2 or scores.shape != labels.shape:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must both be [N, C]")
+    if mask is not None and np.asarray(mask).shape != scores.shape:
+        raise ValueError(f"mask {np.asarray(mask).shape} must have the shape of scores {scores.shape}")
+    out: dict = {"thresholds": [], "f1": [], "num_pos": [], "source": []}
+    for c in range(scores.shape[1]):
+        keep = slice(None) if mask is None else np.asarray(mask[:, c], dtype=bool)
+        thr, f1 = best_f1_threshold(scores[keep, c], labels[keep, c])
+        out["thresholds"].append(thr)
+        out["f1"].append(None if np.isnan(f1) else round(f1, 6))
+        out["num_pos"].append(int(np.asarray(labels[keep, c]).astype(bool).sum()))
+        out["source"].append("default" if np.isnan(f1) else "f1")
+    return out
+
+
+def apply_thresholds(scores: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """uint8 {0,1} [N, C]: ``scores >= thresholds`` per class."""
+    scores = np.asarray(scores, dtype=np.float64)
+    thr = np.asarray(thresholds, dtype=np.float64)
+    if scores.shape[-1] != len(thr):
+        raise ValueError(f"{len(thr)} thresholds for {scores.shape[-1]} classes")
+    return (scores >= thr).astype(np.uint8)
+
+
+def f1_per_class(pred: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """F1 of each class (nan where the class has neither a positive nor a predicted positive)."""
+    pred, labels = np.asarray(pred).astype(bool), np.asarray(labels).astype(bool)
+    m = np.ones_like(pred) if mask is None else np.asarray(mask, dtype=bool)
+    tp = (pred & labels & m).sum(0)
+    denom = ((pred & m).sum(0) + (labels & m).sum(0)).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan)
+
+
+# ------------------------------------------------------------------------------------------ run folders
+
+
+def _stamp(run_dir: Path) -> int:
+    best = run_dir / "best.pt"
+    if not best.is_file():
+        raise FileNotFoundError(f"{run_dir}: no best.pt (is this a finished `wsml train` run folder?)")
+    return best.stat().st_mtime_ns
+
+
+def load_thresholds(run_dir: PathLike) -> Optional[dict]:
+    """The run's ``thresholds.json`` when it exists and matches the current best.pt; else None."""
+    run_dir = Path(run_dir)
+    path = run_dir / FILE_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e}); delete it to recompute the thresholds") from None
+    return data if data.get("best_pt_mtime_ns") == _stamp(run_dir) else None
+
+
+def ensure_thresholds(run_dir: PathLike, device: str = "auto") -> dict:
+    """The run's per-class thresholds: read ``thresholds.json`` or choose them on val (and write the file).
+
+    The dict has ``class_names``, ``thresholds``, ``f1`` (val F1 at the threshold), ``num_pos`` (val
+    positives), ``source``, ``split`` and ``checkpoint_epoch``.
+    """
+    from wsml.builders import load_index
+    from wsml.config import from_dict, read_yaml
+    from wsml.evaluation import evaluate_run
+
+    run_dir = Path(run_dir)
+    cached = load_thresholds(run_dir)
+    if cached is not None:
+        return cached
+    stamp = _stamp(run_dir)
+    result = evaluate_run(run_dir, "val", device=device, write=True)  # writes predictions_val.npz
+    pred = np.load(run_dir / "predictions_val.npz")
+    cfg = from_dict(read_yaml(run_dir / "config.yaml"))
+    index = load_index(cfg.data)
+    labels, mask = index["val"].eval_targets()
+    rows = pred["rows"]
+    chosen = choose_thresholds(pred["scores"], np.asarray(labels[rows]),
+                               None if mask is None else np.asarray(mask[rows]))
+    data = {"split": "val", "criterion": "per-class F1", "checkpoint_epoch": result["checkpoint_epoch"],
+            "num_samples": int(len(rows)), "class_names": list(index.class_names), **chosen,
+            "best_pt_mtime_ns": stamp}
+    (run_dir / FILE_NAME).write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def thresholded_metrics(run_dir: PathLike, split: str = "test", device: str = "auto") -> dict:
+    """Macro F1 / precision / recall on ``split`` with the val thresholds (needs ``predictions_<split>.npz``,
+    written by ``wsml eval``)."""
+    from wsml.builders import load_index
+    from wsml.config import from_dict, read_yaml
+
+    run_dir = Path(run_dir)
+    thr = ensure_thresholds(run_dir, device)
+    path = run_dir / f"predictions_{split}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `wsml eval {run_dir} --split {split}` first")
+    pred = np.load(path)
+    index = load_index(from_dict(read_yaml(run_dir / "config.yaml")).data)
+    labels, mask = index[split].eval_targets()
+    rows = pred["rows"]
+    y = np.asarray(labels[rows]).astype(bool)
+    m = np.ones_like(y) if mask is None else np.asarray(mask[rows], dtype=bool)
+    p = apply_thresholds(pred["scores"], thr["thresholds"]).astype(bool)
+    f1 = f1_per_class(p, y, m)
+    tp, npred, npos = (p & y & m).sum(0), (p & m).sum(0), (y & m).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prec = np.where(npred > 0, tp / np.maximum(npred, 1), np.nan)
+        rec = np.where(npos > 0, tp / np.maximum(npos, 1), np.nan)
+    return {"split": split, "macro_f1": float(np.nanmean(f1) * 100) if np.isfinite(f1).any() else float("nan"),
+            "macro_precision": float(np.nanmean(prec) * 100) if np.isfinite(prec).any() else float("nan"),
+            "macro_recall": float(np.nanmean(rec) * 100) if np.isfinite(rec).any() else float("nan"),
+            "f1_per_class": [None if np.isnan(v) else round(float(v), 6) for v in f1]}
