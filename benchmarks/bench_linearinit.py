@@ -102,8 +102,8 @@ def main() -> int:
     lines = [
         "# LinearInit stage 1: cached features vs end-to-end epochs",
         "",
-        f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '?')} .venv/bin/python "
-        f"benchmarks/bench_linearinit.py {shlex.join(sys.argv[1:])}`".replace(" `", "`"),
+        "Command: `" + " ".join([f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '?')}", ".venv/bin/python",
+                                 "benchmarks/bench_linearinit.py", *map(shlex.quote, sys.argv[1:])]) + "`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; load average {load:.1f} at start (shared machine: absolute times "

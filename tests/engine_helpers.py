@@ -102,3 +102,24 @@ class SlowBatches:
         import time
 
         time.sleep(0.1)
+
+
+class LossStateDigest:
+    """Callback: per epoch, a hash of the loss's state (ROLE estimates, LL-Cp corrections), one file per rank."""
+
+    def on_epoch_end(self, ctx, epoch):
+        import hashlib
+        import json
+        import os
+
+        import torch
+
+        h = hashlib.sha256()
+        for k, v in sorted(ctx.loss_fn.state_dict().items()):
+            if isinstance(v, torch.Tensor):
+                h.update(k.encode() + v.detach().cpu().numpy().tobytes())
+        out = Path(os.environ["WSML_TEST_RECORD_DIR"]) / f"loss-rank{ctx.rank}.json"
+        record = json.loads(out.read_text()) if out.exists() else {}
+        record[str(epoch)] = h.hexdigest()
+        out.write_text(json.dumps(record))
+        return {}

@@ -81,6 +81,14 @@ def test_memorization_callback_without_full_labels_is_inert():
     assert cb.on_epoch_end(None, 1) == {}
 
 
+def test_only_rank_0_writes_files(tmp_path):
+    from wsml.analysis._common import run_dir_of
+
+    assert run_dir_of(SimpleNamespace(rank=1, run_dir=tmp_path)) is None
+    assert run_dir_of(SimpleNamespace(rank=0, run_dir=tmp_path)) == tmp_path
+    assert run_dir_of({"run_dir": str(tmp_path)}) == tmp_path
+
+
 def test_loss_peaks():
     pos = [0.5, 1, 2, 3, 4, 5]
     peaks = mem.loss_peaks(pos, {"fn": [0.7, 0.3, 0.5, 0.9, 0.6, 0.1], "tn": [0.7, 0.6, 0.3, 0.2, math.nan, 0.1]})
@@ -267,7 +275,12 @@ def test_cli_report_and_errors(tmp_path, capsys):
     assert "wsml: error: run folder" in capsys.readouterr().err
     assert main_analyze(["precision", str(run), "--out", str(tmp_path / "p.png")]) == 0
     assert "base rate (truly positive among unobserved): 10.00%" in capsys.readouterr().out
-    assert main_analyze(["memorization", str(run)]) == 2  # the fake run has no memorization_curve.csv
+    assert main_analyze(["memorization", str(run)]) == 0  # from the mem_loss_* columns of metrics.csv
+    assert " fn: epoch 2 loss 0.6000 -> peak 0.9000 at epoch 3.00 -> final 0.9000" in capsys.readouterr().out
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "metrics.csv").write_text("epoch,val_map\n1,50\n")
+    assert main_analyze(["memorization", str(tmp_path / "bare")]) == 2
+    assert "no mem_loss_* columns" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------- a real tiny run
@@ -324,6 +337,16 @@ def test_analyses_on_a_real_tiny_run(tmp_path):
     test = np.load(data / "test" / "labels_full.npy")
     assert pg["pairs"] == int(test.sum()) and pg["no_box"] == 0 and 0 <= pg["score"] <= 100
     assert pg["random_score"] == pytest.approx(25.0)  # one quadrant of four
+    from wsml.analysis.cams import cam_examples, cam_overlay_figure
+
+    ex = cam_examples(runs["an"], [0, 1], classes="gt", device="cpu")
+    assert [(e["row"], e["class"]) for e in ex] == [(r, c) for r in (0, 1) for c in np.nonzero(test[r])[0]]
+    assert ex[0]["cam"].shape == (16, 16) and ex[0]["gt"]
+    ex = cam_examples(runs["an"], [0, 1], classes=[3, 2], device="cpu")
+    assert [(e["row"], e["class"], e["gt"]) for e in ex] == [(0, 3, bool(test[0, 3])), (1, 2, bool(test[1, 2]))]
+    png = cam_overlay_figure({"AN": runs["an"], "LL-Ct": runs["ll-ct"]}, [0, 1], tmp_path / "c.png",
+                             device="cpu", classes="predicted")
+    assert png.stat().st_size > 1000
     text = build_report(list(runs.values()), tmp_path / "report.md").read_text()
     for section in ("## Runs", "Memorization", "Precision of modification", "Qualitative", "Pointing Game"):
         assert section in text

@@ -96,6 +96,14 @@ def test_train_eval_predict(tmp_path, capsys, data):
         assert rows[0]["class"] == "q0" and float(rows[0]["score"]) >= float(rows[1]["score"])
         assert main(["predict", str(run), str(tmp_path / "q0.png"), "--out", str(tmp_path / "p.json")]) == 0
         assert json.loads((tmp_path / "p.json").read_text())[0]["top"][0]["class"] == "q0"
+        # predict needs only the run folder: the checkpoint knows the classes and the input format; without
+        # the data set (and no thresholds.json yet) the labels use threshold 0.5
+        cfg = (run / "config.yaml").read_text().replace(str(data), str(tmp_path / "gone"))
+        (run / "config.yaml").write_text(cfg)
+        (run / "thresholds.json").unlink()
+        assert main(["predict", str(run), str(tmp_path / "q3.png"), "--top-k", "1"]) == 0
+        captured = capsys.readouterr()
+        assert "q3.png: q3 " in captured.out and "note: no per-class thresholds" in captured.err
     finally:
         torch.set_num_threads(n)
 
@@ -126,3 +134,34 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path, data):
     with open(metrics) as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
     assert json.loads((tmp_path / "int" / "summary.json").read_text())["epochs"] == 6
+
+
+def test_prepare_prints_statistics_and_train_uses_the_folder(tmp_path, capsys):
+    pytest.importorskip("river")
+    out = tmp_path / "yeast"
+    assert main(["prepare", "yeast", "--out", str(out), "seed=1200"]) == 0
+    printed = capsys.readouterr().out
+    assert f"prepared yeast -> {out}  (14 classes, kind features)" in printed
+    assert "train: 1200 samples" in printed and "1.000 observed pos/sample" in printed
+    assert "test : 917 samples" in printed
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", str(TESTS.parent / "configs" / "yeast" / "ll-r.yaml"), f"data.path={out}",
+                     "train.epochs=2", f"run.out={tmp_path}", "run.quiet=true"]) == 0
+    finally:
+        torch.set_num_threads(n)
+    summary = json.loads((tmp_path / "yeast-ll-r" / "summary.json").read_text())
+    assert summary["num_test"] == 917 and summary["epochs"] == 2
+
+
+def test_demo_table_compares_with_naive_an(tmp_path):
+    from wsml.demo import results_table
+
+    for m, test, val, best in (("an", 70.0, 71.5, 8), ("ll-r", 74.25, 75.0, 7)):
+        (tmp_path / m).mkdir()
+        (tmp_path / m / "summary.json").write_text(json.dumps(
+            {"test_map": test, "val_map": val, "best_epoch": best, "epochs": 8, "wall_time_s": 10.0}))
+    lines = results_table(["an", "ll-r"], tmp_path, {"an": 100.4}).splitlines()
+    assert lines[2] == "| Naive AN | 70.00 | 71.50 | 8/8 |  | 100 s |"
+    assert lines[3] == "| LL-R | 74.25 | 75.00 | 7/8 | +4.25 | 10 s |"

@@ -82,3 +82,21 @@ def test_two_process_ddp_matches_one_process(tmp_path, monkeypatch):
     assert ddp["test_map"] == pytest.approx(single["test_map"], abs=1e-6)
     # only rank 0 wrote files: one run folder, no stray copies
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("ddp", "single"))) == ["ddp", "single"]
+
+
+@pytest.mark.timeout(120)
+def test_role_estimates_stay_identical_across_ranks(tmp_path):
+    # ROLE's label-estimate matrix is not a DDP parameter: the engine averages its gradients over ranks
+    data = make_feature_index(tmp_path / "data")
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", WSML_TEST_RECORD_DIR=str(rec),
+               PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    overrides = [o for o in _overrides(data, tmp_path, "role") if not o.startswith(("loss.", "callbacks", "train.ep"))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "wsml.cli",
+           "train", *overrides, "loss.name=role", "loss.expected_num_pos=2", "train.epochs=2",
+           "callbacks=[engine_helpers:LossStateDigest]"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((rec / f"loss-rank{r}.json").read_text()) for r in (0, 1))
+    assert r0 == r1 and r0["1"] != r0["2"]  # same estimates on both ranks, and they do change

@@ -157,3 +157,23 @@ def test_callbacks_resolve_by_name_and_path():
     assert type(got[0]).__name__ == "Counter" and type(got[1]).__name__ == "BackboneCalls"
     with pytest.raises(ValueError, match="unknown callback 'nope'; available: .*unit-test-counter"):
         build_callbacks(["nope"])
+
+
+def test_openimages_style_group_map_in_the_summary(tmp_path):
+    from engine_helpers import make_feature_index
+
+    from wsml.config import load_config
+    from wsml.data import DatasetIndex
+    from wsml.metrics import average_precision_per_class
+
+    folder = make_feature_index(tmp_path / "feats")
+    index = DatasetIndex.load(folder)
+    index.meta["known_per_class"] = [5, 1, 4, 2, 6, 3]  # groups by ascending count: {1,3}, {5}, {2}, {0}, {4}
+    index.save(folder)
+    s = train(load_config(None, [f"data.path={folder}", "model.backbone=linear", "model.pretrained=false",
+                                 "train.epochs=2", f"run.out={tmp_path}", "run.name=g", "run.quiet=true"]))
+    pred = np.load(tmp_path / "g" / "predictions_test.npz")
+    ap = 100 * average_precision_per_class(pred["scores"], index["test"].full)
+    g = s["test_group_map"]
+    assert g["G1"] == pytest.approx((ap[1] + ap[3]) / 2) and g["G5"] == pytest.approx(ap[4])
+    assert g["all"] == pytest.approx(s["test_map"])

@@ -111,12 +111,13 @@ def run_key(config_path: str, overrides: Sequence[str]) -> str:
 def _train_one(job: dict) -> dict:
     """Train one grid cell (in a worker process or in-process); reuse a finished run with the same key."""
     run_dir = Path(job["run_dir"])
-    done = run_dir / "summary.json"
-    key_file = run_dir / "bench_key.txt"
-    if done.is_file() and key_file.is_file() and key_file.read_text() == job["key"]:
-        summary = json.loads(done.read_text())
-        summary["reused"] = True
-        return summary
+    for cand in [run_dir] + sorted(Path(job.get("cache_root") or run_dir).glob(f"*/{run_dir.parent.name}/"
+                                                                                 f"{run_dir.name}")):
+        key_file = cand / "bench_key.txt"  # the same experiment in this grid, or in another grid under the root
+        if (cand / "summary.json").is_file() and key_file.is_file() and key_file.read_text() == job["key"]:
+            summary = json.loads((cand / "summary.json").read_text())
+            summary["reused"], summary["run_dir"] = True, str(cand)
+            return summary
     import torch
 
     from wsml.config import load_config
@@ -137,7 +138,24 @@ def _job(spec: dict, runs_dir: Path, method: str, seed: int, extra: Sequence[str
     overrides = spec["overrides"] + spec["methods"][method] + list(extra) + [f"train.seed={seed}"]
     key = run_key(spec["config"], overrides)
     return {"method": method, "seed": seed, "config": spec["config"], "overrides": overrides, "key": key,
-            "run_dir": str(runs_dir / method / f"s{seed}-{key}"), "threads": threads, "extra": list(extra)}
+            "run_dir": str(runs_dir / method / f"s{seed}-{key}"), "threads": threads, "extra": list(extra),
+            "cache_root": str(runs_dir.parent)}
+
+
+def _prepare_data(jobs: list[dict], log) -> None:
+    """Prepare every data set the jobs need, once, in this process: parallel workers must not race to write
+    the same folder."""
+    from wsml import builders as B
+    from wsml.config import load_config
+
+    seen = set()
+    for job in jobs:
+        data = load_config(job["config"], job["overrides"]).data
+        if data.path not in seen:
+            seen.add(data.path)
+            if not (Path(data.path) / "manifest.json").is_file():
+                log(f"preparing {data.path}")
+                B.load_index(data)
 
 
 def _execute(jobs: list[dict], workers: int, log) -> list[dict]:
@@ -147,13 +165,17 @@ def _execute(jobs: list[dict], workers: int, log) -> list[dict]:
     def record(job, summary):
         rec = {k: job[k] for k in ("method", "seed", "overrides", "key", "extra")}
         rec.update({k: summary[k] for k in ("test_map", "val_map", "best_epoch", "wall_time_s")})
-        rec["run_dir"], rec["reused"] = job["run_dir"], summary.get("reused", False)
+        rec["run_dir"], rec["reused"] = summary.get("run_dir", job["run_dir"]), summary.get("reused", False)
         log(f"  {job['method']:<14} seed {job['seed']}  val {rec['val_map']:6.2f}  test {rec['test_map']:6.2f}  "
             f"epoch {rec['best_epoch']}  " + ("(reused)" if rec["reused"] else f"{rec['wall_time_s']:.0f}s"))
         out.append(rec)
 
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
+            record(job, _train_one(job))
+        return out
+    _prepare_data(jobs, log)
+    with ProcessPoolExecutor
             record(job, _train_one(job))
         return out
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
@@ -217,21 +239,23 @@ def run_grid(spec: dict, *, runs_dir: Optional[str | Path] = None, workers: int 
     runs = _execute(jobs, workers, log)
 
     group_note = ""
-    if spec.get("group_map"):
+    if spec.get("group_map") and runs:
         from wsml.config import load_config
 
+        # groups come from the partial-label data set of the reference method, the same for every method
         ng = int(spec["group_map"].get("num_groups", 5))
+        ref_over = spec["overrides"] + spec["methods"].get(spec["reference"], [])
+        counts = R.known_counts(load_config(spec["config"], ref_over).data.path)
         for r in runs:
             path = load_config(spec["config"], r["overrides"]).data.path
-            gm = R.run_group_map(r["run_dir"], path, ng)
+            gm = R.run_group_map(r["run_dir"], path, ng, counts)
             r["groups"] = gm.pop("groups")
             r["group_map"] = gm
-        if runs:
-            counts = R.known_counts(load_config(spec["config"], runs[0]["overrides"]).data.path)
-            group_note = (f"Classes sorted by the number of training images whose label is known (observed positive "
-                          f"or negative), ascending, split into {ng} groups (G1 = fewest): "
-                          + "; ".join(f"G{i + 1} = classes {g} (known counts {[int(counts[c]) for c in g]})"
-                                      for i, g in enumerate(runs[0]["groups"])) + ".")
+        group_note = (f"Classes sorted by the number of training images whose label is known (observed positive "
+                      f"or negative) in the {spec['reference']} data set, ascending, split into {ng} groups "
+                      f"(G1 = fewest): " + "; ".join(f"G{i + 1} = classes {g} (known counts "
+                                                     f"{[int(counts[c]) for c in g]})"
+                                                     for i, g in enumerate(runs[0]["groups"])) + ".")
     table = R.summarise(runs, methods)
     comparison = R.compare(runs, table, spec["reference"], spec.get("upper"),
                            [m for m in spec["compare"] if m in methods])

@@ -86,9 +86,9 @@ def known_counts(data_path: str) -> np.ndarray:
     return (np.asarray(obs) != 0).sum(0)
 
 
-def run_group_map(run_dir: str, data_path: str, num_groups: int) -> dict:
+def run_group_map(run_dir: str, data_path: str, num_groups: int, counts: Optional[np.ndarray] = None) -> dict:
     """Group mAP (G1 = classes with the fewest known training labels ... G<n>, and "all") of a run's test
-    predictions, classes grouped by :func:`known_counts` as in the paper's Table 3."""
+    predictions, classes grouped by ``counts`` (default: :func:`known_counts` of ``data_path``), paper Table 3."""
     from wsml.data import DatasetIndex
     from wsml.metrics import class_groups, group_mean_average_precision
 
@@ -96,7 +96,7 @@ def run_group_map(run_dir: str, data_path: str, num_groups: int) -> dict:
     test = DatasetIndex.load(data_path)["test"]
     labels, mask = test.eval_targets()
     rows = pred["rows"]
-    counts = known_counts(data_path)
+    counts = known_counts(data_path) if counts is None else counts
     out = group_mean_average_precision(pred["scores"], labels[rows], counts, num_groups=num_groups,
                                        mask=None if mask is None else mask[rows])
     out["groups"] = [[int(c) for c in g] for g in class_groups(counts, num_groups)]

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from wsml.config import Config, DataConfig
-from wsml.distributed import DistInfo, barrier
+from wsml.distributed import DistInfo, barrier, broadcast_object
 
 # ------------------------------------------------------------------------------------------ data set
 
@@ -27,7 +27,7 @@ def load_index(data: DataConfig, dist_info: Optional[DistInfo] = None):
     from wsml.data import DatasetIndex, prepare
 
     path = Path(data.path)
-    if not (path / "manifest.json").is_file():
+    if broadcast_object(not (path / "manifest.json").is_file()):  # rank 0's view: every rank takes the same branch
         if not data.dataset:
             raise FileNotFoundError(f"data.path {path} is not a prepared data set (no manifest.json): run "
                                     f"`wsml prepare <dataset> --out {path}` or set data.dataset=<name>")
@@ -54,16 +54,21 @@ def channels_for(cfg: Config, index) -> int:
 # ------------------------------------------------------------------------------------------ model, loss
 
 
-def build_model(cfg: Config, index) -> torch.nn.Module:
-    """The backbone + linear head of ``cfg.model`` for this data set's classes and input."""
+def model_info(cfg: Config, index) -> dict:
+    """What the model needs to know about the data (kept in checkpoints, so `wsml predict` needs no data set)."""
+    in_features = int(index["train"].features.shape[1]) if index.kind == "features" else None
+    return {"num_classes": index.num_classes, "class_names": list(index.class_names), "kind": index.kind,
+            "in_chans": channels_for(cfg, index), "in_features": in_features}
+
+
+def build_model(cfg: Config, index=None, info: Optional[dict] = None) -> torch.nn.Module:
+    """The backbone + linear head of ``cfg.model`` for the data set's classes and input (``index`` or ``info``)."""
     from wsml.models import create_model
 
-    in_features = None
-    if index.kind == "features":
-        in_features = int(index["train"].features.shape[1])
+    info = info or model_info(cfg, index)
     try:
-        return create_model(cfg.model.backbone, index.num_classes, pretrained=cfg.model.pretrained,
-                            weights=cfg.model.weights, in_chans=channels_for(cfg, index), in_features=in_features,
+        return create_model(cfg.model.backbone, info["num_classes"], pretrained=cfg.model.pretrained,
+                            weights=cfg.model.weights, in_chans=info["in_chans"], in_features=info["in_features"],
                             dropout=cfg.model.dropout, **cfg.model.options)
     except TypeError as e:  # a model.options key the backbone does not take
         if "keyword argument" not in str(e):

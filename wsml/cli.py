@@ -7,7 +7,6 @@ shows the traceback); Ctrl-C during training exits with 130 and leaves a resumab
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -37,7 +36,9 @@ EPILOG_EVAL = """examples:
 
 EPILOG_PREDICT = """examples:
   wsml predict runs/voc-ll-r photo1.jpg photo2.jpg --top-k 3
-  wsml predict runs/voc-ll-r images/*.jpg --out predictions.csv"""
+  wsml predict runs/voc-ll-r images/*.jpg --out predictions.csv          # image,rank,class,score,threshold,predicted
+  wsml predict runs/voc-ll-r images/*.jpg --wide --out labels.csv        # one row per image
+  wsml predict runs/voc-ll-r photo.jpg --top-k 0 --out photo.json        # every class"""
 
 
 def _parse_value(raw: str):
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
 
     sp = sub.add_parser("eval", help="mAP of a finished run's best checkpoint on a split",
-                        description="Evaluate the best checkpoint (best val mAP) of a run folder; writes "
+                        description="Evaluate the best checkpoint (best val mAP) of a run folder: mAP, and macro "
+                        "F1/precision/recall with per-class thresholds chosen on val; writes "
                         "predictions_<split>.npz and eval_<split>.json into it.", epilog=EPILOG_EVAL,
                         formatter_class=fmt)
     sp.add_argument("run_dir", metavar="RUN_DIR")
@@ -84,16 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("predict", help="top classes with scores for image files",
                         description="Score image files with a run's best checkpoint and print the top-k classes "
-                        "(sigmoid scores, independent per class).", epilog=EPILOG_PREDICT, formatter_class=fmt)
+                        "(sigmoid scores, independent per class) and the predicted labels: the classes whose score "
+                        "reaches the per-class threshold chosen on the val split (max F1; thresholds.json in the "
+                        "run folder).", epilog=EPILOG_PREDICT, formatter_class=fmt)
     sp.add_argument("run_dir", metavar="RUN_DIR")
     sp.add_argument("images", nargs="+", metavar="IMAGE")
-    sp.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    sp.add_argument("--top-k", type=int, default=5, help="classes listed per image (default 5; 0 = all)")
     sp.add_argument("--out", metavar="FILE", help="write the results to FILE.csv or FILE.json")
+    sp.add_argument("--wide", action="store_true", help="CSV with one row per image: path, predicted labels, "
+                    "one score column per class (a labels CSV `wsml prepare csv` reads)")
     sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     # analysis commands parse their own arguments (wsml.analysis.cli); listed here for --help
     sub.add_parser("report", help="summarise run folders / sweeps (see `wsml report --help`)", add_help=False)
     sub.add_parser("analyze", help="paper analyses: memorization, precision, pointing game, CAMs, sweeps "
                    "(see `wsml analyze --help`)", add_help=False)
+    sub.add_parser("find-missing", help="rank the training labels the annotators likely missed "
+                   "(see `wsml find-missing --help`)", add_help=False)
     return p
 
 
@@ -151,38 +159,60 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from wsml.evaluation import evaluate_run
+    from wsml.thresholds import thresholded_metrics
 
     r = evaluate_run(args.run_dir, args.split, device=args.device)
     print(f"{args.run_dir}: {r['split']} mAP {r['map']:.2f} over {r['num_samples']} samples "
           f"(best checkpoint, epoch {r['checkpoint_epoch']})")
+    if "group_map" in r:
+        print("  per class group (G1 = fewest annotated training images): "
+              + ", ".join(f"{g} {v:.2f}" for g, v in r["group_map"].items()))
+    t = thresholded_metrics(args.run_dir, args.split, device=args.device)  # per-class thresholds chosen on val
+    if t["macro_f1"] is not None:
+        note = " (optimistic: the thresholds were chosen on val)" if args.split == "val" else ""
+        print(f"  with the val thresholds: macro F1 {t['macro_f1']:.2f}, precision {t['macro_precision'] or 0:.2f}, "
+              f"recall {t['macro_recall'] or 0:.2f}{note}")
     return 0
 
 
+def _thresholds(run_dir: str, device: str) -> tuple[list, list]:
+    """(class names, per-class thresholds chosen on val); 0.5 with a note when the data set is not available."""
+    from wsml.checkpoint import load_checkpoint
+    from wsml.thresholds import DEFAULT_THRESHOLD, ensure_thresholds
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file() or not (run / "best.pt").is_file():
+        raise FileNotFoundError(f"{run} is not a finished run folder (needs config.yaml and best.pt)")
+    try:
+        thr = ensure_thresholds(run, device)
+        return list(thr["class_names"]), list(thr["thresholds"])
+    except FileNotFoundError as e:  # the val split is not on this machine: scores only, threshold 0.5
+        info = load_checkpoint(run / "best.pt").get("model_info")
+        if info is None:
+            raise
+        print(f"note: no per-class thresholds ({' '.join(str(e).split())}); using {DEFAULT_THRESHOLD}",
+              file=sys.stderr)
+        return list(info["class_names"]), [DEFAULT_THRESHOLD] * len(info["class_names"])
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    from wsml.evaluation import predict_images
+    from wsml.prediction_files import prediction_records, score_images, write_predictions
 
     for img in args.images:
         if not Path(img).is_file():
             raise FileNotFoundError(f"image {img} does not exist")
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise ValueError(f"--out must end in .csv or .json, got {args.out}")
-    results = predict_images(args.run_dir, args.images, top_k=args.top_k, device=args.device)
-    for r in results:
-        print(r["image"] + ": " + ", ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"]))
+    if args.top_k < 0:
+        raise ValueError(f"--top-k must be >= 0 (0 = every class), got {args.top_k}")
+    class_names, thresholds = _thresholds(args.run_dir, args.device)
+    scores = score_images(args.run_dir, args.images, class_names, device=args.device)
+    records = prediction_records(args.images, scores, class_names, thresholds, top_k=args.top_k)
+    for r in records:
+        print(r["image"] + ": " + ", ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
+              + f"  -> labels: {'; '.join(r['labels']) or '(none)'}")
     if args.out:
-        out = Path(args.out)
-        if out.suffix.lower() == ".json":
-            out.write_text(json.dumps(results, indent=2) + "\n")
-        else:
-            import csv
-
-            with open(out, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["image", "rank", "class", "score"])
-                for r in results:
-                    for k, t in enumerate(r["top"], 1):
-                        w.writerow([r["image"], k, t["class"], f"{t['score']:.6f}"])
-        print(f"wrote {out}")
+        print(f"wrote {write_predictions(args.out, records, class_names, wide=args.wide)}")
     return 0
 
 
@@ -192,13 +222,18 @@ COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "predi
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``wsml`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    rest = [a for a in argv if a != "--debug"]
-    if rest and rest[0] in ("report", "analyze"):  # delegated to the analysis package's own parsers
+    if argv and argv[0] in ("report", "analyze", "find-missing"):  # commands with their own parsers (and --debug)
+        if argv[0] == "find-missing":
+            from wsml import find_missing
+
+            return find_missing.main(argv[1:])
         from wsml.analysis import cli as analysis_cli
 
-        return (analysis_cli.main_report if rest[0] == "report" else analysis_cli.main_analyze)(rest[1:])
+        return (analysis_cli.main_report if argv[0] == "report" else analysis_cli.main_analyze)(argv[1:])
+    debug = "--debug" in argv  # accepted before or after the command
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     # key=value items after an option (`prepare voc --out d seed=1`) land in `extra`; they belong to the command
     bad = [a for a in extra if a.startswith("-") or "=" not in a]
     if bad or (extra and args.command not in ("prepare", "train")):

@@ -54,7 +54,7 @@ from wsml.distributed import (
     cleanup,
     init_distributed,
 )
-from wsml.evaluation import predict_split, save_predictions, split_map
+from wsml.evaluation import predict_split, save_predictions, split_group_map, split_map
 
 
 @dataclass
@@ -93,7 +93,8 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
     # 1. Data, model, loss, callbacks (same seed on every rank: the replicas start identical).
     seed_everything(cfg.train.seed)
     index = B.load_index(cfg.data, dist_info)
-    model = B.build_model(cfg, index).to(device)
+    info = B.model_info(cfg, index)
+    model = B.build_model(cfg, info=info).to(device)
     loss_fn = B.build_loss_fn(cfg, index, log=say).to(device)
     mean_std = model.default_mean_std
     val_loader = B.build_loader(cfg, index, "val", dist_info, train=False, mean_std=mean_std)
@@ -200,13 +201,14 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 if main:
                     if improved:
                         save_checkpoint({"model": model.state_dict(), "loss": loss_fn.state_dict(), "epoch": epoch,
-                                         "stage": stage.name, "val_map": val_map, "config": cfg.to_dict()},
-                                        run_dir / "best.pt")
+                                         "stage": stage.name, "val_map": val_map, "config": cfg.to_dict(),
+                                         "model_info": info}, run_dir / "best.pt")
                     save_checkpoint({"model": model.state_dict(), "loss": loss_fn.state_dict(),
                                      "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict() if scheduler is not None else None,
                                      "scaler": scaler.state_dict(), "rng": rng_state(), "state": state,
-                                     "stage": stage.name, "epoch": epoch, "config": cfg.to_dict()},
+                                     "stage": stage.name, "epoch": epoch, "config": cfg.to_dict(),
+                                     "model_info": info},
                                     run_dir / "last.pt")
                     write_csv(run_dir / "metrics.csv", state["history"])
                 barrier()
@@ -233,6 +235,9 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                "best_stage": best["stage"], "val_map": best["val_map"],
                "test_map": split_map(index["test"], scores, rows), "num_test": int(len(rows)),
                "world_size": dist_info.world_size, "wall_time_s": round(time.time() - started, 2)}
+    groups = split_group_map(index, "test", scores, rows)  # OpenImages: mAP per class group (Table 3)
+    if groups is not None:
+        summary["test_group_map"] = groups
     if main:
         save_predictions(run_dir / "predictions_test.npz", scores, rows, index.class_names)
         write_json(run_dir / "summary.json", summary)

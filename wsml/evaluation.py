@@ -49,6 +49,19 @@ def split_map(split, scores: np.ndarray, rows: np.ndarray) -> float:
     return mean_average_precision(scores, np.asarray(labels[rows]), None if mask is None else np.asarray(mask[rows]))
 
 
+def split_group_map(index, split: str, scores: np.ndarray, rows: np.ndarray) -> Optional[dict]:
+    """OpenImages-style mAP per class group (paper Table 3: 5 groups by how many training images have the class
+    annotated, ``index.meta["known_per_class"]``); None for data sets without that information."""
+    known = index.meta.get("known_per_class")
+    if known is None:
+        return None
+    from wsml.metrics import group_mean_average_precision
+
+    labels, mask = index[split].eval_targets()
+    return group_mean_average_precision(scores, np.asarray(labels[rows]), np.asarray(known),
+                                        mask=None if mask is None else np.asarray(mask[rows]))
+
+
 def save_predictions(path: PathLike, scores: np.ndarray, rows: np.ndarray, class_names: Sequence[str]) -> None:
     """``predictions_<split>.npz``: scores [N, C] (sigmoid), rows [N] (split row ids), class_names [C]."""
     import io
@@ -63,20 +76,26 @@ def save_predictions(path: PathLike, scores: np.ndarray, rows: np.ndarray, class
 # ------------------------------------------------------------------------------------------ finished runs
 
 
-def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu", which: str = "best.pt"):
-    """(config, data set index, model with the checkpoint's weights in eval mode, checkpoint) of a run folder."""
+def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu", which: str = "best.pt",
+             with_index: bool = True):
+    """(config, data set index, model with the checkpoint's weights in eval mode, checkpoint) of a run folder.
+
+    ``with_index=False`` builds the model from the checkpoint's ``model_info`` without loading the data set
+    (the index is then None).
+    """
     from wsml.builders import build_model, load_index
     from wsml.checkpoint import load_checkpoint
-    from wsml.config import from_dict, read_yaml
+    from wsml.config import load_config
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give the folder `wsml train` made")
-    cfg = from_dict(read_yaml(run_dir / "config.yaml"))
+    cfg = load_config(run_dir / "config.yaml")
     ckpt = load_checkpoint(run_dir / which, map_location="cpu")
-    index = load_index(cfg.data)
+    info = ckpt.get("model_info")
+    index = load_index(cfg.data) if with_index or info is None else None
     cfg.model.pretrained, cfg.model.weights = False, None  # the checkpoint holds every weight
-    model = build_model(cfg, index)
+    model = build_model(cfg, index, info)
     model.load_state_dict(ckpt["model"])
     return cfg, index, model.to(device).eval(), ckpt
 
@@ -95,6 +114,9 @@ def evaluate_run(run_dir: PathLike, split: str = "test", device: str = "auto", w
     scores, rows = predict_split(model, loader, dev, amp_dtype(cfg.train.amp, dev))
     result = {"split": split, "map": split_map(index[split], scores, rows), "num_samples": int(len(rows)),
               "checkpoint_epoch": int(ckpt.get("epoch", 0))}
+    groups = split_group_map(index, split, scores, rows)
+    if groups is not None:
+        result["group_map"] = groups
     if write:
         save_predictions(Path(run_dir) / f"predictions_{split}.npz", scores, rows, index.class_names)
         write_json(Path(run_dir) / f"eval_{split}.json", result)
@@ -112,10 +134,12 @@ def predict_images(run_dir: PathLike, images: Sequence[PathLike], top_k: int = 5
     if top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
     dev = resolve_device(device, DistInfo())
-    cfg, index, model, _ = load_run(run_dir, dev)
-    if index.kind != "images":
-        raise ValueError(f"run {run_dir} was trained on feature vectors ({index.name}); predict needs an image model")
-    ch = channels_for(cfg, index)
+    cfg, index, model, ckpt = load_run(run_dir, dev, with_index=False)
+    info = ckpt.get("model_info") or {"kind": index.kind, "class_names": index.class_names,
+                                      "in_chans": channels_for(cfg, index)}
+    if info["kind"] != "images":
+        raise ValueError(f"run {run_dir} was trained on feature vectors; predict needs an image model")
+    ch, class_names = info["in_chans"], info["class_names"]
     mean_std = model.default_mean_std
     tf = build_transform(cfg.data.image_size, False, *(mean_std or (None, None)), channels=ch)
     out = []
@@ -123,6 +147,6 @@ def predict_images(run_dir: PathLike, images: Sequence[PathLike], top_k: int = 5
         x = tf(load_image(str(path), ch))[None].to(dev)
         probs = torch.sigmoid(model(x).float())[0].cpu().numpy()
         order = np.argsort(-probs, kind="stable")[: min(top_k, len(probs))]
-        out.append({"image": str(path), "top": [{"class": index.class_names[i], "score": float(probs[i])}
+        out.append({"image": str(path), "top": [{"class": class_names[i], "score": float(probs[i])}
                                                 for i in order]})
     return out

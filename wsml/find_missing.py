@@ -84,7 +84,8 @@ def rank_missing(observed: np.ndarray, thresholds: np.ndarray, model: Optional[n
         rank_by = "oof" if oof is not None else "model"
     need = {"model": [model], "oof": [oof], "mean": [model, oof]}[rank_by]
     if any(a is None for a in need):
-        raise ValueError(f"rank_by={rank_by!r} needs {'out-of-fold scores (folds >= 2)' if oof is None else 'model scores'}")
+        what = "out-of-fold scores (--folds >= 2)" if oof is None else "model scores"
+        raise ValueError(f"rank_by={rank_by!r} needs {what}")
     score = need[0] if len(need) == 1 else 0.5 * (need[0] + need[1])
     thr = np.asarray(thresholds, dtype=np.float64)
     flags = {}
@@ -168,3 +169,58 @@ def write_missing(path: PathLike, rows: list[dict]) -> Path:
                         "" if r["oof_score"] is None else f"{r['oof_score']:.6f}", f"{r['an_loss']:.6f}",
                         f"{r['threshold']:.6f}", r["sources"]])
     return path
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+EPILOG = """examples:
+  wsml find-missing runs/my-data-ll-r                          # pairs the LL-R model flags (val thresholds)
+  wsml find-missing runs/my-data-ll-r --k 200 --out missing.csv
+  wsml find-missing runs/my-data-ll-r --folds 3 --oof-epochs 5  # + out-of-fold scores (3 extra trainings)"""
+
+
+def build_parser():
+    """The ``wsml find-missing`` argument parser."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="wsml find-missing", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Rank the unobserved (image, class) pairs of a run's training set that "
+                                "are likely positive: labels the annotators missed. Scores are the model's sigmoid "
+                                "scores (= the assumed-negative loss softplus(z), monotone), in-sample and/or "
+                                "out-of-fold, plus LL-Cp's permanent corrections.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", default="missing.csv", help="CSV to write (default missing.csv)")
+    p.add_argument("--k", type=int, help="the K best-ranked unobserved pairs (default: every flagged pair)")
+    p.add_argument("--folds", type=int, default=0, help="K-fold out-of-fold scores (0 = off; K trainings)")
+    p.add_argument("--oof-epochs", type=int, help="epochs per fold model (default: the run's train.epochs)")
+    p.add_argument("--oof-seed", type=int, default=0, help="seed of the fold assignment")
+    p.add_argument("--rank-by", default="auto", choices=RANK_BY,
+                   help="score to rank by (auto: oof when --folds is given, else model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return p
+
+
+def main(argv=None) -> int:
+    """Entry point of ``wsml find-missing``; returns the exit code."""
+    import sys
+
+    args = build_parser().parse_args(argv)
+    try:
+        rows = find_missing(args.run_dir, k=args.k, folds=args.folds, oof_epochs=args.oof_epochs,
+                            oof_seed=args.oof_seed, rank_by=args.rank_by, device=args.device, quiet=False)
+        write_missing(args.out, rows)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        if args.debug:
+            raise
+        print(f"wsml: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    for r in rows[:10]:
+        print(f"{r['rank']:>4}  {r['image']}  {r['class']}  score {r['score']:.3f}  [{r['sources'] or '-'}]")
+    if len(rows) > 10:
+        print(f"   ... {len(rows) - 10} more")
+    print(f"wrote {len(rows)} likely-missing labels to {args.out}")
+    return 0

@@ -148,9 +148,15 @@ def ensure_thresholds(run_dir: PathLike, device: str = "auto") -> dict:
     return data
 
 
-def thresholded_metrics(run_dir: PathLike, split: str = "test", device: str = "auto") -> dict:
-    """Macro F1 / precision / recall on ``split`` with the val thresholds (needs ``predictions_<split>.npz``,
-    written by ``wsml eval``)."""
+def _pct(values: np.ndarray) -> Optional[float]:
+    """Mean ×100 over the defined (non-nan) entries; None when there are none."""
+    return float(np.nanmean(values) * 100) if np.isfinite(values).any() else None
+
+
+def thresholded_metrics(run_dir: PathLike, split: str = "test", device: str = "auto", write: bool = True) -> dict:
+    """Macro F1 / precision / recall (×100) on ``split`` with the val thresholds; needs
+    ``predictions_<split>.npz`` (written by ``wsml eval``). ``write`` adds them to ``eval_<split>.json``.
+    On ``split="val"`` they are optimistic: the thresholds were chosen there."""
     from wsml.builders import load_index
     from wsml.config import from_dict, read_yaml
 
@@ -171,7 +177,11 @@ def thresholded_metrics(run_dir: PathLike, split: str = "test", device: str = "a
     with np.errstate(invalid="ignore", divide="ignore"):
         prec = np.where(npred > 0, tp / np.maximum(npred, 1), np.nan)
         rec = np.where(npos > 0, tp / np.maximum(npos, 1), np.nan)
-    return {"split": split, "macro_f1": float(np.nanmean(f1) * 100) if np.isfinite(f1).any() else float("nan"),
-            "macro_precision": float(np.nanmean(prec) * 100) if np.isfinite(prec).any() else float("nan"),
-            "macro_recall": float(np.nanmean(rec) * 100) if np.isfinite(rec).any() else float("nan"),
-            "f1_per_class": [None if np.isnan(v) else round(float(v), 6) for v in f1]}
+    out = {"split": split, "thresholds_from": "val", "macro_f1": _pct(f1), "macro_precision": _pct(prec),
+           "macro_recall": _pct(rec), "f1_per_class": [None if np.isnan(v) else round(float(v), 6) for v in f1]}
+    if write:
+        ev = run_dir / f"eval_{split}.json"
+        data = json.loads(ev.read_text()) if ev.is_file() else {}
+        data.update({k: v for k, v in out.items() if k != "split"})
+        ev.write_text(json.dumps(data, indent=2) + "\n")
+    return out

@@ -2,17 +2,13 @@
 modifications (Fig 3), Δrel and train-fraction sweeps (Fig 5, 6), CAM + Pointing Game (Table 4), and
 ``wsml report``.
 
-Training-time measurements are engine callbacks: ``callbacks: [memorization, modification]`` in a config
-(or ``wsml.analysis.memorization:MemorizationCallback``). Everything else runs on finished run folders.
+Training-time measurements are engine callbacks, registered in wsml.callbacks as ``memorization`` and
+``modification`` (``callbacks: [memorization, modification]`` in a config). Everything else runs on
+finished run folders: ``wsml analyze ...`` and ``wsml report ...`` (wsml.analysis.cli).
 """
 
 from wsml.analysis.memorization import MemorizationCallback
 from wsml.analysis.modification import ModificationCallback
 from wsml.analysis.pointing_game import PointingGame, pointing_game
 
-CALLBACKS = {
-    "memorization": "wsml.analysis.memorization:MemorizationCallback",
-    "modification": "wsml.analysis.modification:ModificationCallback",
-}
-
-__all__ = ["CALLBACKS", "MemorizationCallback", "ModificationCallback", "PointingGame", "pointing_game"]
+__all__ = ["MemorizationCallback", "ModificationCallback", "PointingGame", "pointing_game"]

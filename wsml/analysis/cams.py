@@ -82,14 +82,17 @@ def evaluate_pointing_game(run_dir: PathLike, split: str = "test", tolerance: fl
 
 
 @torch.no_grad()
-def cam_examples(run_dir: PathLike, rows: Sequence[int], split: str = "test", classes: str = "gt",
+def cam_examples(run_dir: PathLike, rows: Sequence[int], split: str = "test", classes: Any = "gt",
                  device: str = "auto") -> list[dict]:
-    """CAMs of some images: for each row, its GT classes (``classes="gt"``) or top-1 predicted class
-    (``"predicted"``); each entry has row, class, score, the upsampled map, the peak pixel and hit."""
+    """CAMs of some images. ``classes``: "gt" (each row's ground-truth classes), "predicted" (each row's
+    top-1 predicted class) or a list with one class id per row. Each entry: row, class, score, the map
+    upsampled to the image, its peak pixel (x, y), hit (peak inside a box of the class) and those boxes."""
     from wsml.data.loading import collate_items
 
-    if classes not in ("gt", "predicted"):
-        raise ValueError(f"classes must be 'gt' or 'predicted', got {classes!r}")
+    if isinstance(classes, str) and classes not in ("gt", "predicted"):
+        raise ValueError(f"classes must be 'gt', 'predicted' or one class id per row, got {classes!r}")
+    if not isinstance(classes, str) and len(classes) != len(rows):
+        raise ValueError(f"{len(classes)} classes given for {len(rows)} rows")
     cfg, index, model, _, loader, dev = _open_run(run_dir, device, split)
     s, ds = index[split], loader.dataset
     bad = [r for r in rows if not 0 <= r < len(s)]
@@ -102,37 +105,41 @@ def cam_examples(run_dir: PathLike, rows: Sequence[int], split: str = "test", cl
     out = []
     for i, r in enumerate(rows):
         size = image_size(s, int(r), index.root)
-        cls = np.nonzero(s.full[r])[0] if classes == "gt" else [int(np.argmax(probs[i]))]
+        if classes == "gt":
+            cls = list(np.nonzero(s.full[r])[0])
+        else:
+            cls = [int(np.argmax(probs[i]))] if classes == "predicted" else [int(classes[i])]
         for c in cls:
             up = F.interpolate(cams[i, c][None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
             xs, ys = cam_peaks(cams[i, [c]], size)
             own = s.boxes[(s.boxes[:, 0] == r) & (s.boxes[:, 1] == c), 2:]
             out.append({"row": int(r), "class": int(c), "class_name": index.class_names[c],
                         "score": float(probs[i, c]), "cam": up.cpu().numpy(), "peak": (int(xs[0]), int(ys[0])),
-                        "hit": point_in_boxes(xs[0], ys[0], own), "boxes": own})
+                        "hit": point_in_boxes(xs[0], ys[0], own), "boxes": own, "gt": bool(s.full[r, c])})
     return out
 
 
 def cam_overlay_figure(runs: dict[str, PathLike], rows: Sequence[int], out: PathLike, split: str = "test",
-                       device: str = "auto") -> Path:
-    """Figure: one line per (image, GT class), the image then each run's CAM of that class (★ = maximum)."""
+                       device: str = "auto", classes: str = "gt") -> Path:
+    """Figure: one line per (image, class), the image then each run's CAM of that class (★ = maximum, white
+    when it hits a box of the class). ``classes``: "gt" (every ground-truth class of each image) or
+    "predicted" (the first run's top-1 class of each image, shown for every run)."""
     from wsml.analysis.plots import plot_cam_overlays
     from wsml.analysis.qualitative import load_run_index
 
     if not runs:
         raise ValueError("cam_overlay_figure: give at least one run")
-    per_run = {name: cam_examples(d, rows, split, "gt", device) for name, d in runs.items()}
-    first_dir = next(iter(runs.values()))
-    index = load_run_index(first_dir)
+    dirs = list(runs.values())
+    first = cam_examples(dirs[0], rows, split, classes, device)
+    pairs_rows = [e["row"] for e in first]
+    pairs_cls = [e["class"] for e in first]
+    per_run = {name: (first if d == dirs[0] else cam_examples(d, pairs_rows, split, pairs_cls, device))
+               for name, d in runs.items()}
+    index = load_run_index(dirs[0])
     items = []
-    first = next(iter(per_run.values()))
     for k, ex in enumerate(first):
-        item: dict[str, Any] = {"image": load_image(index[split], ex["row"], index.root),
-                                "label": f"{split} row {ex['row']}: {ex['class_name']}", "boxes": ex["boxes"],
-                                "cams": {}}
-        for name, exs in per_run.items():
-            e = exs[k] if k < len(exs) and exs[k]["row"] == ex["row"] and exs[k]["class"] == ex["class"] else None
-            if e is not None:
-                item["cams"][name] = (e["cam"], e["peak"], e["hit"])
-        items.append(item)
+        tag = "" if ex["gt"] else " (not in GT)"
+        items.append({"image": load_image(index[split], ex["row"], index.root),
+                      "label": f"{split} row {ex['row']}: {ex['class_name']}{tag}", "boxes": ex["boxes"],
+                      "cams": {name: (exs[k]["cam"], exs[k]["peak"], exs[k]["hit"]) for name, exs in per_run.items()}})
     return plot_cam_overlays(items, out)

@@ -108,6 +108,8 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--rows", type=_ints, default=[0, 1, 2, 3], help="split rows (default 0,1,2,3)")
     s.add_argument("--names", help="comma-separated column titles (default: loss names)")
     s.add_argument("--split", default="test")
+    s.add_argument("--classes", default="gt", choices=["gt", "predicted"],
+                   help="each image's ground-truth classes, or the first run's top-1 predicted class")
     s.add_argument("--out", default="cams.png")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s = sub.add_parser("sweep", help="Fig 5/6: train METHODS × VALUES of one config key, plot test mAP")
@@ -200,7 +202,8 @@ def _cams(args: argparse.Namespace) -> int:
     names = args.names.split(",") if args.names else [load_run(d).loss_name for d in args.runs]
     if len(names) != len(args.runs) or len(set(names)) != len(names):
         raise ValueError(f"--names must give {len(args.runs)} distinct titles, got {names}")
-    print(f"wrote {cam_overlay_figure(dict(zip(names, args.runs)), args.rows, args.out, args.split, args.device)}")
+    png = cam_overlay_figure(dict(zip(names, args.runs)), args.rows, args.out, args.split, args.device, args.classes)
+    print(f"wrote {png}")
     return 0
 
 
