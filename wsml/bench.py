@@ -175,9 +175,6 @@ def _execute(jobs: list[dict], workers: int, log) -> list[dict]:
             record(job, _train_one(job))
         return out
     _prepare_data(jobs, log)
-    with ProcessPoolExecutor
-            record(job, _train_one(job))
-        return out
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         for job, summary in zip(jobs, pool.map(_train_one, jobs)):
             record(job, summary)
