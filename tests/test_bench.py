@@ -111,6 +111,10 @@ def test_write_results_and_cli_errors(grid, tmp_path, capsys):
     bad.write_text("name: x\nconfig: nope.yaml\nmethods: {an: [loss.name=an]}\n")
     assert main_bench([str(bad)]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+    from wsml.cli import main
+
+    assert main(["bench", str(bad)]) == 2  # `wsml bench` is wired to main_bench
+    assert "nope.yaml" in capsys.readouterr().err
     bad.write_text("name: x\nconfig: nope.yaml\nmethods: {an: [loss.name=an]}\nbogus: 1\n")
     with pytest.raises(ValueError, match="bogus"):
         load_spec(bad)

@@ -52,3 +52,18 @@ def test_boostlu_vector_backbone_and_hook():
             BoostLU(model, alpha=bad)
     with pytest.raises(ValueError, match="MultiLabelModel"):
         BoostLU(torch.nn.Linear(2, 2))
+
+
+def test_config_turns_boostlu_on():
+    from wsml.builders import build_model
+    from wsml.config import ConfigError, load_config
+
+    info = {"num_classes": 3, "in_chans": 1, "in_features": None}
+    base = ["model.backbone=small_cnn", "model.pretrained=false", "model.options={widths: [4, 6]}"]
+    assert not isinstance(build_model(load_config(None, base), info=info), BoostLU)
+    model = build_model(load_config(None, base + ["model.boostlu_alpha=5"]), info=info)
+    assert isinstance(model, BoostLU) and model.alpha == 5.0
+    with pytest.raises(ValueError, match="end-to-end"):
+        build_model(load_config(None, base + ["model.boostlu_alpha=5", "train.scheme=linearinit"]), info=info)
+    with pytest.raises(ConfigError, match="boostlu_alpha"):
+        load_config(None, base + ["model.boostlu_alpha=0"])

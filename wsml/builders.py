@@ -67,13 +67,21 @@ def build_model(cfg: Config, index=None, info: Optional[dict] = None) -> torch.n
 
     info = info or model_info(cfg, index)
     try:
-        return create_model(cfg.model.backbone, info["num_classes"], pretrained=cfg.model.pretrained,
-                            weights=cfg.model.weights, in_chans=info["in_chans"], in_features=info["in_features"],
-                            dropout=cfg.model.dropout, **cfg.model.options)
+        model = create_model(cfg.model.backbone, info["num_classes"], pretrained=cfg.model.pretrained,
+                             weights=cfg.model.weights, in_chans=info["in_chans"], in_features=info["in_features"],
+                             dropout=cfg.model.dropout, **cfg.model.options)
     except TypeError as e:  # a model.options key the backbone does not take
         if "keyword argument" not in str(e):
             raise
         raise ValueError(f"model.options for backbone {cfg.model.backbone!r}: {e}") from None
+    if cfg.model.boostlu_alpha is not None:  # BoostLU: same state_dict keys, boosted CAM before pooling
+        from wsml.models.boostlu import BoostLU
+
+        if cfg.train.scheme == "linearinit" and model.spatial:
+            raise ValueError("model.boostlu_alpha needs the feature map, which LinearInit's cached pooled features "
+                             "do not keep: use train.scheme=end-to-end")
+        model = BoostLU(model, alpha=cfg.model.boostlu_alpha)
+    return model
 
 
 def build_loss_fn(cfg: Config, index, log=print) -> torch.nn.Module:

@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(see `wsml analyze --help`)", add_help=False)
     sub.add_parser("find-missing", help="rank the training labels the annotators likely missed "
                    "(see `wsml find-missing --help`)", add_help=False)
+    sub.add_parser("bench", help="grid of methods x seeds -> mean ± std tables vs Naive AN "
+                   "(see `wsml bench --help`)", add_help=False)
     return p
 
 
@@ -222,7 +224,11 @@ COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "predi
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``wsml`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("report", "analyze", "find-missing"):  # commands with their own parsers (and --debug)
+    if argv and argv[0] in ("report", "analyze", "find-missing", "bench"):  # commands with their own parsers
+        if argv[0] == "bench":
+            from wsml.bench import main_bench
+
+            return main_bench(argv[1:])
         if argv[0] == "find-missing":
             from wsml import find_missing
 

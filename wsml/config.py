@@ -58,6 +58,7 @@ class ModelConfig:
     weights: Optional[str] = None  # a local weights file instead of the built-in pretrained weights
     dropout: float = 0.0
     options: dict = field(default_factory=dict)  # backbone keyword arguments, e.g. {widths: [16, 32, 64, 128]}
+    boostlu_alpha: Optional[float] = None  # BoostLU (Kim et al. 2023): boost the positive CAM by α (paper: 5)
 
 
 @dataclass
@@ -232,6 +233,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r}: {value} must be >= {low}")
     if not cfg.optim.lr > 0:
         raise ConfigError(f"config key 'optim.lr': {cfg.optim.lr} must be > 0")
+    if cfg.model.boostlu_alpha is not None and not cfg.model.boostlu_alpha > 0:
+        raise ConfigError(f"config key 'model.boostlu_alpha': {cfg.model.boostlu_alpha} must be > 0 (or null = off)")
     from wsml.losses import resolve_loss_name
 
     try:

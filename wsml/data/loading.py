@@ -192,7 +192,8 @@ def make_loader(
     for image files. ``sampler`` may be a Sampler or a function of the dataset returning one;
     ``distributed=True`` uses a seeded DistributedSampler (call ``loader.sampler.set_epoch(epoch)``).
     Same ``seed`` -> same batches: the shuffling order does not depend on ``num_workers`` (the sampler has
-    its own generator); random flips are reproducible for a given ``seed`` and ``num_workers``. Iterating the
+    its own generator); random flips are reproducible for a given ``seed`` and ``num_workers``, also across a
+    resume, because workers are started afresh each epoch and reseeded from the loader's generator. Iterating the
     same loader again gives the next epoch's order; a fresh loader with the same seed restarts it.
     """
     if batch_size < 1:
@@ -215,4 +216,4 @@ def make_loader(
     return DataLoader(ds, batch_size=batch_size, sampler=sampler,
                       drop_last=drop_last, num_workers=num_workers, collate_fn=collate_items, generator=gen,
                       worker_init_fn=_worker_init if num_workers > 0 else None, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=False)  # fresh workers per epoch: flips follow the epoch's seed
