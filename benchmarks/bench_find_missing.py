@@ -33,7 +33,7 @@ from wsml.config import load_config  # noqa: E402
 from wsml.engine import train  # noqa: E402
 from wsml.find_missing import llcp_corrections, train_scores  # noqa: E402
 from wsml.labels import POS, UNOBS  # noqa: E402
-from wsml.oof import out_of_fold_scores  # noqa: E402
+from wsml.oof import out_of_fold  # noqa: E402
 from wsml.thresholds import ensure_thresholds  # noqa: E402
 
 KS = (100, 500, 1000, 2000)
@@ -77,7 +77,7 @@ def main() -> None:
         times[f"train {method}"] = time.time() - t0
         print(f"{method}: val mAP {summary['val_map']:.2f}  ({times[f'train {method}']:.0f}s)", flush=True)
     t0 = time.time()
-    oof = out_of_fold_scores(runs["ll-r"], folds=args.folds, epochs=args.epochs, device="cpu")
+    oof, oof_thr = out_of_fold(runs["ll-r"], folds=args.folds, epochs=args.epochs, device="cpu")
     times[f"oof {args.folds} folds"] = time.time() - t0
     t0 = time.time()
     insample = {m: train_scores(r, "cpu") for m, r in runs.items()}
@@ -95,8 +95,8 @@ def main() -> None:
         "Naive AN, in-sample score": insample["an"],
         "LL-R, in-sample score (`wsml find-missing`)": insample["ll-r"],
         "LL-Cp, in-sample score": insample["ll-cp"],
-        f"LL-R, out-of-fold score (K={args.folds}, `--folds {args.folds}`)": oof,
-        "mean of LL-R in-sample and OOF (`--rank-by mean`)": 0.5 * (insample["ll-r"] + oof),
+        f"LL-R, out-of-fold score (K={args.folds}, `--rank-by oof`)": oof,
+        f"mean of LL-R in-sample and OOF (`--folds {args.folds}` default ranking)": 0.5 * (insample["ll-r"] + oof),
     }
     # cleanlab on the SAME out-of-fold probabilities; given labels = the observed positives
     import cleanlab
@@ -120,8 +120,11 @@ def main() -> None:
     corrected = np.zeros_like(cand)
     corrected[rows_c, cls_c] = True
     sets = {
-        "LL-R in-sample score >= val-F1 threshold (`wsml find-missing` default output)": insample["ll-r"] >= thr,
-        f"OOF score >= val-F1 threshold (`--folds {args.folds}` default output)": oof >= thr,
+        "LL-R in-sample score >= val-F1 threshold (`wsml find-missing` default output; `sources` = model)":
+            insample["ll-r"] >= thr,
+        "OOF score >= the fold model's val-F1 threshold (`sources` = oof)": oof >= oof_thr,
+        f"either of the two above (`--folds {args.folds}` default output)":
+            (insample["ll-r"] >= thr) | (oof >= oof_thr),
         "LL-Cp permanent corrections (`sources` = ll-cp)": corrected,
         "cleanlab `find_multilabel_issues_per_class` (OOF), unobserved pairs": per_class,
     }

@@ -97,6 +97,9 @@ def test_compare_by_hand():
     assert c["beats_an_2std"] is True
     assert c["paired_delta_mean"] == pytest.approx(9.5) and c["paired_delta_std"] == pytest.approx(math.sqrt(0.5))
     assert c["gap_closed"] == pytest.approx(9.5 / 19.0)
+    one = [r for r in runs if r["seed"] == 0]  # a single seed: no std, so no "beats by > 2 std" verdict
+    (c1,) = R.compare(one, R.summarise(one, ["full", "an", "ll"]), "an", "full", ["ll"])
+    assert c1["beats_an_2std"] is None and c1["delta"] == pytest.approx(10.0) and c1["gap_closed"] == pytest.approx(0.5)
 
 
 def test_write_results_and_cli_errors(grid, tmp_path, capsys):

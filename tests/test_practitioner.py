@@ -115,7 +115,10 @@ def test_rank_missing_by_hand():
     rows, cls, s, src = rank_missing(obs, [.5, .5, .5], model=model, oof=oof, rank_by="mean", k=2)
     assert list(zip(rows, cls)) == [(0, 1), (1, 0)] and s.tolist() == pytest.approx([.55, .5])
     assert src == ["model", "model"]
-    assert rank_missing(obs, [.5] * 3, model=model, oof=oof)[1].tolist() == [2, 0, 1]  # auto -> oof: .7 .4 .3
+    assert rank_missing(obs, [.5] * 3, oof=oof, k=3)[1].tolist() == [2, 0, 1]  # auto -> oof (alone): .7 .4 .3
+    rows, cls, s, src = rank_missing(obs, [.5] * 3, model=model, oof=oof, oof_thresholds=[[.5, .5, .5], [.3, .5, .5]])
+    assert list(zip(rows, cls)) == [(0, 1), (1, 0), (0, 2)] and s.tolist() == pytest.approx([.55, .5, .4])  # mean
+    assert src == ["model", "model;oof", "oof"]  # row 1 flagged by its own OOF threshold .3
     with pytest.raises(ValueError, match="out-of-fold"):
         rank_missing(obs, [.5] * 3, model=model, rank_by="oof")
 
@@ -176,6 +179,7 @@ def test_find_missing(run, own_data, tmp_path):
         torch.set_num_threads(n)
     rows = _rows(out)
     thr = json.loads((run / "thresholds.json").read_text())["thresholds"]
+    oof = np.load(run / "oof" / "scores.npz")
     assert list(rows[0]) == ["rank", "row", "image", "class", "score", "model_score", "oof_score", "an_loss",
                              "threshold", "sources"]
     assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
@@ -185,12 +189,34 @@ def test_find_missing(run, own_data, tmp_path):
         given = table[r["image"]]
         assert r["class"] not in given["labels"].split(";") + given["negatives"].split(";")  # only unobserved
         c = CLASSES.index(r["class"])
-        assert float(r["score"]) == pytest.approx(float(r["oof_score"]))  # --folds -> ranked by OOF score
+        mean = (float(r["model_score"]) + float(r["oof_score"])) / 2  # --folds: ranked by the mean of both
+        assert float(r["score"]) == pytest.approx(mean, abs=2e-6)
         assert float(r["an_loss"]) == pytest.approx(-np.log(1 - float(r["score"])), rel=1e-4)
         flags = set(filter(None, r["sources"].split(";")))
         assert flags and ("model" in flags) == (float(r["model_score"]) >= thr[c] - 1e-6)
-        assert ("oof" in flags) == (float(r["oof_score"]) >= thr[c] - 1e-6)
-    assert (run / "oof" / "scores.npz").is_file()
+        fold_thr = oof["fold_thresholds"][oof["fold_of"][int(r["row"])], c]  # the fold model's own threshold
+        assert ("oof" in flags) == (float(r["oof_score"]) >= fold_thr - 1e-6)
     top = tmp_path / "top5.csv"
     assert main(["find-missing", str(run), "--out", str(top), "--k", "5"]) == 0  # in-sample scores, no folds
     assert [r["rank"] for r in _rows(top)] == ["1", "2", "3", "4", "5"]
+
+
+def test_csv_without_split_column_trains_without_test(own_data, tmp_path):
+    """The common case: no split column -> 20 % of the rows become val, no test split; training still ends
+    with a summary (no test mAP) and predict works."""
+    rows = _rows(own_data / "labels.csv")
+    (own_data / "nosplit.csv").write_text("path,labels\n" + "".join(f"{r['path']},{r['labels']}\n" for r in rows))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["prepare", "csv", "--root", str(own_data), "csv=nosplit.csv", "--out", str(tmp_path / "p")]) == 0
+        assert main(["train", str(ROOT / "configs/custom/small-cnn.yaml"), f"data.path={tmp_path / 'p'}",
+                     "data.image_size=32", "model.options={widths: [8]}", "train.epochs=1", f"run.out={tmp_path}",
+                     "run.name=nosplit", "run.quiet=true"]) == 0
+        summary = json.loads((tmp_path / "nosplit" / "summary.json").read_text())
+        assert "test_map" not in summary and summary["best_epoch"] == 1
+        img = str(own_data / "img" / "000.png")
+        assert main(["predict", str(tmp_path / "nosplit"), img, "--out", str(tmp_path / "p.csv")]) == 0
+        assert len(_rows(tmp_path / "p.csv")) == 4
+    finally:
+        torch.set_num_threads(n)

@@ -20,9 +20,11 @@ A grid spec (``benchmarks/grids/*.yaml``; paths relative to the spec file)::
     group_map: {num_groups: 5}         # optional: OpenImages-style group mAP (paper Table 3)
     features: {...}                    # optional: cached-backbone feature data set (wsml.bench_features)
 
-Runs live in ``<runs>/<name>/<method>/s<seed>-<hash>`` where the hash is that of the resolved config, so a rerun
-(or the main grid after the search) reuses every finished run. Test mAP is only ever reported, never used for a
-choice: the engine selects the epoch and the search selects hyper-parameters on val mAP.
+Runs live in ``<runs>/<name>/<method>/s<seed>-<hash>`` where the hash is that of the resolved config's non-default
+settings, so a rerun (or the main grid after the search, or another grid under the same ``<runs>``) reuses every
+finished run with the same settings. The key does not see code changes: delete the run folders to retrain then.
+Test mAP is only ever reported, never used for a choice: the engine selects the epoch and the search selects
+hyper-parameters on val mAP.
 """
 
 from __future__ import annotations
@@ -99,13 +101,40 @@ def load_spec(path: str | Path) -> dict:
     return spec
 
 
+def canonical_config(resolved: dict) -> dict:
+    """The settings of a resolved config that differ from the defaults, without the ``run`` section.
+
+    What identifies an experiment: stable when a later version adds a config field with a default (old run
+    folders keep their key), sensitive to every value a spec or override sets.
+    """
+    from wsml.config import Config
+
+    defaults = Config().to_dict()
+    out = {}
+    for section, value in resolved.items():
+        if section == "run":
+            continue
+        base = defaults.get(section)
+        if isinstance(value, dict) and isinstance(base, dict):
+            diff = {k: v for k, v in value.items() if k not in base or base[k] != v}
+            if diff:
+                out[section] = diff
+        elif value != base:
+            out[section] = value
+    return out
+
+
+def config_key(resolved: dict) -> str:
+    """10 hex digits of the hash of :func:`canonical_config`: equal keys = the same experiment."""
+    blob = json.dumps(canonical_config(resolved), sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
 def run_key(config_path: str, overrides: Sequence[str]) -> str:
-    """Hash of the resolved config minus the ``run`` section: equal keys = the same experiment."""
+    """The key of the config ``config_path`` ← ``overrides`` (see :func:`config_key`)."""
     from wsml.config import load_config
 
-    d = load_config(config_path, list(overrides)).to_dict()
-    d.pop("run")
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return config_key(load_config(config_path, list(overrides)).to_dict())
 
 
 def _train_one(job: dict) -> dict:
@@ -266,7 +295,8 @@ def write_results(results: dict, out_dir: str | Path, command: str) -> list[Path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = dict(results, command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    spec = dict(results["spec"], config=R._rel(results["spec"]["config"]))  # no machine-specific paths
+    results = dict(results, spec=spec, command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                    machine=f"{platform.machine()}, {os.cpu_count()} CPU(s), load average "
                            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     name = results["spec"]["name"]

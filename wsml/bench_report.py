@@ -4,8 +4,9 @@ Statistics (stated in every table header so a reader never has to guess):
 
 * ``std`` is the sample standard deviation over seeds (``ddof=1``; 0 for a single run).
 * A method *beats* the reference (Naive AN) when ``Δ = mean(method) − mean(AN) > 2 · s_pooled`` with
-  ``s_pooled = sqrt((std(method)² + std(AN)²) / 2)``. The per-seed paired differences (same seed = same
-  initialisation and batch order) are reported beside it as ``mean ± std`` for a second view.
+  ``s_pooled = sqrt((std(method)² + std(AN)²) / 2)``; no verdict (None) when either has a single run.
+  The per-seed paired differences (same seed = same initialisation and batch order) are reported beside it
+  as ``mean ± std`` for a second view.
 * *Gap closed* is ``(mean(method) − mean(AN)) / (mean(Full) − mean(AN))``: the share of the AN→Full gap
   the method recovers (the paper: about 80 % on VOC, 50 % on COCO).
 """
@@ -68,9 +69,11 @@ def compare(runs: list[dict], table: list[dict], reference: str, upper: Optional
         gap = math.nan
         if full is not None and abs(full["test_map_mean"] - ref["test_map_mean"]) > 1e-9:
             gap = delta / (full["test_map_mean"] - ref["test_map_mean"])
-        out.append({"method": m, "delta": delta, "pooled_std": pooled,
-                    "delta_over_pooled_std": delta / pooled if pooled > 0 else math.inf * np.sign(delta),
-                    "beats_an_2std": bool(delta > 2 * pooled), "paired_delta_mean": pm, "paired_delta_std": ps,
+        single = row["runs"] < 2 or ref["runs"] < 2  # no std from one run: no verdict
+        out.append({"method": m, "delta": delta, "pooled_std": math.nan if single else pooled,
+                    "delta_over_pooled_std": math.nan if single or pooled == 0 else delta / pooled,
+                    "beats_an_2std": None if single else bool(delta > 2 * pooled),
+                    "paired_delta_mean": pm, "paired_delta_std": ps,
                     "paired_n": len(paired), "gap_closed": gap})
     return out
 
@@ -106,6 +109,18 @@ def run_group_map(run_dir: str, data_path: str, num_groups: int, counts: Optiona
 # ------------------------------------------------------------------------------------------ rendering
 
 
+def _rel(path: str) -> str:
+    """``path`` relative to the working directory when it is below it (reports stay machine-independent)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _verdict(beats: Optional[bool]) -> str:
+    return "n/a (1 run)" if beats is None else ("yes" if beats else "no")
+
+
 def _pct(x: float) -> str:
     return "–" if math.isnan(x) else f"{100 * x:.0f} %"
 
@@ -118,8 +133,9 @@ def markdown(results: dict) -> str:
     """The Markdown report: header (command, spec), hyper-parameter search, result and comparison tables."""
     spec, lines = results["spec"], []
     lines += [f"# {spec.get('title') or spec['name']}", "", f"Command: `{results['command']}`", "",
-              f"Spec: `{spec['path']}` — base config `{spec['config']}`; seeds {spec['seeds']}; "
-              f"{results['finished']} runs finished at {results['date']} ({results['machine']}).", ""]
+              f"Spec: `{spec['path']}` — base config `{_rel(spec['config'])}`; seeds {spec['seeds']}; "
+              f"{results['finished']} runs (trained now or reused from earlier invocations); table written "
+              f"{results['date']} ({results['machine']}).", ""]
     if spec.get("notes"):
         lines += [spec["notes"].strip(), ""]
     if results.get("search"):
@@ -147,7 +163,7 @@ def markdown(results: dict) -> str:
                   "|---|---|---|---|---|---|---|"]
         for c in results["comparison"]:
             lines.append(f"| {c['method']} | {c['delta']:+.2f} | {_f(c['pooled_std'])} | "
-                         f"{_f(c['delta_over_pooled_std'], 1)} | {'yes' if c['beats_an_2std'] else 'no'} | "
+                         f"{_f(c['delta_over_pooled_std'], 1)} | {_verdict(c['beats_an_2std'])} | "
                          f"{c['paired_delta_mean']:+.2f} ± {_f(c['paired_delta_std'])} (n={c['paired_n']}) | "
                          f"{_pct(c['gap_closed'])} |")
         lines.append("")

@@ -228,21 +228,23 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
     model.load_state_dict(best["model"])
     model.freeze_backbone(False)
     model.eval()
-    test_loader = B.build_loader(cfg, index, "test", dist_info, train=False, mean_std=mean_std)
-    scores, rows = predict_split(model, test_loader, device, dtype)
     summary = {"run_dir": str(run_dir), "dataset": index.name, "loss": cfg.loss.name, "scheme": cfg.train.scheme,
                "backbone": cfg.model.backbone, "epochs": total, "best_epoch": best["epoch"],
-               "best_stage": best["stage"], "val_map": best["val_map"],
-               "test_map": split_map(index["test"], scores, rows), "num_test": int(len(rows)),
-               "world_size": dist_info.world_size, "wall_time_s": round(time.time() - started, 2)}
-    groups = split_group_map(index, "test", scores, rows)  # OpenImages: mAP per class group (Table 3)
-    if groups is not None:
-        summary["test_group_map"] = groups
+               "best_stage": best["stage"], "val_map": best["val_map"], "world_size": dist_info.world_size}
+    if "test" in index.splits:  # a user's own data may come without a test split: no test_map then
+        test_loader = B.build_loader(cfg, index, "test", dist_info, train=False, mean_std=mean_std)
+        scores, rows = predict_split(model, test_loader, device, dtype)
+        summary.update(test_map=split_map(index["test"], scores, rows), num_test=int(len(rows)))
+        groups = split_group_map(index, "test", scores, rows)  # OpenImages: mAP per class group (Table 3)
+        if groups is not None:
+            summary["test_group_map"] = groups
+        if main:
+            save_predictions(run_dir / "predictions_test.npz", scores, rows, index.class_names)
+    summary["wall_time_s"] = round(time.time() - started, 2)
     if main:
-        save_predictions(run_dir / "predictions_test.npz", scores, rows, index.class_names)
         write_json(run_dir / "summary.json", summary)
-    say(f"best epoch {summary['best_epoch']}: val mAP {summary['val_map']:.2f}, test mAP {summary['test_map']:.2f}"
-        f"  ({run_dir})")
+    test = f", test mAP {summary['test_map']:.2f}" if "test_map" in summary else " (no test split)"
+    say(f"best epoch {summary['best_epoch']}: val mAP {summary['val_map']:.2f}{test}  ({run_dir})")
     return summary
 
 

@@ -12,8 +12,11 @@ sigmoid score (larger = larger assumed-negative loss = more likely missing), fro
   without it. Costs K trainings; the most reliable ranking.
 * ``ll-cp``: pairs that LL-Cp corrected permanently during training (only for LL-Cp runs).
 
-A pair is *flagged* by ``model`` / ``oof`` when that score reaches the class's val threshold
-(:mod:`wsml.thresholds`, per-class F1 on val), and by ``ll-cp`` when it was corrected. Without ``k`` the
+The ranking score is ``model``, or with out-of-fold scores the mean of ``model`` and ``oof`` (the best
+ranking in benchmarks/results/find_missing.md; ``rank_by`` chooses). A pair is *flagged* by ``model`` when
+the model's score reaches the class's val threshold (:mod:`wsml.thresholds`, per-class F1 on val), by
+``oof`` when the OOF score reaches the val threshold of the fold model that produced it, and by ``ll-cp``
+when it was corrected. Without ``k`` the
 output lists every flagged pair; with ``k`` the k best-ranked unobserved pairs, flagged or not. Observed
 negatives are never candidates. The output CSV has ``rank,row,image,class,score,model_score,oof_score,
 an_loss,threshold,sources`` (``row``: the training split's row id; ``an_loss`` = -log(1 - score)).
@@ -70,18 +73,21 @@ def llcp_corrections(run_dir: PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 def rank_missing(observed: np.ndarray, thresholds: np.ndarray, model: Optional[np.ndarray] = None,
                  oof: Optional[np.ndarray] = None, corrected: Optional[np.ndarray] = None, rank_by: str = "auto",
-                 k: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+                 k: Optional[int] = None, oof_thresholds: Optional[np.ndarray] = None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """Rank the UNOBS entries of ``observed`` [N, C]; returns (rows, classes, scores, sources) best first.
 
     ``model`` / ``oof``: score matrices [N, C] (either may be None); ``corrected``: bool [N, C] (LL-Cp).
-    ``rank_by``: "model", "oof", "mean" (of both) or "auto" (oof when given, else model).
+    ``thresholds`` [C] flag ``model`` scores, ``oof_thresholds`` ([C] or [N, C]; default ``thresholds``) flag
+    ``oof`` scores. ``rank_by``: "model", "oof", "mean" (of both) or "auto" (mean when both are given:
+    the best ranking in benchmarks/results/find_missing.md; else the one given).
     """
     if rank_by not in RANK_BY:
         raise ValueError(f"rank_by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
     if model is None and oof is None:
         raise ValueError("find-missing needs the model's scores or out-of-fold scores")
     if rank_by == "auto":
-        rank_by = "oof" if oof is not None else "model"
+        rank_by = "mean" if (oof is not None and model is not None) else ("oof" if oof is not None else "model")
     need = {"model": [model], "oof": [oof], "mean": [model, oof]}[rank_by]
     if any(a is None for a in need):
         what = "out-of-fold scores (--folds >= 2)" if oof is None else "model scores"
@@ -92,7 +98,7 @@ def rank_missing(observed: np.ndarray, thresholds: np.ndarray, model: Optional[n
     if model is not None:
         flags["model"] = model >= thr
     if oof is not None:
-        flags["oof"] = oof >= thr
+        flags["oof"] = oof >= (thr if oof_thresholds is None else np.asarray(oof_thresholds, dtype=np.float64))
     if corrected is not None:
         flags["ll-cp"] = np.asarray(corrected, dtype=bool)
     candidate = (observed == UNOBS) & np.isfinite(score)
@@ -135,18 +141,18 @@ def find_missing(run_dir: PathLike, *, k: Optional[int] = None, folds: int = 0, 
     obs = obs.to_dense() if isinstance(obs, SparseLabels) else np.asarray(obs)
     thr = ensure_thresholds(run_dir, device)
     model = train_scores(run_dir, device)
-    oof = None
+    oof = oof_thr = None
     if folds >= 2:
-        from wsml.oof import out_of_fold_scores
+        from wsml.oof import out_of_fold
 
-        oof = out_of_fold_scores(run_dir, folds=folds, epochs=oof_epochs, seed=oof_seed,
-                                 device=None if device == "auto" else device, quiet=quiet)
+        oof, oof_thr = out_of_fold(run_dir, folds=folds, epochs=oof_epochs, seed=oof_seed,
+                                   device=None if device == "auto" else device, quiet=quiet)
     rows_c, cls_c = llcp_corrections(run_dir)
     corrected = None
     if len(rows_c):
         corrected = np.zeros(obs.shape, dtype=bool)
         corrected[rows_c, cls_c] = True
-    rows, classes, s, sources = rank_missing(obs, thr["thresholds"], model, oof, corrected, rank_by, k)
+    rows, classes, s, sources = rank_missing(obs, thr["thresholds"], model, oof, corrected, rank_by, k, oof_thr)
     names = index.class_names
     out = []
     for i, (r, c) in enumerate(zip(rows, classes)):
@@ -196,7 +202,7 @@ def build_parser():
     p.add_argument("--oof-epochs", type=int, help="epochs per fold model (default: the run's train.epochs)")
     p.add_argument("--oof-seed", type=int, default=0, help="seed of the fold assignment")
     p.add_argument("--rank-by", default="auto", choices=RANK_BY,
-                   help="score to rank by (auto: oof when --folds is given, else model)")
+                   help="score to rank by (auto: mean of model and oof with --folds, else model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     return p

@@ -7,7 +7,8 @@ run's own config (same loss, e.g. LL-R) on the other K-1 folds, selected on the 
 and scores fold f, which the engine treats as its test split. Cost: K trainings on (K-1)/K of the data.
 
 Files: ``<run>/oof/fold<f>/`` are ordinary run folders (config, metrics, summary); ``<run>/oof/scores.npz``
-holds ``scores`` [N_train, C], ``fold_of`` [N_train] and the settings, and is reused when the settings match.
+holds ``scores`` [N_train, C], ``fold_of`` [N_train], ``fold_thresholds`` [K, C] (each fold model's per-class
+val-F1 thresholds) and the settings, and is reused when the settings match.
 The per-fold prepared data copies are deleted after use.
 """
 
@@ -34,12 +35,15 @@ def fold_assignment(n: int, folds: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def _cached(path: Path, settings: dict) -> Optional[np.ndarray]:
+def _cached(path: Path, settings: dict) -> Optional[tuple[np.ndarray, np.ndarray]]:
     if not path.is_file():
         return None
     data = np.load(path)
-    same = all(str(data[k]) == str(v) for k, v in settings.items() if k in data.files)
-    return data["scores"] if same and all(k in data.files for k in settings) else None
+    if not all(k in data.files for k in (*settings, "fold_thresholds", "fold_of")):
+        return None
+    if not all(str(data[k]) == str(v) for k, v in settings.items()):
+        return None
+    return data["scores"], data["fold_thresholds"][data["fold_of"]]
 
 
 def out_of_fold_scores(run_dir: PathLike, folds: int = 3, epochs: Optional[int] = None, seed: int = 0,
@@ -49,10 +53,18 @@ def out_of_fold_scores(run_dir: PathLike, folds: int = 3, epochs: Optional[int] 
     ``epochs``: training epochs per fold (default: the run's ``train.epochs``); ``device``: override
     ``train.device``; ``reuse``: return ``<run>/oof/scores.npz`` when it was made with the same settings.
     """
+    return out_of_fold(run_dir, folds, epochs, seed, device, quiet, reuse)[0]
+
+
+def out_of_fold(run_dir: PathLike, folds: int = 3, epochs: Optional[int] = None, seed: int = 0,
+                device: Optional[str] = None, quiet: bool = True, reuse: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, thresholds), both [N_train, C]: :func:`out_of_fold_scores` and, per row, the per-class val-F1
+    thresholds (wsml.thresholds) of the fold model that scored it (fold models differ in calibration)."""
     from wsml.builders import load_index
     from wsml.config import from_dict, read_yaml, validate
     from wsml.data.index import DatasetIndex
     from wsml.engine import train
+    from wsml.thresholds import ensure_thresholds
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -72,6 +84,7 @@ def out_of_fold_scores(run_dir: PathLike, folds: int = 3, epochs: Optional[int] 
         if hit is not None:
             return hit
     scores = np.full((n, index.num_classes), np.nan, dtype=np.float32)
+    fold_thr = np.zeros((folds, index.num_classes))
     for f in range(folds):
         held, rest = np.nonzero(fold_of == f)[0], np.nonzero(fold_of != f)[0]
         data_dir = out_dir / f"fold{f}-data"
@@ -89,6 +102,7 @@ def out_of_fold_scores(run_dir: PathLike, folds: int = 3, epochs: Optional[int] 
         if not quiet:
             print(f"out-of-fold: fold {f + 1}/{folds}: training on {len(rest)} rows, scoring {len(held)}", flush=True)
         train(fcfg)
+        fold_thr[f] = ensure_thresholds(out_dir / f"fold{f}", device or "auto")["thresholds"]
         pred = np.load(out_dir / f"fold{f}" / "predictions_test.npz")
         scores[held[pred["rows"]]] = pred["scores"]
         for big in ("last.pt", "best.pt", "features"):  # keep the fold's config, metrics and summary only
@@ -98,5 +112,6 @@ def out_of_fold_scores(run_dir: PathLike, folds: int = 3, epochs: Optional[int] 
     if np.isnan(scores).any():
         raise ValueError(f"{run_dir}: {int(np.isnan(scores).any(1).sum())} training rows got no out-of-fold score "
                          f"(images that failed to load?)")
-    np.savez(out_dir / "scores.npz", scores=scores, fold_of=fold_of, **{k: np.asarray(v) for k, v in settings.items()})
-    return scores
+    np.savez(out_dir / "scores.npz", scores=scores, fold_of=fold_of, fold_thresholds=fold_thr,
+             **{k: np.asarray(v) for k, v in settings.items()})
+    return scores, fold_thr[fold_of]

@@ -53,8 +53,9 @@ def precision_table(out: Path) -> list[str]:
             per_seed.append([100 * v for v in run.column(col)])
             base += [100 * b for b in run.column("mod_base_rate") if not math.isnan(b)]
         if per_seed:
-            rows[METHODS[m]] = np.nanmean(np.asarray(per_seed, dtype=float), axis=0) if len(per_seed) > 1 \
-                else np.asarray(per_seed[0])
+            a = np.asarray(per_seed, dtype=float)
+            n = (~np.isnan(a)).sum(0)
+            rows[METHODS[m]] = np.where(n > 0, np.nansum(a, 0) / np.maximum(n, 1), np.nan)
     if not rows:
         return []
     n_ep = max(len(v) for v in rows.values())
