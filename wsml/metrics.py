@@ -118,7 +118,8 @@ def average_precision_per_class(
     num_pos = np.bincount(cls, minlength=c)
     # one sorted copy of the scores per class; removed entries sink to -inf (handled below)
     src = S if M is None else np.where(M, S, -np.inf).astype(S.dtype, copy=False)
-    work = np.array(src.T, order="C", copy=True)
+    work = np.empty((c, n), dtype=src.dtype)  # a fresh [C, N] copy; torch's blocked transpose is ~4x numpy's
+    torch.from_numpy(work).copy_(torch.from_numpy(np.ascontiguousarray(src)).t())
     _sort_rows(work)
     n_counted = np.full(c, n) if M is None else M.sum(axis=0)
     # positives of each class in a padded [C, P_max] block, padding +inf (never below a real score)
