@@ -17,6 +17,7 @@ from wsml.analysis.memorization import memorization_summary
 from wsml.analysis.runs import load_run
 
 METHODS = {"an": "Naive AN", "ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp"}
+NAMES = {**METHODS, "ll-cp-d1": "LL-Cp (Δrel 1)"}
 
 
 def mean_sd(values: list[float]) -> str:
@@ -45,17 +46,17 @@ def methods_table(out: Path) -> list[str]:
 def precision_table(out: Path) -> list[str]:
     lines = ["## Precision of modification (Fig 4), %, mean over seeds; LL-Cp accumulated", ""]
     rows, base = {}, []
-    for m in ("ll-r", "ll-ct", "ll-cp"):
+    for m in ("ll-r", "ll-ct", "ll-cp", "ll-cp-d1"):
         per_seed = []
         for r in seeds(out, m):
             run = load_run(r)
-            col = "mod_cum_precision" if m == "ll-cp" else "mod_precision"
+            col = "mod_cum_precision" if m.startswith("ll-cp") else "mod_precision"
             per_seed.append([100 * v for v in run.column(col)])
             base += [100 * b for b in run.column("mod_base_rate") if not math.isnan(b)]
         if per_seed:
             a = np.asarray(per_seed, dtype=float)
             n = (~np.isnan(a)).sum(0)
-            rows[METHODS[m]] = np.where(n > 0, np.nansum(a, 0) / np.maximum(n, 1), np.nan)
+            rows[NAMES[m]] = np.where(n > 0, np.nansum(a, 0) / np.maximum(n, 1), np.nan)
     if not rows:
         return []
     n_ep = max(len(v) for v in rows.values())
