@@ -28,7 +28,7 @@ def make_data(n: int, c: int, pos_frac: float, tie_frac: float, seed: int) -> tu
     """Scores float32 [n, c] (positives shifted up a little) and labels bool [n, c]."""
     rng = np.random.default_rng(seed)
     labels = rng.random((n, c)) < pos_frac
-    scores = rng.random((n, c), dtype=np.float32) + 0.3 * labels
+    scores = rng.random((n, c), dtype=np.float32) + np.float32(0.3) * labels  # stays float32
     tied = rng.random((n, c)) < tie_frac
     scores[tied] = np.round(scores[tied], 2)
     return scores, labels

@@ -93,7 +93,6 @@ class MemorizationCallback:
         self._peak_epoch = np.zeros((0, 0), dtype=np.int16)
         self._history: list[np.ndarray] = []
         self._rows = 0  # 1 + the largest row id seen (arrays grow by doubling; files keep this many rows)
-        self.disabled = False
 
     def on_train_start(self, ctx: Any) -> None:
         self._reset()
@@ -106,12 +105,9 @@ class MemorizationCallback:
             self._epoch_loss[:] = np.nan
 
     def on_batch_end(self, ctx: Any, batch: dict, logits: torch.Tensor, loss_fn: Any = None) -> None:
-        if self.disabled:
-            return
         full = batch_full(batch, "memorization")
         if full is None:
-            self.disabled = True  # no ground truth for the training split: nothing to measure
-            return
+            return  # no ground truth for these rows (or a loader without it): nothing to measure
         observed = to_numpy(batch["observed"])
         groups = entry_groups(observed, full)
         loss = an_entry_loss(logits, observed)
@@ -141,7 +137,7 @@ class MemorizationCallback:
         self._history = [grown(h, np.nan, np.float16) for h in self._history]
 
     def on_epoch_end(self, ctx: Any, epoch: int) -> dict:
-        if self.disabled or not self._batches:
+        if not self._batches:
             return {}
         sums = np.stack([s for s, _ in self._batches])
         counts = np.stack([c for _, c in self._batches])
