@@ -28,7 +28,6 @@ import numpy as np
 
 from wsml.data.index import DatasetIndex, Split
 from wsml.data.protocol import reference_splits
-from wsml.labels import observe_labels
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -177,8 +176,6 @@ def build_fashion_mosaic(
             img_root = str(Path(png_dir).resolve())
         else:
             splits[name] = Split(full=full, boxes=boxes, images=images)
-    # observed labels drawn here (same call reference_splits would make) so that Split.images is carried along
-    splits["train"].observed = observe_labels(splits["train"].full, num_pos=num_pos, num_neg=num_neg, seed=obs_seed)
     h, w = built["train"][0].shape[1:]
     ks = np.arange(min_objects, max_objects + 1)
     mosaic = {"grid": list(grid), "cell_size": [int(h // grid[0]), int(w // grid[1])],
