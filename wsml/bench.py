@@ -33,11 +33,8 @@ import argparse
 import hashlib
 import itertools
 import json
-import os
-import platform
 import shlex
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -46,6 +43,7 @@ from typing import Optional, Sequence
 import yaml
 
 from wsml import bench_report as R
+from wsml.bench_report import write_results
 
 SPEC_KEYS = {"name", "title", "notes", "config", "overrides", "seeds", "reference", "upper", "compare", "methods",
              "search", "group_map", "features", "runs_dir"}
@@ -264,52 +262,12 @@ def run_grid(spec: dict, *, runs_dir: Optional[str | Path] = None, workers: int 
         f"({workers} worker(s))")
     runs = _execute(jobs, workers, log)
 
-    group_note = ""
-    if spec.get("group_map") and runs:
-        from wsml.config import load_config
-
-        # groups come from the partial-label data set of the reference method, the same for every method
-        ng = int(spec["group_map"].get("num_groups", 5))
-        ref_over = spec["overrides"] + spec["methods"].get(spec["reference"], [])
-        counts = R.known_counts(load_config(spec["config"], ref_over).data.path)
-        for r in runs:
-            path = load_config(spec["config"], r["overrides"]).data.path
-            gm = R.run_group_map(r["run_dir"], path, ng, counts)
-            r["groups"] = gm.pop("groups")
-            r["group_map"] = gm
-        group_note = (f"Classes sorted by the number of training images whose label is known (observed positive "
-                      f"or negative) in the {spec['reference']} data set, ascending, split into {ng} groups "
-                      f"(G1 = fewest): " + "; ".join(f"G{i + 1} = classes {g} (known counts "
-                                                     f"{[int(counts[c]) for c in g]})"
-                                                     for i, g in enumerate(runs[0]["groups"])) + ".")
+    group_note = R.add_group_maps(spec, runs) if spec.get("group_map") and runs else ""
     table = R.summarise(runs, methods)
     comparison = R.compare(runs, table, spec["reference"], spec.get("upper"),
                            [m for m in spec["compare"] if m in methods])
     return {"spec": spec, "search": search, "chosen": chosen, "runs": runs, "table": table,
             "comparison": comparison, "group_note": group_note, "finished": len(runs)}
-
-
-def write_results(results: dict, out_dir: str | Path, command: str) -> list[Path]:
-    """``<out_dir>/<name>.md``, ``.json`` and ``.csv``; the Markdown starts with the exact command."""
-    import csv
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec = dict(results["spec"], config=R._rel(results["spec"]["config"]))  # no machine-specific paths
-    results = dict(results, spec=spec, command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                   machine=f"{platform.machine()}, {os.cpu_count()} CPU(s), load average "
-                           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    name = results["spec"]["name"]
-    paths = [out_dir / f"{name}.md", out_dir / f"{name}.json", out_dir / f"{name}.csv"]
-    paths[0].write_text(R.markdown(results))
-    paths[1].write_text(json.dumps(results, indent=1, default=str) + "\n")
-    rows = R.csv_rows(results)
-    with open(paths[2], "w", newline="") as f:
-        if rows:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    return paths
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""Tables for ``wsml bench``: per-method mean ± std, LL-vs-Naive-AN comparisons, group mAP (paper Tables 2, 3).
+"""Tables for ``wsml bench``: per-method mean ± std, LL-vs-Naive-AN comparisons, group mAP (paper Tables 2, 3),
+written as ``<name>.md``, ``.json`` and ``.csv`` by :func:`write_results`.
 
 Statistics (stated in every table header so a reader never has to guess):
 
@@ -13,7 +14,12 @@ Statistics (stated in every table header so a reader never has to guess):
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+import os
+import platform
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -41,7 +47,7 @@ def summarise(runs: list[dict], methods: Sequence[str]) -> list[dict]:
                "best_epoch_mean": float(np.mean([r["best_epoch"] for r in rs])),
                "wall_s_mean": float(np.mean([r.get("wall_time_s", math.nan) for r in rs])),
                "seeds": sorted(r["seed"] for r in rs)}
-        groups = [k for k in rs[0].get("group_map", {})]
+        groups = list(rs[0].get("group_map", {}))
         for g in groups:
             row[f"test_{g}_mean"], row[f"test_{g}_std"] = _mean_std([r["group_map"][g] for r in rs])
         rows.append(row)
@@ -104,6 +110,27 @@ def run_group_map(run_dir: str, data_path: str, num_groups: int, counts: Optiona
                                        mask=None if mask is None else mask[rows])
     out["groups"] = [[int(c) for c in g] for g in class_groups(counts, num_groups)]
     return out
+
+
+def add_group_maps(spec: dict, runs: list[dict]) -> str:
+    """Add ``groups`` and ``group_map`` (:func:`run_group_map`) to every run record; return the table's note.
+
+    The groups come from the partial-label data set of the reference method, the same for every method.
+    """
+    from wsml.config import load_config
+
+    ng = int(spec["group_map"].get("num_groups", 5))
+    ref_over = spec["overrides"] + spec["methods"].get(spec["reference"], [])
+    counts = known_counts(load_config(spec["config"], ref_over).data.path)
+    for r in runs:
+        path = load_config(spec["config"], r["overrides"]).data.path
+        gm = run_group_map(r["run_dir"], path, ng, counts)
+        r["groups"] = gm.pop("groups")
+        r["group_map"] = gm
+    return (f"Classes sorted by the number of training images whose label is known (observed positive "
+            f"or negative) in the {spec['reference']} data set, ascending, split into {ng} groups "
+            f"(G1 = fewest): " + "; ".join(f"G{i + 1} = classes {g} (known counts {[int(counts[c]) for c in g]})"
+                                           for i, g in enumerate(runs[0]["groups"])) + ".")
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -196,3 +223,24 @@ def csv_rows(results: dict) -> list[dict]:
             row[k] = comp.get(r["method"], {}).get(k, "")
         out.append(row)
     return out
+
+
+def write_results(results: dict, out_dir: str | Path, command: str) -> list[Path]:
+    """``<out_dir>/<name>.md``, ``.json`` and ``.csv``; the Markdown starts with the exact command."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = dict(results["spec"], config=_rel(results["spec"]["config"]))  # no machine-specific paths
+    results = dict(results, spec=spec, command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   machine=f"{platform.machine()}, {os.cpu_count()} CPU(s), load average "
+                           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    name = results["spec"]["name"]
+    paths = [out_dir / f"{name}.md", out_dir / f"{name}.json", out_dir / f"{name}.csv"]
+    paths[0].write_text(markdown(results))
+    paths[1].write_text(json.dumps(results, indent=1, default=str) + "\n")
+    rows = csv_rows(results)
+    with open(paths[2], "w", newline="") as f:
+        if rows:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    return paths

@@ -23,7 +23,8 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _atomic_write(path: PathLike, write) -> None:
+def atomic_write(path: PathLike, write) -> None:
+    """Call ``write(f)`` on a binary file in ``path``'s folder, then move it over ``path`` (fsync'ed first)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -41,7 +42,7 @@ def _atomic_write(path: PathLike, write) -> None:
 
 def save_checkpoint(obj: dict, path: PathLike) -> None:
     """``torch.save`` to ``path`` atomically."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
@@ -56,7 +57,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
 
 
 def write_text(path: PathLike, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_json(path: PathLike, obj: Any) -> None:

@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import yaml
-
 EPILOG_PREPARE = """examples:
   wsml prepare fashion-mosaic                       # embedded default, offline -> data/fashion-mosaic
   wsml prepare fashion-mosaic num_train=3000        # adapter options as key=value
@@ -39,13 +37,6 @@ EPILOG_PREDICT = """examples:
   wsml predict runs/voc-ll-r images/*.jpg --out predictions.csv          # image,rank,class,score,threshold,predicted
   wsml predict runs/voc-ll-r images/*.jpg --wide --out labels.csv        # one row per image
   wsml predict runs/voc-ll-r photo.jpg --top-k 0 --out photo.json        # every class"""
-
-
-def _parse_value(raw: str):
-    try:
-        return yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        return raw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from wsml.config import parse_value
     from wsml.data import prepare
 
     options = {}
@@ -118,7 +110,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if "=" not in item:
             raise ValueError(f"option {item!r} is not of the form key=value (e.g. num_pos=1)")
         k, v = item.split("=", 1)
-        options[k] = _parse_value(v)
+        options[k] = parse_value(v)
     out = Path(args.out or Path("data") / args.dataset.lower())
     try:
         index = prepare(args.dataset, out, root=args.root, **options)

@@ -273,6 +273,14 @@ def read_yaml(path: Union[str, Path], _seen: tuple = ()) -> dict:
     return _deep_merge(merged, data)
 
 
+def parse_value(raw: str) -> Any:
+    """A ``key=value`` value as a YAML scalar (``1e-4`` -> float, ``off`` -> False); unparsable text as is."""
+    try:
+        return yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        return raw
+
+
 def parse_overrides(items: list[str]) -> dict:
     """Turn ``["optim.lr=1e-4", "train.epochs=3"]`` into a nested dict (values parsed as YAML scalars)."""
     out: dict = {}
@@ -282,10 +290,7 @@ def parse_overrides(items: list[str]) -> dict:
         key, raw = item.split("=", 1)
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r}: empty key")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
+        value = parse_value(raw)
         node = out
         parts = key.split(".")
         for part in parts[:-1]:

@@ -51,20 +51,25 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, backend=backend)
 
 
+def _active() -> bool:
+    """Whether this process is in a process group (joined by :func:`init_distributed`)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def cleanup() -> None:
     """Leave the process group (safe to call when none was joined)."""
-    if dist.is_available() and dist.is_initialized():
+    if _active():
         dist.destroy_process_group()
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if _active():
         dist.barrier()
 
 
 def all_gather_objects(obj: Any) -> list:
     """Every rank's ``obj`` in rank order (``[obj]`` when not distributed)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _active():
         return [obj]
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
@@ -73,7 +78,7 @@ def all_gather_objects(obj: Any) -> list:
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s ``obj`` on every rank."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _active():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=src)
@@ -82,7 +87,7 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 def all_reduce_mean(value: float, device: torch.device) -> float:
     """The mean of a scalar over ranks."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _active():
         return float(value)
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.all_reduce(t)
@@ -91,7 +96,7 @@ def all_reduce_mean(value: float, device: torch.device) -> float:
 
 def all_reduce_sum(value: int, device: torch.device) -> int:
     """The sum of an integer over ranks."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _active():
         return int(value)
     t = torch.tensor([int(value)], dtype=torch.int64, device=device)
     dist.all_reduce(t)
@@ -104,7 +109,7 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     Each process's loss is the mean over its share of the global batch, so the average of the ranks'
     gradients is the gradient of the global-batch loss, and every rank then makes the same update.
     """
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _active():
         return
     world = dist.get_world_size()
     for p in params:

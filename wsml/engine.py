@@ -76,7 +76,9 @@ def train(cfg: Config, *, resume: Optional[Union[str, Path]] = None, callbacks: 
     """Train as ``cfg`` says (or continue the run folder ``resume``); return the summary (also summary.json)."""
     dist_info = init_distributed(cfg.train.device)
     try:
-        return _train(cfg, dist_info, resume, list(callbacks))
+        summary = _train(cfg, dist_info, resume, list(callbacks))
+        barrier()  # every rank done (rank 0 writes last) before any leaves the group; not on errors: no hang
+        return summary
     finally:
         if dist_info.enabled:
             cleanup()

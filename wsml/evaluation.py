@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from wsml.builders import autocast
+from wsml.config import Config, from_dict, read_yaml
 
 PathLike = Union[str, Path]
 
@@ -41,12 +42,17 @@ def predict_split(forward: Callable, loader, device: torch.device,
     return all_s[first].astype(np.float32), uniq
 
 
+def targets_at(split, rows: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """The split's evaluation targets at ``rows``: (labels {0,1}, mask of the entries that count or None)."""
+    labels, mask = split.eval_targets()
+    return np.asarray(labels[rows]), None if mask is None else np.asarray(mask[rows])
+
+
 def split_map(split, scores: np.ndarray, rows: np.ndarray) -> float:
     """mAP ×100 of the scored rows against the split's evaluation targets (full labels, or masked observed)."""
     from wsml.metrics import mean_average_precision
 
-    labels, mask = split.eval_targets()
-    return mean_average_precision(scores, np.asarray(labels[rows]), None if mask is None else np.asarray(mask[rows]))
+    return mean_average_precision(scores, *targets_at(split, rows))
 
 
 def split_group_map(index, split: str, scores: np.ndarray, rows: np.ndarray) -> Optional[dict]:
@@ -57,23 +63,30 @@ def split_group_map(index, split: str, scores: np.ndarray, rows: np.ndarray) -> 
         return None
     from wsml.metrics import group_mean_average_precision
 
-    labels, mask = index[split].eval_targets()
-    return group_mean_average_precision(scores, np.asarray(labels[rows]), np.asarray(known),
-                                        mask=None if mask is None else np.asarray(mask[rows]))
+    labels, mask = targets_at(index[split], rows)
+    return group_mean_average_precision(scores, labels, np.asarray(known), mask=mask)
 
 
 def save_predictions(path: PathLike, scores: np.ndarray, rows: np.ndarray, class_names: Sequence[str]) -> None:
     """``predictions_<split>.npz``: scores [N, C] (sigmoid), rows [N] (split row ids), class_names [C]."""
     import io
 
-    from wsml.checkpoint import _atomic_write
+    from wsml.checkpoint import atomic_write
 
     buf = io.BytesIO()
     np.savez(buf, scores=scores, rows=rows, class_names=np.asarray(list(class_names)))
-    _atomic_write(path, lambda f: f.write(buf.getvalue()))
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 # ------------------------------------------------------------------------------------------ finished runs
+
+
+def load_run_config(run_dir: PathLike) -> Config:
+    """The resolved config of a run folder (its ``config.yaml``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give the folder `wsml train` made")
+    return from_dict(read_yaml(run_dir / "config.yaml"))
 
 
 def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu", which: str = "best.pt",
@@ -85,12 +98,9 @@ def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu", which:
     """
     from wsml.builders import build_model, load_index
     from wsml.checkpoint import load_checkpoint
-    from wsml.config import load_config
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give the folder `wsml train` made")
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_run_config(run_dir)
     ckpt = load_checkpoint(run_dir / which, map_location="cpu")
     info = ckpt.get("model_info")
     index = load_index(cfg.data) if with_index or info is None else None
@@ -126,7 +136,7 @@ def evaluate_run(run_dir: PathLike, split: str = "test", device: str = "auto", w
 @torch.no_grad()
 def predict_images(run_dir: PathLike, images: Sequence[PathLike], top_k: int = 5, device: str = "auto") -> list[dict]:
     """Top-``top_k`` classes with sigmoid scores for each image file, using the run's best checkpoint."""
-    from wsml.builders import channels_for, resolve_device
+    from wsml.builders import model_info, resolve_device
     from wsml.data.loading import load_image
     from wsml.data.transforms import build_transform
     from wsml.distributed import DistInfo
@@ -135,8 +145,7 @@ def predict_images(run_dir: PathLike, images: Sequence[PathLike], top_k: int = 5
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
     dev = resolve_device(device, DistInfo())
     cfg, index, model, ckpt = load_run(run_dir, dev, with_index=False)
-    info = ckpt.get("model_info") or {"kind": index.kind, "class_names": index.class_names,
-                                      "in_chans": channels_for(cfg, index)}
+    info = ckpt.get("model_info") or model_info(cfg, index)  # older checkpoints: from the data set
     if info["kind"] != "images":
         raise ValueError(f"run {run_dir} was trained on feature vectors; predict needs an image model")
     ch, class_names = info["in_chans"], info["class_names"]

@@ -57,10 +57,10 @@ def llcp_corrections(run_dir: PathLike) -> tuple[np.ndarray, np.ndarray]:
     """(rows, classes) that LL-Cp corrected permanently up to the run's last epoch; empty for other losses."""
     from wsml.builders import build_loss_fn, load_index
     from wsml.checkpoint import load_checkpoint
-    from wsml.config import from_dict, read_yaml
+    from wsml.evaluation import load_run_config
 
     run_dir = Path(run_dir)
-    cfg = from_dict(read_yaml(run_dir / "config.yaml"))
+    cfg = load_run_config(run_dir)
     empty = np.empty(0, dtype=np.int64)
     ckpt_path = run_dir / "last.pt" if (run_dir / "last.pt").is_file() else run_dir / "best.pt"
     loss_fn = build_loss_fn(cfg, load_index(cfg.data), log=lambda *a: None)
@@ -126,15 +126,13 @@ def find_missing(run_dir: PathLike, *, k: Optional[int] = None, folds: int = 0, 
     ``folds >= 2`` adds out-of-fold scores (K extra trainings of ``oof_epochs`` epochs; cached in the run).
     """
     from wsml.builders import load_index
-    from wsml.config import from_dict, read_yaml
+    from wsml.evaluation import load_run_config
     from wsml.thresholds import ensure_thresholds
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give the folder `wsml train` made")
+    cfg = load_run_config(run_dir)
     if folds == 1 or folds < 0:
         raise ValueError(f"--folds must be 0 (no out-of-fold scores) or >= 2, got {folds}")
-    cfg = from_dict(read_yaml(run_dir / "config.yaml"))
     index = load_index(cfg.data)
     train = index["train"]
     obs = train.train_targets()

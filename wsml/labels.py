@@ -67,9 +67,7 @@ def validate_full(Y: ArrayLike, what: str = "full labels") -> np.ndarray:
 
 def from_unknown_minus_one(Y: ArrayLike) -> np.ndarray:
     """Convert the ``{1 = positive, 0 = negative, -1 = unknown}`` convention to wsml's ``{1, 0, -1}``."""
-    Y = _as_2d_int(Y, "labels (1=pos, 0=neg, -1=unknown)")
-    if not np.isin(Y, (1, 0, -1)).all():
-        raise ValueError(_bad_values_message(Y, (1, 0, -1), "labels (1=pos, 0=neg, -1=unknown)"))
+    Y = validate_observed(Y, "labels (1=pos, 0=neg, -1=unknown)")  # the same value set {1, 0, -1}
     out = np.full(Y.shape, UNOBS, dtype=np.int8)
     out[Y == 1] = POS
     out[Y == 0] = NEG
@@ -218,14 +216,19 @@ class SparseLabels:
             raise IndexError(f"SparseLabels: row {bad} out of range for {n} rows")
         return np.where(r < 0, r + n, r)
 
-    def __getitem__(self, rows) -> np.ndarray:
+    def _entries(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """(number of stored entries of each selected row, their positions in ``indices``/``values``, row by row)."""
         rows = self._row_ids(rows)
-        out = np.zeros((len(rows), self.num_classes), dtype=np.int8)
-        starts, ends = self.indptr[rows], self.indptr[rows + 1]
-        counts = ends - starts
-        if counts.sum():
-            local = np.repeat(np.arange(len(rows)), counts)
-            flat = np.repeat(starts - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(counts.sum())
+        starts = self.indptr[rows]
+        counts = self.indptr[rows + 1] - starts
+        flat = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+        return counts, flat
+
+    def __getitem__(self, rows) -> np.ndarray:
+        counts, flat = self._entries(rows)
+        out = np.zeros((len(counts), self.num_classes), dtype=np.int8)
+        if flat.size:
+            local = np.repeat(np.arange(len(counts)), counts)
             out[local, self.indices[flat]] = self.values[flat]
         return out
 
@@ -234,12 +237,9 @@ class SparseLabels:
 
     def take(self, rows: ArrayLike) -> SparseLabels:
         """A new SparseLabels holding only ``rows`` (in that order)."""
-        rows = self._row_ids(rows)
-        starts, ends = self.indptr[rows], self.indptr[rows + 1]
-        counts = ends - starts
-        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        counts, flat = self._entries(rows)
+        indptr = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        flat = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])
         return SparseLabels(indptr, self.indices[flat], self.values[flat], self.num_classes)
 
     def known_per_class(self) -> np.ndarray:

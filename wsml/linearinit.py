@@ -69,11 +69,9 @@ def cached_feature_loaders(cfg: Config, model: nn.Module, index: Any, dist_info:
         barrier()
         if not dist_info.is_main:
             caches[split] = extract_features(model, loader, cache_dir, device=device, progress=False)
-    s = index["train"]
-    train_ds = FeatureDataset.from_cache(caches["train"], s.train_targets(), s.full)
-    v = index["val"]
-    val_ds = FeatureDataset.from_cache(caches["val"], v.train_targets(), v.full)
+    ds = {split: FeatureDataset.from_cache(cache, index[split].train_targets(), index[split].full)
+          for split, cache in caches.items()}
     eval_bs = -(-(cfg.train.eval_batch_size or 2 * cfg.train.batch_size) // dist_info.world_size)
-    return (ShardedFeatureLoader(train_ds, per_rank_batch(cfg.train.batch_size, dist_info), dist_info, shuffle=True,
-                                 seed=cfg.train.seed),
-            ShardedFeatureLoader(val_ds, eval_bs, dist_info, shuffle=False, seed=cfg.train.seed))
+    return (ShardedFeatureLoader(ds["train"], per_rank_batch(cfg.train.batch_size, dist_info), dist_info,
+                                 shuffle=True, seed=cfg.train.seed),
+            ShardedFeatureLoader(ds["val"], eval_bs, dist_info, shuffle=False, seed=cfg.train.seed))

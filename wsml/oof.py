@@ -61,15 +61,14 @@ def out_of_fold(run_dir: PathLike, folds: int = 3, epochs: Optional[int] = None,
     """(scores, thresholds), both [N_train, C]: :func:`out_of_fold_scores` and, per row, the per-class val-F1
     thresholds (wsml.thresholds) of the fold model that scored it (fold models differ in calibration)."""
     from wsml.builders import load_index
-    from wsml.config import from_dict, read_yaml, validate
+    from wsml.config import validate
     from wsml.data.index import DatasetIndex
     from wsml.engine import train
+    from wsml.evaluation import load_run_config
     from wsml.thresholds import ensure_thresholds
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
-    cfg = from_dict(read_yaml(run_dir / "config.yaml"))
+    cfg = load_run_config(run_dir)
     epochs = int(epochs or cfg.train.epochs)
     if epochs < 1:
         raise ValueError(f"out-of-fold epochs must be >= 1, got {epochs}")

@@ -125,8 +125,8 @@ def ensure_thresholds(run_dir: PathLike, device: str = "auto") -> dict:
     positives), ``source``, ``split`` and ``checkpoint_epoch``.
     """
     from wsml.builders import load_index
-    from wsml.config import from_dict, read_yaml
-    from wsml.evaluation import evaluate_run
+    from wsml.checkpoint import write_json
+    from wsml.evaluation import evaluate_run, load_run_config, targets_at
 
     run_dir = Path(run_dir)
     cached = load_thresholds(run_dir)
@@ -135,16 +135,13 @@ def ensure_thresholds(run_dir: PathLike, device: str = "auto") -> dict:
     stamp = _stamp(run_dir)
     result = evaluate_run(run_dir, "val", device=device, write=True)  # writes predictions_val.npz
     pred = np.load(run_dir / "predictions_val.npz")
-    cfg = from_dict(read_yaml(run_dir / "config.yaml"))
-    index = load_index(cfg.data)
-    labels, mask = index["val"].eval_targets()
+    index = load_index(load_run_config(run_dir).data)
     rows = pred["rows"]
-    chosen = choose_thresholds(pred["scores"], np.asarray(labels[rows]),
-                               None if mask is None else np.asarray(mask[rows]))
+    chosen = choose_thresholds(pred["scores"], *targets_at(index["val"], rows))
     data = {"split": "val", "criterion": "per-class F1", "checkpoint_epoch": result["checkpoint_epoch"],
             "num_samples": int(len(rows)), "class_names": list(index.class_names), **chosen,
             "best_pt_mtime_ns": stamp}
-    (run_dir / FILE_NAME).write_text(json.dumps(data, indent=2) + "\n")
+    write_json(run_dir / FILE_NAME, data)
     return data
 
 
@@ -158,7 +155,8 @@ def thresholded_metrics(run_dir: PathLike, split: str = "test", device: str = "a
     ``predictions_<split>.npz`` (written by ``wsml eval``). ``write`` adds them to ``eval_<split>.json``.
     On ``split="val"`` they are optimistic: the thresholds were chosen there."""
     from wsml.builders import load_index
-    from wsml.config import from_dict, read_yaml
+    from wsml.checkpoint import write_json
+    from wsml.evaluation import load_run_config, targets_at
 
     run_dir = Path(run_dir)
     thr = ensure_thresholds(run_dir, device)
@@ -166,11 +164,10 @@ def thresholded_metrics(run_dir: PathLike, split: str = "test", device: str = "a
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `wsml eval {run_dir} --split {split}` first")
     pred = np.load(path)
-    index = load_index(from_dict(read_yaml(run_dir / "config.yaml")).data)
-    labels, mask = index[split].eval_targets()
-    rows = pred["rows"]
-    y = np.asarray(labels[rows]).astype(bool)
-    m = np.ones_like(y) if mask is None else np.asarray(mask[rows], dtype=bool)
+    index = load_index(load_run_config(run_dir).data)
+    labels, mask = targets_at(index[split], pred["rows"])
+    y = labels.astype(bool)
+    m = np.ones_like(y) if mask is None else mask.astype(bool)
     p = apply_thresholds(pred["scores"], thr["thresholds"]).astype(bool)
     f1 = f1_per_class(p, y, m)
     tp, npred, npos = (p & y & m).sum(0), (p & m).sum(0), (y & m).sum(0)
@@ -183,5 +180,5 @@ def thresholded_metrics(run_dir: PathLike, split: str = "test", device: str = "a
         ev = run_dir / f"eval_{split}.json"
         data = json.loads(ev.read_text()) if ev.is_file() else {}
         data.update({k: v for k, v in out.items() if k != "split"})
-        ev.write_text(json.dumps(data, indent=2) + "\n")
+        write_json(ev, data)
     return out

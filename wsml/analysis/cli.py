@@ -8,7 +8,6 @@ return 2 on bad input, so ``wsml.cli`` dispatches to them as they are. Also runn
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -127,6 +126,7 @@ def analyze_parser() -> argparse.ArgumentParser:
 def _memorization(args: argparse.Namespace) -> int:
     from wsml.analysis.memorization import load_curve, memorization_summary
     from wsml.analysis.plots import plot_memorization
+    from wsml.checkpoint import write_json
 
     summary = memorization_summary(args.run_dir)
     out = Path(args.run_dir) / "analysis"
@@ -134,7 +134,7 @@ def _memorization(args: argparse.Namespace) -> int:
     curve = load_curve(args.run_dir)
     if curve is not None:
         plot_memorization(curve, out / "memorization.png")
-    (out / "memorization.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "memorization.json", summary)
     for g, p in summary["peaks"].items():
         shape = "  (rises, then falls)" if p["rises_then_falls"] else ""
         print(f"{g:>3}: epoch 2 loss {p['start_loss']:.4f} -> peak {p['peak_loss']:.4f} at epoch "

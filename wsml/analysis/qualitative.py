@@ -93,14 +93,13 @@ def make_qualitative(run_dir: Union[str, Path], out: Union[str, Path], index: An
 def load_run_index(run_dir: Union[str, Path]) -> Any:
     """The prepared data set a run trained on (its config's ``data.path``, relative paths tried from the
     current folder and from the run folder's parents)."""
-    import yaml
-
+    from wsml.config import read_yaml
     from wsml.data import DatasetIndex
 
     cfg_path = Path(run_dir) / "config.yaml"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run_dir}: no config.yaml, cannot find the run's data set")
-    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    cfg = read_yaml(cfg_path)
     data_path = Path(str(cfg.get("data", {}).get("path", "")))
     candidates = [data_path] if data_path.is_absolute() else \
         [data_path] + [p / data_path for p in Path(run_dir).resolve().parents]

@@ -21,10 +21,10 @@ from wsml.analysis import memorization as mem
 from wsml.analysis.document import Document
 from wsml.analysis.plots import plot_memorization, plot_precision, plot_sweep, plot_training_curves
 from wsml.analysis.runs import RunInfo, find_column, load_run
+from wsml.analysis.sweeps import SWEEP_FILE
 
 VAL_MAP = ("val_map", "val_mAP", "val/map", "val_map_all")
 TEST_MAP = ("test_map", "test_mAP", "test/map")
-SWEEP_FILE = "sweep.json"
 
 
 def best_epoch(run: RunInfo) -> tuple[Optional[int], float, float]:
@@ -69,15 +69,15 @@ def _metrics_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
 
 
 def _memorization_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
-    have = [r for r in runs if mem.load_curve(r.path) is not None or "mem_loss_fn" in r.metrics]
+    have = [(r, curve) for r, curve in ((r, mem.load_curve(r.path)) for r in runs)
+            if curve is not None or "mem_loss_fn" in r.metrics]
     if not have:
         return
     doc.heading("Memorization (Fig 1, Table 1)")
     doc.para("Mean BCE loss against the assume-negative target of observed positives (pos), unobserved true "
              "negatives (tn) and unobserved true positives = false negatives under AN (fn). The paper's finding: "
              "tn falls from the start, fn rises first, peaks in the middle of training, then falls (memorization).")
-    for i, r in enumerate(have):
-        curve = mem.load_curve(r.path)
+    for i, (r, curve) in enumerate(have):
         if curve is None:
             curve = {"position": r.column("epoch"), **{g: r.column(f"mem_loss_{g}") for g in mem.GROUPS}}
         png = plot_memorization(curve, assets / f"memorization_{i}.png", title=f"Memorization — {r.label}")
@@ -128,11 +128,12 @@ def _modification_section(doc: Document, runs: list[RunInfo], assets: Path) -> N
 
 
 def _qualitative_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
+    from wsml.analysis.modification import LOG_FILE
     from wsml.analysis.qualitative import make_qualitative
 
     made = []
     for i, r in enumerate(runs):
-        if not (r.path / "modifications.npz").exists():
+        if not (r.path / LOG_FILE).exists():
             continue
         try:
             png = make_qualitative(r.path, assets / f"qualitative_{i}.png")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import yaml
+from wsml.config import read_yaml
 
 
 def _to_value(text: str) -> Any:
@@ -76,14 +76,7 @@ def load_run(run_dir: Union[str, Path]) -> RunInfo:
     cfg_path, met_path = p / "config.yaml", p / "metrics.csv"
     if not met_path.is_file():
         raise FileNotFoundError(f"{p}: no metrics.csv — not a training run folder")
-    config: dict = {}
-    if cfg_path.is_file():
-        try:
-            config = yaml.safe_load(cfg_path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{cfg_path}: invalid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(config, dict):
-            raise ValueError(f"{cfg_path}: expected a mapping, got {type(config).__name__}")
+    config = read_yaml(cfg_path) if cfg_path.is_file() else {}
     results: dict = {}
     for name in ("results.json", "summary.json", "final.json"):
         if (p / name).is_file():

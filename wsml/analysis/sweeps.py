@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 from wsml.analysis.plots import plot_sweep
+from wsml.checkpoint import write_json
 
 SWEEP_FILE = "sweep.json"
 
@@ -90,7 +91,7 @@ def run_sweep(param: str, values: Sequence[Any], methods: dict[str, list[str]], 
              "xlabel": xlabel or param, "ylabel": "test mAP", "config": config, "overrides": list(overrides),
              "methods": methods,
              "command": command or " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name] + sys.argv[1:])}
-    (out / SWEEP_FILE).write_text(json.dumps(sweep, indent=2) + "\n")
+    write_json(out / SWEEP_FILE, sweep)
     plot_sweep(values, series, out / "sweep.png", xlabel=sweep["xlabel"], ylabel="test mAP")
     return sweep
 

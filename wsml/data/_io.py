@@ -38,6 +38,7 @@ def locate(root: Path, candidates: Sequence[str], marker: str, name: str) -> Pat
 
 
 def need_file(path: Path, what: str = "") -> Path:
+    """``path`` when it is a file; otherwise FileNotFoundError naming it (and ``what`` it should hold)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found" + (f" ({what})" if what else ""))
     return path
@@ -54,6 +55,11 @@ def read_lines(path: Path, what: str = "") -> Iterator[tuple[int, str]]:
                     yield i, s
         except UnicodeDecodeError as e:
             raise ValueError(f"{path}: not valid UTF-8 text ({e})") from None
+
+
+def read_names(path: Path, what: str) -> list[str]:
+    """The non-blank lines of a text file, stripped (class lists: one name per line, in file order)."""
+    return [s for _, s in read_lines(path, what)]
 
 
 def to_int(token: str, path: Path, line: int, what: str, allowed: Optional[Sequence[int]] = None) -> int:

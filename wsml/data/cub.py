@@ -21,7 +21,6 @@ import numpy as np
 from wsml.data._io import (
     check_images,
     locate,
-    need_file,
     protocol_options,
     read_id_table,
     read_lines,
@@ -55,7 +54,7 @@ def read_attribute_names(path: Path) -> list[str]:
 def read_attribute_labels(path: Path, row_of: dict[int, int], num_attrs: int) -> np.ndarray:
     """The {0,1} matrix [images, attributes] from ``image_attribute_labels.txt``; every pair exactly once."""
     full = np.full((len(row_of), num_attrs), _UNSET, dtype=np.uint8)
-    for i, s in read_lines(need_file(path, "CUB attribute labels")):
+    for i, s in read_lines(path, "CUB attribute labels"):
         f = s.split(None, 3)
         if len(f) < 3:
             raise ValueError(f"{path}, line {i}: expected '<image_id> <attribute_id> <is_present> ...', got {s!r}")

@@ -23,12 +23,10 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from wsml.data._io import IMAGE_EXTENSIONS, check_images, protocol_options, read_lines, require_root
-from wsml.data.index import DatasetIndex, Split
+from wsml.data._io import IMAGE_EXTENSIONS, check_images, need_file, protocol_options, read_names, require_root
+from wsml.data.index import SPLITS, DatasetIndex, Split
 from wsml.data.protocol import label_statistics, reference_splits
 from wsml.labels import NEG, POS, observe_labels, subsample
-
-SPLIT_NAMES = ("train", "val", "test")
 
 
 class Table:
@@ -60,8 +58,7 @@ def _names(field: Optional[str]) -> list[str]:
 
 def read_label_csv(path: Path, table: Table, only_split: Optional[str] = None) -> None:
     """Append the rows of a ``path,labels[,negatives][,split]`` CSV to ``table``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found (labels CSV)")
+    need_file(path, "labels CSV")
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csvlib.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
@@ -75,8 +72,8 @@ def read_label_csv(path: Path, table: Table, only_split: Optional[str] = None) -
             split = None
             if "split" in header:
                 split = (row["split"] or "").strip().lower()
-                if split not in SPLIT_NAMES:
-                    raise ValueError(f"{where}: split must be one of {list(SPLIT_NAMES)}, got {row['split']!r}")
+                if split not in SPLITS:
+                    raise ValueError(f"{where}: split must be one of {list(SPLITS)}, got {row['split']!r}")
             if only_split and split not in (None, only_split):
                 raise ValueError(f"{where}: this file holds {only_split} rows only, got split {split!r}")
             table.add((row["path"] or "").strip(), _names(row["labels"]), _names(row.get("negatives")),
@@ -88,7 +85,7 @@ def _class_list(classes: Union[None, str, Path, Sequence[str]], base: Path, tabl
         return sorted({c for names in table.pos + table.neg for c in names})
     if isinstance(classes, (str, Path)):
         p = Path(classes) if Path(classes).is_absolute() else base / classes
-        classes = [s for _, s in read_lines(p, "class list")]
+        classes = read_names(p, "class list")
     names = [str(c).strip() for c in classes]
     if len(set(names)) != len(names):
         raise ValueError(f"the class list has repeated names: {sorted({n for n in names if names.count(n) > 1})}")
@@ -129,7 +126,7 @@ def assemble(name: str, table: Table, class_names: list[str], image_root: Path, 
                        "complete_eval": complete_eval, "simulate_partial": simulate_partial}}
     class_id = {c: i for i, c in enumerate(class_names)}
     split = np.array([s or "train" for s in table.split], dtype=object)
-    rows = {s: np.nonzero((split == s) & keep)[0] for s in SPLIT_NAMES}
+    rows = {s: np.nonzero((split == s) & keep)[0] for s in SPLITS}
     if not len(rows["train"]):
         raise ValueError(f"{name}: no training rows")
     train = _split(table, rows["train"], class_id, as_full=simulate_partial)
@@ -222,11 +219,11 @@ def build_folder(root: Optional[str], *, layout: str = "auto", multi_label: bool
     base = require_root(root, "folder")
     subdirs = {d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")}
     if layout == "auto":
-        layout = "split" if subdirs and subdirs <= set(SPLIT_NAMES) and "train" in subdirs else "flat"
+        layout = "split" if subdirs and subdirs <= set(SPLITS) and "train" in subdirs else "flat"
     if layout not in ("flat", "split"):
         raise ValueError(f"folder: layout must be 'auto', 'flat' or 'split', got {layout!r}")
     table, skipped = Table(), []
-    for prefix in ([f"{s}/" for s in SPLIT_NAMES if s in subdirs] if layout == "split" else [""]):
+    for prefix in ([f"{s}/" for s in SPLITS if s in subdirs] if layout == "split" else [""]):
         _scan_classes(base / prefix if prefix else base, prefix, multi_label, table, skipped)
     if not table.paths:
         raise ValueError(f"folder: no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {base}/<class>/")

@@ -167,13 +167,10 @@ def build_fashion_mosaic(
         built[name] = (images, full, boxes)
         if name == "train":
             item_freq = np.bincount(labels, minlength=len(CLASS_NAMES)) / len(labels)
-    img_root = ""
     splits = {}
     for name, (images, full, boxes) in built.items():
         if png_dir is not None:
-            samples = export_png(images, Path(png_dir), name)
-            splits[name] = Split(samples=samples, full=full, boxes=boxes)
-            img_root = str(Path(png_dir).resolve())
+            splits[name] = Split(samples=export_png(images, Path(png_dir), name), full=full, boxes=boxes)
         else:
             splits[name] = Split(full=full, boxes=boxes, images=images)
     h, w = built["train"][0].shape[1:]
@@ -182,11 +179,11 @@ def build_fashion_mosaic(
               "objects": [min_objects, max_objects], "seed": seed, "num_train": num_train, "num_test": num_test,
               "expected_positives_per_image": round(expected_positives(ks, item_freq), 4),
               "source": str(Path(root or DEFAULT_ROOT))}
-    index = reference_splits("fashion-mosaic", CLASS_NAMES, splits["train"], splits["test"], root=img_root,
-                             kind="images", num_pos=num_pos, num_neg=num_neg, seed=obs_seed, val_frac=val_frac,
-                             train_frac=train_frac, meta={"image_size": [int(h), int(w)], "channels": 1,
-                                                          "mosaic": mosaic})
-    return index
+    img_root = str(Path(png_dir).resolve()) if png_dir is not None else ""
+    return reference_splits("fashion-mosaic", CLASS_NAMES, splits["train"], splits["test"], root=img_root,
+                            kind="images", num_pos=num_pos, num_neg=num_neg, seed=obs_seed, val_frac=val_frac,
+                            train_frac=train_frac, meta={"image_size": [int(h), int(w)], "channels": 1,
+                                                         "mosaic": mosaic})
 
 
 def export_png(images: np.ndarray, folder: Path, prefix: str) -> list[str]:

@@ -26,6 +26,7 @@ from wsml.data._io import (
     need_file,
     protocol_options,
     read_lines,
+    read_names,
     require_root,
     to_int,
 )
@@ -38,7 +39,7 @@ def read_concepts(base: Path) -> list[str]:
     path = base / "Concepts81.txt"
     if not path.is_file() and (base / "ConceptsList" / "Concepts81.txt").is_file():
         path = base / "ConceptsList" / "Concepts81.txt"
-    names = [s for _, s in read_lines(need_file(path, "NUS-WIDE concept list"))]
+    names = read_names(path, "NUS-WIDE concept list")
     if not names:
         raise ValueError(f"{path}: no concept names")
     if len(set(names)) != len(names):

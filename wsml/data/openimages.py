@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from wsml.data._io import check_images, locate, need_file, read_lines, require_root
+from wsml.data._io import check_images, locate, need_file, read_names, require_root
 from wsml.data.index import DatasetIndex, Split
 from wsml.data.protocol import label_statistics
 from wsml.labels import NEG, POS, SparseLabels, subsample
@@ -38,7 +38,7 @@ _HEX_ID = re.compile(r"[0-9a-f]{16}")
 def read_trainable(base: Path) -> tuple[list[str], list[str], int]:
     """Trainable MIDs (file order), their display names and how many MIDs have no description."""
     path = base / "classes-trainable.txt"
-    mids = [s for _, s in read_lines(need_file(path, "OpenImages trainable classes"))]
+    mids = read_names(path, "OpenImages trainable classes")
     if len(set(mids)) != len(mids):
         raise ValueError(f"{path}: repeated class MIDs")
     desc_path = need_file(base / "class-descriptions.csv", "OpenImages class names")

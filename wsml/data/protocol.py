@@ -66,12 +66,8 @@ def label_statistics(index: DatasetIndex) -> dict:
             st["mean_positives"] = float(s.full.sum(1).mean())
             st["class_frequency"] = np.round(s.full.mean(0), 4).tolist()
         if s.observed is not None and len(s):
-            obs = s.observed
-            if hasattr(obs, "values"):
-                st["observed_pos_per_row"] = float((obs.values == 1).sum() / len(s))
-                st["observed_neg_per_row"] = float((obs.values == -1).sum() / len(s))
-            else:
-                st["observed_pos_per_row"] = float((obs == 1).sum() / len(s))
-                st["observed_neg_per_row"] = float((obs == -1).sum() / len(s))
+            obs = getattr(s.observed, "values", s.observed)  # SparseLabels: its stored entries
+            st["observed_pos_per_row"] = float((obs == 1).sum() / len(s))
+            st["observed_neg_per_row"] = float((obs == -1).sum() / len(s))
         stats[name] = st
     return stats

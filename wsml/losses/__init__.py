@@ -1,7 +1,8 @@
 """Losses for multi-label learning from partial labels, built by name: ``build_loss("LL-R", delta_rel=0.2)``.
 
-Families (one module each): ``bce`` (full, an, iu, wan, lsan), ``epr``, ``role`` and ``large_loss``
-(ll-r, ll-ct, ll-cp). Every loss is a ``PartialLoss``: call ``set_epoch(epoch)`` (1-based) at the start of
+Families (one module each): ``bce`` (full, an, iu, wan, lsan), ``epr``, ``role``, ``large_loss``
+(ll-r, ll-ct, ll-cp) and the later methods ``asl``, ``hill_splc`` (hill, splc), ``em`` (em, em-apl),
+``curriculum`` and ``imcl``. Every loss is a ``PartialLoss``: call ``set_epoch(epoch)`` (1-based) at the start of
 each epoch and ``loss_fn(logits, targets, index=idx)`` per batch; see DESIGN.md §2 for the exact semantics.
 """
 

@@ -76,6 +76,25 @@ def check_finite_logits(logits: Tensor, total: Optional[float] = None) -> None:
             raise ValueError(f"logits contain NaN or inf, {_first_position(bad)}")
 
 
+def check_state_fits(logits: Tensor, what: str, num_classes: int, state: Tensor, state_name: str) -> None:
+    """ValueError unless the batch has the ``num_classes`` columns a stateful loss was built for, on its state's
+    device (EM+APL, ROLE, IMCL)."""
+    if logits.shape[1] != num_classes:
+        raise ValueError(f"{what} was built for {num_classes} classes but logits have {logits.shape[1]}")
+    if logits.device != state.device:
+        raise ValueError(
+            f"logits are on {logits.device} but {what}'s {state_name} on {state.device}: call loss_fn.to(device)"
+        )
+
+
+def check_row_ids(index: Tensor, num_samples: int) -> Tensor:
+    """``index`` as int64, after checking that every dataset row id is in [0, num_samples) (one ``aminmax``)."""
+    lo, hi = (int(v) for v in torch.aminmax(index))
+    if lo < 0 or hi >= num_samples:
+        raise ValueError(f"index values must be in [0, {num_samples}), got range [{lo}, {hi}]")
+    return index.long()
+
+
 def validate_batch(logits: Tensor, targets: Tensor, index: Optional[Tensor] = None) -> None:
     """Raise ValueError unless logits are finite floating [B, C], targets the same shape with values in {1, 0, -1}
     and ``index`` (when given) a 1-D integer tensor of length B."""
@@ -88,7 +107,8 @@ class PartialLoss(nn.Module):
     """Base class: ``set_epoch`` (1-based), validated ``forward``, persistent state through ``state_dict``.
 
     Subclasses implement ``compute(logits, targets, index)`` on validated inputs. ``needs_index`` makes
-    ``index`` mandatory (LL-Cp, ROLE); ``allow_unobserved = False`` rejects UNOBS entries (``full``).
+    ``index`` mandatory (LL-Cp, ROLE, EM+APL, Curriculum); ``allow_unobserved = False`` rejects UNOBS entries
+    (``full``).
     """
 
     loss_name = "partial"
@@ -115,14 +135,17 @@ class PartialLoss(nn.Module):
     def forward(self, logits: Tensor, targets: Tensor, index: Optional[Tensor] = None) -> Tensor:
         """Mean loss over all B·C entries of the batch."""
         validate_batch(logits, targets, index)
-        if self.needs_index and index is None:
-            raise ValueError(f"loss {self.loss_name!r} needs index (the dataset row ids of the batch, LongTensor [B])")
+        self._require_index(index)
         if not self.allow_unobserved and bool((targets == 0).any()):
             raise ValueError(
                 f"loss {self.loss_name!r} needs fully observed targets but got UNOBS (0) entries, "
                 f"{_first_position(targets == 0)}; use 'an' or 'iu' for partial labels"
             )
         return self.compute(logits, targets, index)
+
+    def _require_index(self, index: Optional[Tensor]) -> None:
+        if self.needs_index and index is None:
+            raise ValueError(f"loss {self.loss_name!r} needs index (the dataset row ids of the batch, LongTensor [B])")
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
         raise NotImplementedError

@@ -27,9 +27,6 @@ class FullBCE(PartialLoss):
 
     allow_unobserved = False
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
         return F.binary_cross_entropy_with_logits(logits, an_targets(targets, logits.dtype))
 
@@ -37,9 +34,6 @@ class FullBCE(PartialLoss):
 @register_loss("an", aliases=("naive-an", "assume-negative"))
 class AssumeNegative(PartialLoss):
     """Naive AN: BCE with every UNOBS label taken as negative."""
-
-    def __init__(self) -> None:
-        super().__init__()
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
         return F.binary_cross_entropy_with_logits(logits, an_targets(targets, logits.dtype))
@@ -49,9 +43,6 @@ class AssumeNegative(PartialLoss):
 class IgnoreUnobserved(PartialLoss):
     """Naive IU: BCE on observed entries only; UNOBS entries contribute 0."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
         weight = targets.abs().to(logits.dtype)
         return F.binary_cross_entropy_with_logits(logits, an_targets(targets, logits.dtype), weight=weight)
@@ -60,9 +51,6 @@ class IgnoreUnobserved(PartialLoss):
 @register_loss("wan")
 class WeakAssumeNegative(PartialLoss):
     """WAN: like AN, but each UNOBS term is divided by (C − 1)."""
-
-    def __init__(self) -> None:
-        super().__init__()
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
         num_classes = logits.shape[1]

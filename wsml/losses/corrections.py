@@ -1,4 +1,4 @@
-"""The permanent label corrections of LL-Cp: a set of (dataset row id, class) pairs that are POS from now on.
+"""The permanent labels of LL-Cp (and Curriculum labelling): a set of (dataset row id, class) pairs.
 
 Stored sparsely as sorted int64 keys ``row · C + class`` (OpenImages has millions of rows × 5000 classes, so
 no dense N × C matrix). New keys go to a small sorted "recent" array that is merged into the main array when
@@ -15,10 +15,10 @@ from torch import Tensor
 
 
 class CorrectionStore:
-    """Sorted set of (row, class) pairs; ``apply`` turns them into POS in a batch of observed targets."""
+    """Sorted set of (row, class) pairs; ``lookup`` finds those of a batch's rows (the caller sets their targets)."""
 
-    def __init__(self, num_classes: Optional[int] = None) -> None:
-        self.num_classes = num_classes
+    def __init__(self) -> None:
+        self.num_classes: Optional[int] = None  # bound by the first ``add`` / ``lookup``
         self._main = torch.empty(0, dtype=torch.long)
         self._recent = torch.empty(0, dtype=torch.long)
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wsml.losses.base import PartialLoss
+from wsml.losses.base import PartialLoss, check_row_ids, check_state_fits
 from wsml.losses.checks import check_int, check_number
 from wsml.losses.distributed import world_size
 from wsml.losses.registry import register_loss
@@ -136,15 +136,8 @@ class EMAPL(EntropyMaximization):
 
     # --- loss -----------------------------------------------------------------------------------------------
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
-        if logits.shape[1] != self.num_classes:
-            raise ValueError(f"EM+APL was built for {self.num_classes} classes but logits have {logits.shape[1]}")
-        if logits.device != self.pseudo.device:
-            raise ValueError(f"logits are on {logits.device} but EM+APL's state on {self.pseudo.device}: "
-                             "call loss_fn.to(device)")
-        lo, hi = (int(v) for v in torch.aminmax(index))
-        if lo < 0 or hi >= self.num_samples:
-            raise ValueError(f"index values must be in [0, {self.num_samples}), got range [{lo}, {hi}]")
-        index = index.long()
+        check_state_fits(logits, "EM+APL", self.num_classes, self.pseudo, "state")
+        index = check_row_ids(index, self.num_samples)
         with torch.no_grad():
             new = ~self.seen[index]
             if bool(new.any()):

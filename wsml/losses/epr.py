@@ -17,9 +17,12 @@ def expected_positive_regularizer(probs: Tensor, expected_num_pos: float) -> Ten
     return (probs.sum(1).mean() - expected_num_pos).pow(2) / float(num_classes**2)
 
 
-def check_expected_num_pos(value: float, name: str = "expected_num_pos") -> float:
+def check_expected_num_pos(value: float) -> float:
+    """The expected number of positives per image k (EPR, ROLE) as a float; ValueError unless it is > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number (VOC 1.5, COCO 2.9, NUS 1.9, CUB 31.4), got {value!r}")
+        raise ValueError(
+            f"expected_num_pos must be a positive number (VOC 1.5, COCO 2.9, NUS 1.9, CUB 31.4), got {value!r}"
+        )
     return float(value)
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wsml.losses.base import PartialLoss
+from wsml.losses.base import PartialLoss, check_state_fits
 from wsml.losses.checks import check_int, check_number
 from wsml.losses.registry import register_loss
 
@@ -80,11 +80,7 @@ class IMCL(PartialLoss):
         self.register_buffer("cooc", torch.zeros(self.num_classes, self.num_classes))
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
-        if logits.shape[1] != self.num_classes:
-            raise ValueError(f"IMCL was built for {self.num_classes} classes but logits have {logits.shape[1]}")
-        if logits.device != self.cooc.device:
-            raise ValueError(f"logits are on {logits.device} but IMCL's label graph on {self.cooc.device}: "
-                             "call loss_fn.to(device)")
+        check_state_fits(logits, "IMCL", self.num_classes, self.cooc, "label graph")
         with torch.no_grad():
             pos = (targets == 1).to(self.cooc.dtype)
             self.cooc += pos.T @ pos

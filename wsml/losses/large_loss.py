@@ -127,8 +127,7 @@ class LargeLoss(PartialLoss):
         """
         check_batch_layout(logits, targets, index)
         check_target_values(targets)
-        if self.needs_index and index is None:
-            raise ValueError(f"loss {self.loss_name!r} needs index (the dataset row ids of the batch, LongTensor [B])")
+        self._require_index(index)
         if self.permanent and int(index.min()) < 0:
             raise ValueError(f"LL-Cp index values (dataset row ids) must be >= 0, got {int(index.min())}")
         loss, sel, pending = self._compute(logits, targets, index)

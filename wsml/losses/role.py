@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsml.losses.base import PartialLoss
+from wsml.losses.base import PartialLoss, check_row_ids, check_state_fits
+from wsml.losses.bce import an_targets
 from wsml.losses.epr import check_expected_num_pos, expected_positive_regularizer
 from wsml.losses.registry import register_loss
 
@@ -115,21 +116,14 @@ class ROLE(PartialLoss):
             grad.div_(dist.get_world_size())
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
-        if logits.shape[1] != self.num_classes:
-            raise ValueError(f"ROLE was built for {self.num_classes} classes but logits have {logits.shape[1]}")
-        if logits.device != self.label_logits.device:
-            raise ValueError(f"logits are on {logits.device} but ROLE's estimates on {self.label_logits.device}: "
-                             "call loss_fn.to(device)")
-        lo, hi = (int(v) for v in torch.aminmax(index))
-        if lo < 0 or hi >= self.num_samples:
-            raise ValueError(f"index values must be in [0, {self.num_samples}), got range [{lo}, {hi}]")
-        index = index.long()
+        check_state_fits(logits, "ROLE", self.num_classes, self.label_logits, "estimates")
+        index = check_row_ids(index, self.num_samples)
         new = ~self.initialized[index]
         if bool(new.any()):
             self._init_rows(index[new], targets[new])
         est = self.label_logits[index].to(logits.dtype)
         observed = targets.abs().to(logits.dtype)
-        y = torch.relu(targets).to(logits.dtype)
+        y = an_targets(targets, logits.dtype)
         n = logits.numel()
         terms = (
             F.binary_cross_entropy_with_logits(logits, y, weight=observed, reduction="sum")

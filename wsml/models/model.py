@@ -134,9 +134,10 @@ def create_model(backbone: str, num_classes: int, *, pretrained: bool = False,
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     if int(in_chans) < 1:
         raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+    in_chans = int(in_chans)
     builder, args = resolve_backbone(backbone)
-    body = builder(*args, in_chans=int(in_chans), in_features=in_features, **backbone_kwargs)
-    if body.default_mean_std is not None and int(in_chans) == 1 and len(body.default_mean_std[0]) == 3:
+    body = builder(*args, in_chans=in_chans, in_features=in_features, **backbone_kwargs)
+    if body.default_mean_std is not None and in_chans == 1 and len(body.default_mean_std[0]) == 3:
         body.default_mean_std = tuple((sum(v) / 3,) for v in body.default_mean_std)  # grey = mean of RGB stats
     model = MultiLabelModel(body, int(num_classes), dropout=dropout, name=backbone.strip())
     path = weights

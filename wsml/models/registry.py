@@ -32,6 +32,7 @@ class Backbone(nn.Module):
       weights_target     the module whose native state dict a weights file holds (often ``self``)
       classifier_prefixes  key prefixes of the original classifier in weight files, ignored when loading
       extra_weight_dirs  folders searched for ``pretrained=True`` after the wsml ones
+      weights_hint       appended to the error when ``pretrained=True`` finds no weights file
     """
 
     feature_dim: int
@@ -56,7 +57,7 @@ class Backbone(nn.Module):
 
 
 def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    """Decorator registering ``builder(*, pretrained, weights, in_chans, in_features, **kw) -> Backbone``.
+    """Decorator registering ``builder(*, in_chans, in_features, **kw) -> Backbone`` (built without weights).
 
     A name ending in ``:`` registers a prefix family (``timm:``, ``torchvision:``); its builder gets the rest of
     the name as its first positional argument.
