@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from wsml.checkpoint import atomic_write
 from wsml.labels import SparseLabels, as_observed, validate_full, validate_observed
 from wsml.models.model import MultiLabelModel
 
@@ -78,18 +77,6 @@ def cache_key(model: MultiLabelModel, loader, key: Optional[str] = None) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _atomic_save(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _read_cache(stem: Path) -> Optional[dict]:
     meta_path = stem.with_suffix(".json")
     if not meta_path.is_file():
@@ -142,10 +129,10 @@ def extract_features(model: MultiLabelModel, loader, cache_dir: Union[str, Path]
         raise ValueError(f"extract_features: {len(features)} feature rows but {len(index)} index values")
     if len(np.unique(index)) != len(index):
         raise ValueError("extract_features: repeated row ids in 'index' (a sampler with replacement?)")
-    _atomic_save(stem.with_suffix(".features.npy"), lambda f: np.save(f, features))
-    _atomic_save(stem.with_suffix(".index.npy"), lambda f: np.save(f, index))
+    atomic_write(stem.with_suffix(".features.npy"), lambda f: np.save(f, features))
+    atomic_write(stem.with_suffix(".index.npy"), lambda f: np.save(f, index))
     meta = {"backbone": model.backbone_name, "shape": list(features.shape), "key": key, "version": CACHE_VERSION}
-    _atomic_save(stem.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))  # written last
+    atomic_write(stem.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))  # written last
     return {"features": features, "index": index, "path": str(stem.with_suffix(".features.npy")), "cached": False}
 
 
