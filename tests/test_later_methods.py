@@ -108,7 +108,8 @@ def apl_batches():
 
 def test_em_apl_pseudo_labels_schedule_loss_and_state():
     z, t = apl_batches()
-    loss = build_loss("em-apl", num_samples=6, num_classes=2, alpha=0.1, beta=0.5, warmup_epoch=1, num_epochs=3)
+    loss = build_loss("em-apl", num_samples=6, num_classes=2, alpha=0.1, beta=0.5, warmup_epoch=1, num_epochs=3,
+                      pseudo_source="train")
     loss.set_epoch(1)
     run(loss, z[:3], t[:3], index=[0, 1, 2])
     run(loss, z[3:], t[3:], index=[3, 4, 5])
@@ -128,7 +129,8 @@ def test_em_apl_pseudo_labels_schedule_loss_and_state():
     assert run(loss, z2, t, index=range(6)) == pytest.approx(ref.mean(), rel=1e-6)
     assert loss.num_modified_epoch == 4
     # checkpoint / resume keeps the pseudo-labels and the epoch-2 predictions
-    clone = build_loss("em-apl", num_samples=6, num_classes=2, alpha=0.1, beta=0.5, warmup_epoch=1, num_epochs=3)
+    clone = build_loss("em-apl", num_samples=6, num_classes=2, alpha=0.1, beta=0.5, warmup_epoch=1, num_epochs=3,
+                      pseudo_source="train")
     clone.load_state_dict(loss.state_dict())
     assert clone.epoch == 2 and run(clone, z2, t, index=range(6)) == pytest.approx(ref.mean(), rel=1e-6)
     clone.set_epoch(3)  # second round: two more per class among the rest, from the epoch-2 predictions
@@ -140,7 +142,7 @@ def test_em_apl_pseudo_labels_schedule_loss_and_state():
 
 def test_em_apl_waits_for_warmup():
     z, t = apl_batches()
-    loss = build_loss("em-apl", num_samples=6, num_classes=2, warmup_epoch=2, num_epochs=4)
+    loss = build_loss("em-apl", num_samples=6, num_classes=2, warmup_epoch=2, num_epochs=4, pseudo_source="train")
     run(loss, z, t, index=range(6), epoch=1)
     loss.set_epoch(2)
     assert loss.pseudo_labels()[0].numel() == 0
@@ -266,7 +268,8 @@ def test_imcl_matches_formula():
 
 
 CASES = {
-    "asl": {}, "hill": {}, "splc": {}, "em": {}, "em+apl": {"num_samples": 20, "num_classes": 5, "warmup_epoch": 1},
+    "asl": {}, "hill": {}, "splc": {}, "em": {}, "em+apl": {"num_samples": 20, "num_classes": 5, "warmup_epoch": 1,
+                                                        "pseudo_source": "train"},
     "curriculum": {}, "imcl": {"num_classes": 5},
 }
 

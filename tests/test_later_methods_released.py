@@ -51,3 +51,80 @@ def test_asl_released_log_clamp():
     z2 = torch.tensor([[-25.0]], dtype=torch.float64, requires_grad=True)
     build_loss("asl", eps=0.0)(z2, t).backward()
     assert float(z2.grad) == pytest.approx(-1.0, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------------ EM+APL
+
+
+def test_em_apl_rounds_from_eval_mode_scores_step_by_step():
+    """SPML-AckTheUnknown main.py lines 113-116: after the training phase of every epoch >= warmup_epoch the
+    model scores the training set in eval mode (lines 244-267); per class, the int(0.9 · U_c / (epochs − warm-up))
+    lowest-scored entries still observed 0 get the soft label = score (lines 279-296)."""
+    loss = build_loss("em-apl", num_samples=6, num_classes=2, warmup_epoch=1, num_epochs=3, beta=0.5)
+    observed = torch.tensor([[1, 0], [0, 1], [0, 0], [0, 0], [0, 0], [0, -1]], dtype=torch.int8)
+    # U = (5, 4): n = floor(0.9·5/2) = 2 for class 0, floor(0.9·4/2) = 1 for class 1
+    scores = torch.tensor([[.9, .5], [.3, .8], [.2, .1], [.6, .4], [.1, .35], [.25, .05]])
+    loss.set_epoch(1)
+    assert loss.wants_train_scores(1) and not loss.wants_train_scores(3)
+    loss.on_train_scores(scores, torch.arange(6), observed)
+    rows, classes, soft = loss.pseudo_labels()
+    got = {(r, c): round(s, 4) for r, c, s in zip(rows.tolist(), classes.tolist(), soft.tolist())}
+    assert got == {(4, 0): 0.1, (2, 0): 0.2, (2, 1): 0.1}  # the NEG entry (5, 1) is never a candidate
+    assert not loss.wants_train_scores(1)
+    loss.set_epoch(2)
+    # loss of epoch 2: β·BCE(z, s) on pseudo-labelled entries, EM elsewhere
+    z = torch.zeros(6, 2, dtype=torch.float64)
+    ent = np.log(2.0)  # H(0.5)
+    ref = np.full((6, 2), -0.1 * ent)
+    ref[0, 0] = ref[1, 1] = ref[5, 1] = np.log(2.0)
+    for (r, c), s in got.items():
+        ref[r, c] = 0.5 * np.log(2.0)  # −s log .5 − (1 − s) log .5
+    assert float(loss(z, observed, index=torch.arange(6))) == pytest.approx(ref.mean(), rel=1e-6)
+    # second round: the next lowest among the rest; epoch 3 is the last (no round after it)
+    loss.on_train_scores(scores, torch.arange(6), observed)
+    assert len(loss.pseudo_labels()[0]) == 6
+    loss.set_epoch(3)
+    assert not loss.wants_train_scores(3)
+
+
+def test_em_apl_eval_source_refuses_a_skipped_round_and_log_eps():
+    """A missing eval-mode round must not pass silently; log_eps=1e-5 is losses.py lines 153-157, neg_log(x) =
+    −log(x + 1e-5), applied to POS, UNOBS entropy and soft targets alike."""
+    loss = build_loss("em-apl", num_samples=2, num_classes=2, warmup_epoch=1, num_epochs=3)
+    loss.set_epoch(1)
+    with pytest.raises(ValueError, match="on_train_scores"):
+        loss.set_epoch(2)
+    z = np.array([[12.0, -3.0], [0.5, -20.0]])
+    t = np.array([[1, 0], [0, -1]])
+    p, e = sig(z), 1e-5
+    ref = np.where(t == 1, -np.log(p + e), np.where(t == -1, -np.log(1 - p + e),
+                                                        0.2 * (p * np.log(p + e) + (1 - p) * np.log(1 - p + e))))
+    got = build_loss("em", alpha=0.2, log_eps=1e-5)(torch.tensor(z), torch.tensor(t))
+    assert float(got) == pytest.approx(ref.mean(), rel=1e-9)
+
+
+def test_patience_early_stop_and_engine_feeds_train_scores(tmp_path):
+    """main.py lines 126-134: stop at the first epoch whose val mAP does not beat the best (patience 1)."""
+    from engine_helpers import make_feature_index
+
+    from wsml.config import load_config
+    from wsml.engine import train
+    from wsml.epoch_end import patience_exhausted
+
+    hist = [{"val_map": v} for v in (50.0, 60.0, 55.0, 58.0)]
+    assert not patience_exhausted(hist[:2], 1) and patience_exhausted(hist[:3], 1)
+    assert patience_exhausted(hist, 2) and not patience_exhausted(hist, 3) and not patience_exhausted(hist, 0)
+    assert patience_exhausted(hist + [{"val_map": 60.0}], 3)  # equal is not better
+    data = make_feature_index(tmp_path / "feats", n_train=40, n_val=20, n_test=20)
+    cfg = load_config(None, [f"data.path={data}", "model.backbone=linear", "model.pretrained=false", "optim.name=adam", "optim.lr=0.01",
+                             "train.epochs=4", "train.batch_size=16", "train.early_stop_patience=1", f"run.out={tmp_path}", "run.quiet=true",
+                             "loss.name=em-apl", "loss.extra={warmup_epoch: 1, beta: 0.5}"])
+    summary = train(cfg)
+    ckpt = torch.load(f"{summary['run_dir']}/last.pt", weights_only=False)
+    pseudo = ckpt["loss"]["pseudo"]
+    epochs_run = ckpt["epoch"]
+    assert int((pseudo >= 0).sum()) > 0  # rounds after epochs 1..3 (not after the last, 4)
+    assert ckpt["loss"]["_extra_state"]["labelled_through"] == min(epochs_run, 3)
+    history = ckpt["state"]["history"]
+    assert (epochs_run < 4) == patience_exhausted(history, 1)  # stopped exactly when val mAP did not improve
+    assert all(patience_exhausted(history[:k], 1) is False for k in range(1, len(history)))

@@ -112,6 +112,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = True
     feature_cache: str = ""  # LinearInit feature cache folder ("" = <run dir>/features)
+    early_stop_patience: int = 0  # stop after this many epochs without a better val mAP (0 = off; EM+APL authors: 1)
 
 
 @dataclass
@@ -228,7 +229,8 @@ def validate(cfg: Config) -> None:
                             ("train.linear_epochs", cfg.train.linear_epochs, 1),
                             ("train.eval_batch_size", cfg.train.eval_batch_size, 0),
                             ("data.image_size", cfg.data.image_size, 1), ("data.num_workers", cfg.data.num_workers, 0),
-                            ("optim.step_size", cfg.optim.step_size, 1)):
+                            ("optim.step_size", cfg.optim.step_size, 1),
+                            ("train.early_stop_patience", cfg.train.early_stop_patience, 0)):
         if value < low:
             raise ConfigError(f"config key {key!r}: {value} must be >= {low}")
     if not cfg.optim.lr > 0:

@@ -54,6 +54,7 @@ from wsml.distributed import (
     cleanup,
     init_distributed,
 )
+from wsml.epoch_end import feed_train_scores, patience_exhausted, wants_train_scores
 from wsml.evaluation import predict_split, save_predictions, split_group_map, split_map
 
 
@@ -187,6 +188,10 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 if scheduler is not None:
                     scheduler.step()
                 model.eval()
+                if wants_train_scores(loss_fn, loss_epoch):  # EM+APL / Curriculum: label from eval-mode scores
+                    scoring = train_loader if stage.cached else B.build_loader(cfg, index, "train", dist_info,
+                                                                                train=False, mean_std=mean_std)
+                    feed_train_scores(loss_fn, forward_eval, scoring, index["train"], device, dtype)
                 scores, rows = predict_split(forward_eval, stage_val_loader, device, dtype)
                 val_map = split_map(index["val"], scores, rows)
 
@@ -216,6 +221,10 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 barrier()
                 say(f"epoch {epoch:>3}/{total} {stage.name:<10} loss {row['train_loss']:.4f}  val mAP {val_map:6.2f}"
                     f"  modified {modified:>6}  lr {lr:.2e}  {row['time_s']:6.1f}s{'  *best' if improved else ''}")
+                if patience_exhausted([r for r in state["history"] if r["stage"] == stage.name],
+                                      cfg.train.early_stop_patience):
+                    say(f"early stop: no better val mAP for {cfg.train.early_stop_patience} epoch(s)")
+                    break
     except KeyboardInterrupt:
         if main and state["epoch"] > 0:
             print(f"\ninterrupted: {run_dir / 'last.pt'} holds epoch {state['epoch']}; continue with\n"

@@ -18,11 +18,23 @@ false negatives in single-positive data). Pseudo-labelled entries then have loss
 Defaults per data set (authors): warm-up VOC 5, COCO 5, NUS 4, CUB 3; β VOC 0.02, COCO 0.9, NUS 0.2,
 CUB 0.4; neg_proportion 0.9; 10 epochs. The defaults here are COCO's.
 
-Simplification (documented): the authors run an extra evaluation-mode pass over the training set after the
-epoch to get the predictions; this loss instead records the (detached) training-mode predictions of every
-entry it sees during epoch t and pseudo-labels from them when ``set_epoch(t + 1)`` is called. Memory: three
-N × C tensors (predictions, soft pseudo-labels, UNOBS mask), kept in ``state_dict`` so a resumed run continues
-exactly. Under DDP the recorded predictions are merged over ranks before labelling, so all ranks agree.
+**Where the pseudo-labels come from (``pseudo_source``).**
+
+* ``"eval"`` (default, the authors' procedure: SPML-AckTheUnknown main.py lines 113-116 and 244-296): after
+  each epoch t with ``warmup_epoch`` <= t < ``num_epochs`` the training loop runs the model in evaluation mode
+  over the whole training set and hands the scores to ``on_train_scores`` (wsml.epoch_end), which makes the
+  round's pseudo-labels. wsml's engine does this; code that drives the loss itself must call
+  ``on_train_scores(scores, rows, observed)`` after such an epoch, or ``set_epoch`` raises instead of silently
+  skipping the round. The authors score the training loader, i.e. with its random flips; wsml scores the
+  training images without augmentation.
+* ``"train"`` (wsml's earlier variant): the loss records the detached *training-mode* predictions of every
+  entry it sees during epoch t and pseudo-labels from them when ``set_epoch(t + 1)`` is called; no extra pass.
+  Three N × C tensors kept in ``state_dict``; under DDP the recorded predictions are merged over ranks.
+
+**Logarithms (``log_eps``).** The authors compute every log as log(x + 1e-5) (losses.py lines 153-157);
+``log_eps=1e-5`` does the same, ``log_eps=0`` (default) uses the exact log-sigmoid forms. The reproduction
+configs set the authors' value; they also stop at the first epoch whose val mAP does not improve
+(``train.early_stop_patience: 1``, main.py lines 126-134).
 """
 
 from __future__ import annotations
@@ -45,27 +57,43 @@ def neg_entropy(logits: Tensor) -> Tensor:
     return p * F.logsigmoid(logits) + (1.0 - p) * F.logsigmoid(-logits)
 
 
-def em_terms(logits: Tensor, targets: Tensor, alpha: float) -> Tensor:
-    """Per-entry EM loss: −log p (POS), −log(1 − p) (NEG), −α·H(p) (UNOBS)."""
-    return torch.where(
-        targets == 1, -F.logsigmoid(logits),
-        torch.where(targets == -1, -F.logsigmoid(-logits), alpha * neg_entropy(logits)),
-    )
+def log_p(logits: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """(log p, log(1 − p)) for p = σ(z): exact log-sigmoids when ``eps`` is 0, else the authors' log(x + eps)."""
+    if eps == 0:
+        return F.logsigmoid(logits), F.logsigmoid(-logits)
+    p = torch.sigmoid(logits)
+    return torch.log(p + eps), torch.log(1.0 - p + eps)
+
+
+def em_terms(logits: Tensor, targets: Tensor, alpha: float, eps: float = 0.0) -> Tensor:
+    """Per-entry EM loss: −log p (POS), −log(1 − p) (NEG), −α·H(p) (UNOBS), logs as ``log_p``."""
+    lp, lq = log_p(logits, eps)
+    p = torch.sigmoid(logits)
+    return torch.where(targets == 1, -lp, torch.where(targets == -1, -lq, alpha * (p * lp + (1.0 - p) * lq)))
+
+
+def soft_bce(logits: Tensor, soft: Tensor, eps: float) -> Tensor:
+    """Per-entry BCE against soft targets s: −s·log p − (1 − s)·log(1 − p), logs as ``log_p``."""
+    if eps == 0:
+        return F.binary_cross_entropy_with_logits(logits, soft, reduction="none")
+    lp, lq = log_p(logits, eps)
+    return -(soft * lp + (1.0 - soft) * lq)
 
 
 @register_loss("em", aliases=("entropy-maximization",))
 class EntropyMaximization(PartialLoss):
     """EM: BCE on observed labels, α-weighted entropy maximisation on UNOBS labels."""
 
-    def __init__(self, *, alpha: float = 0.1) -> None:
+    def __init__(self, *, alpha: float = 0.1, log_eps: float = 0.0) -> None:
         super().__init__()
         self.alpha = check_number("alpha", alpha, 0.0)
+        self.log_eps = check_number("log_eps", log_eps, 0.0, 1.0)
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
-        return em_terms(logits, targets, self.alpha).mean()
+        return em_terms(logits, targets, self.alpha, self.log_eps).mean()
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, alpha={self.alpha}"
+        return f"{super().extra_repr()}, alpha={self.alpha}, log_eps={self.log_eps}"
 
 
 @register_loss("em-apl", aliases=("em+apl", "apl"))
@@ -73,10 +101,12 @@ class EMAPL(EntropyMaximization):
     """EM+APL: EM plus soft negative pseudo-labels made per class after each epoch >= ``warmup_epoch``."""
 
     needs_index = True
+    SOURCES = ("eval", "train")
 
     def __init__(self, *, num_samples: int, num_classes: int, alpha: float = 0.1, beta: float = 0.9,
-                 warmup_epoch: int = 5, num_epochs: int = 10, neg_proportion: float = 0.9) -> None:
-        super().__init__(alpha=alpha)
+                 warmup_epoch: int = 5, num_epochs: int = 10, neg_proportion: float = 0.9,
+                 pseudo_source: str = "eval", log_eps: float = 0.0) -> None:
+        super().__init__(alpha=alpha, log_eps=log_eps)
         self.num_samples = check_int("num_samples", num_samples)
         self.num_classes = check_int("num_classes", num_classes)
         self.beta = check_number("beta", beta, 0.0)
@@ -86,29 +116,54 @@ class EMAPL(EntropyMaximization):
             raise ValueError(f"num_epochs ({num_epochs}) must be larger than warmup_epoch ({warmup_epoch}): "
                              "APL spreads the pseudo-labels over the epochs after the warm-up")
         self.neg_proportion = check_number("neg_proportion", neg_proportion, 0.0, 1.0)
+        if pseudo_source not in self.SOURCES:
+            raise ValueError(f"pseudo_source must be one of {', '.join(self.SOURCES)}, got {pseudo_source!r}")
+        self.pseudo_source = pseudo_source
         shape = (self.num_samples, self.num_classes)
-        # predictions recorded in the current epoch (-1 = not seen), soft pseudo-labels (-1 = none)
-        self.register_buffer("recorded", torch.full(shape, -1.0))
-        self.register_buffer("pseudo", torch.full(shape, -1.0))
-        self.register_buffer("unobserved", torch.zeros(shape, dtype=torch.bool))
-        self.register_buffer("seen", torch.zeros(self.num_samples, dtype=torch.bool))
+        self.register_buffer("pseudo", torch.full(shape, -1.0))  # soft pseudo-labels (-1 = none)
+        if pseudo_source == "train":  # predictions recorded in the current epoch (-1 = not seen), UNOBS mask
+            self.register_buffer("recorded", torch.full(shape, -1.0))
+            self.register_buffer("unobserved", torch.zeros(shape, dtype=torch.bool))
+            self.register_buffer("seen", torch.zeros(self.num_samples, dtype=torch.bool))
         self.labelled_through = 0  # last epoch whose predictions were turned into pseudo-labels
         self.num_modified_epoch = 0
 
     # --- pseudo-labelling -----------------------------------------------------------------------------------
+    def _due(self, epoch: int) -> bool:
+        """A round follows epoch ``epoch``: warmup_epoch <= epoch < num_epochs (num_epochs − warmup_epoch rounds)."""
+        return self.warmup_epoch <= epoch < self.num_epochs
+
+    def wants_train_scores(self, epoch: int) -> bool:
+        """Engine hook (wsml.epoch_end): eval-mode training-set scores after epoch ``epoch`` are needed."""
+        return self.pseudo_source == "eval" and self._due(epoch) and epoch > self.labelled_through
+
+    @torch.no_grad()
+    def on_train_scores(self, scores: Tensor, rows: Tensor, observed: Tensor) -> None:
+        """One APL round from eval-mode scores ``[N, C]`` of training rows ``rows`` with observed labels
+        ``observed``; the per-class count uses U_c of the rows given (the whole training set from the engine)."""
+        rows = check_row_ids(rows.to(self.pseudo.device), self.num_samples)
+        unobs = observed.to(self.pseudo.device) == 0
+        self._label(rows, scores.to(self.pseudo), unobs, unobs.sum(0))
+        self.labelled_through = self.epoch
+
     def set_epoch(self, epoch: int) -> None:
         previous = epoch - 1
-        due = self.warmup_epoch <= previous < self.num_epochs  # rounds spread over the epochs after the warm-up
-        if due and previous > self.labelled_through and self.epoch == previous:
-            self._pseudo_label()
+        if self.pseudo_source == "eval":
+            if self._due(previous) and self.epoch == previous and previous > self.labelled_through:
+                raise ValueError(f"EM+APL (pseudo_source='eval') got no training-set scores after epoch {previous}: "
+                                 "call loss_fn.on_train_scores(scores, rows, observed) after each epoch when "
+                                 "loss_fn.wants_train_scores(epoch) (wsml's engine does), or use pseudo_source='train'")
+        elif self._due(previous) and previous > self.labelled_through and self.epoch == previous:
+            self._merge_ranks()
+            seen = self.seen.nonzero().squeeze(1)
+            self._label(seen, self.recorded[seen], self.unobserved[seen], self.unobserved.sum(0))
             self.labelled_through = previous
-        if epoch != self.epoch:
+        if self.pseudo_source == "train" and epoch != self.epoch:
             self.recorded.fill_(-1.0)
         super().set_epoch(epoch)
         self.num_modified_epoch = 0
 
-    @torch.no_grad()
-    def _pseudo_label(self) -> None:
+    def _merge_ranks(self) -> None:
         if world_size() > 1:
             import torch.distributed as dist
 
@@ -116,18 +171,21 @@ class EMAPL(EntropyMaximization):
                 as_float = t.float()
                 dist.all_reduce(as_float, op=dist.ReduceOp.MAX)
                 t.copy_(as_float.to(t.dtype))
+
+    def _label(self, rows: Tensor, scores: Tensor, unobs: Tensor, unobs_per_class: Tensor) -> None:
+        """Per class c, the ⌊neg_proportion · U_c / rounds⌋ lowest-scored UNOBS entries not yet pseudo-labelled
+        become soft negatives with target = their score (main.py lines 279-296)."""
         rounds = self.num_epochs - self.warmup_epoch
-        per_class = (self.neg_proportion * self.unobserved.sum(0).double() / rounds).floor().long().tolist()
-        candidates = self.unobserved & (self.pseudo < 0) & (self.recorded >= 0)
+        per_class = (self.neg_proportion * unobs_per_class.double() / rounds).floor().long().tolist()
+        candidates = unobs & (self.pseudo[rows] < 0) & (scores >= 0)
         for c, n in enumerate(per_class):
-            rows = candidates[:, c].nonzero().squeeze(1)
-            n = min(n, rows.numel())
+            local = candidates[:, c].nonzero().squeeze(1)
+            n = min(n, local.numel())
             if n <= 0:
                 continue
-            scores = self.recorded[rows, c]
             # lowest scores first; stable sort so ties go to the smaller row id on every rank
-            chosen = rows[torch.sort(scores, stable=True).indices[:n]]
-            self.pseudo[chosen, c] = self.recorded[chosen, c]
+            chosen = local[torch.sort(scores[local, c], stable=True).indices[:n]]
+            self.pseudo[rows[chosen], c] = scores[chosen, c]
 
     def pseudo_labels(self) -> tuple[Tensor, Tensor, Tensor]:
         """(rows, classes, soft targets) of all pseudo-labels so far."""
@@ -138,17 +196,18 @@ class EMAPL(EntropyMaximization):
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
         check_state_fits(logits, "EM+APL", self.num_classes, self.pseudo, "state")
         index = check_row_ids(index, self.num_samples)
-        with torch.no_grad():
-            new = ~self.seen[index]
-            if bool(new.any()):
-                self.unobserved[index[new]] = targets[new] == 0
-                self.seen[index[new]] = True
-            self.recorded[index] = torch.sigmoid(logits.detach()).to(self.recorded.dtype)
+        if self.pseudo_source == "train":
+            with torch.no_grad():
+                new = ~self.seen[index]
+                if bool(new.any()):
+                    self.unobserved[index[new]] = targets[new] == 0
+                    self.seen[index[new]] = True
+                self.recorded[index] = torch.sigmoid(logits.detach()).to(self.recorded.dtype)
         soft = self.pseudo[index].to(logits.dtype)
         labelled = (targets == 0) & (soft >= 0)
         self.num_modified_epoch += int(labelled.sum())
-        pl = self.beta * F.binary_cross_entropy_with_logits(logits, soft.clamp(min=0.0), reduction="none")
-        return torch.where(labelled, pl, em_terms(logits, targets, self.alpha)).mean()
+        pl = self.beta * soft_bce(logits, soft.clamp(min=0.0), self.log_eps)
+        return torch.where(labelled, pl, em_terms(logits, targets, self.alpha, self.log_eps)).mean()
 
     def get_extra_state(self) -> dict:
         state = super().get_extra_state()
@@ -162,5 +221,4 @@ class EMAPL(EntropyMaximization):
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, beta={self.beta}, warmup_epoch={self.warmup_epoch}, "
                 f"num_epochs={self.num_epochs}, neg_proportion={self.neg_proportion}, "
-                f"num_samples={self.num_samples}, num_classes={self.num_classes}")
-
+                f"pseudo_source={self.pseudo_source!r}, num_samples={self.num_samples}, num_classes={self.num_classes}")
