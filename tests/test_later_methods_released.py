@@ -77,8 +77,8 @@ def test_em_apl_rounds_from_eval_mode_scores_step_by_step():
     ent = np.log(2.0)  # H(0.5)
     ref = np.full((6, 2), -0.1 * ent)
     ref[0, 0] = ref[1, 1] = ref[5, 1] = np.log(2.0)
-    for (r, c), s in got.items():
-        ref[r, c] = 0.5 * np.log(2.0)  # −s log .5 − (1 − s) log .5
+    for r, c in got:
+        ref[r, c] = 0.5 * np.log(2.0)  # β · (−s log .5 − (1 − s) log .5)
     assert float(loss(z, observed, index=torch.arange(6))) == pytest.approx(ref.mean(), rel=1e-6)
     # second round: the next lowest among the rest; epoch 3 is the last (no round after it)
     loss.on_train_scores(scores, torch.arange(6), observed)
@@ -116,8 +116,9 @@ def test_patience_early_stop_and_engine_feeds_train_scores(tmp_path):
     assert patience_exhausted(hist, 2) and not patience_exhausted(hist, 3) and not patience_exhausted(hist, 0)
     assert patience_exhausted(hist + [{"val_map": 60.0}], 3)  # equal is not better
     data = make_feature_index(tmp_path / "feats", n_train=40, n_val=20, n_test=20)
-    cfg = load_config(None, [f"data.path={data}", "model.backbone=linear", "model.pretrained=false", "optim.name=adam", "optim.lr=0.01",
-                             "train.epochs=4", "train.batch_size=16", "train.early_stop_patience=1", f"run.out={tmp_path}", "run.quiet=true",
+    cfg = load_config(None, [f"data.path={data}", "model.backbone=linear", "model.pretrained=false",
+                             "optim.name=adam", "optim.lr=0.01", "train.epochs=4", "train.batch_size=16",
+                             "train.early_stop_patience=1", f"run.out={tmp_path}", "run.quiet=true",
                              "loss.name=em-apl", "loss.extra={warmup_epoch: 1, beta: 0.5}"])
     summary = train(cfg)
     ckpt = torch.load(f"{summary['run_dir']}/last.pt", weights_only=False)
@@ -128,3 +129,64 @@ def test_patience_early_stop_and_engine_feeds_train_scores(tmp_path):
     history = ckpt["state"]["history"]
     assert (epochs_run < 4) == patience_exhausted(history, 1)  # stopped exactly when val mAP did not improve
     assert all(patience_exhausted(history[:k], 1) is False for k in range(1, len(history)))
+
+
+# ------------------------------------------------------------------------------------------ Curriculum labelling
+
+OBS = torch.tensor([[1, 0, 0], [0, -1, 0], [0, 0, 0]], dtype=torch.int8)
+PROBS = torch.tensor([[0.9, 0.95, 0.3], [0.05, 0.5, 0.6], [0.2, 0.99, 0.5]])
+
+
+def labelled(loss):
+    rows, classes, values = loss.labels()
+    return sorted(zip(rows.tolist(), classes.tolist(), values.tolist()))
+
+
+def test_curriculum_score_proportion_rounds_step_by_step():
+    """Durand et al. 2019 (abstract: "several curriculum learning based strategies to predict missing labels";
+    Large Loss paper §2: it labels "some unannotated easy samples using its model prediction"): a round labels the
+    proportion θ of the still-unknown pairs with the most confident scores, permanently, between epochs."""
+    loss = build_loss("curriculum", theta=0.3, round_epochs=2, num_epochs=6)
+    assert [e for e in range(1, 7) if loss.wants_train_scores(e)] == [2, 4]  # none after the last epoch
+    loss.set_epoch(1)
+    loss.set_epoch(2)
+    with pytest.raises(ValueError, match="on_train_scores"):
+        loss.set_epoch(3)  # a due round must not be skipped silently
+    rows = torch.tensor([10, 11, 12])
+    # 7 unknown pairs, k = ceil(0.3 · 7) = 3; |p − 0.5|: (12,1) .49 POS, then the tie (10,1) / (11,0) .45 (both)
+    loss.on_train_scores(PROBS, rows, OBS)
+    assert labelled(loss) == [(10, 1, 1), (11, 0, -1), (12, 1, 1)] and loss.num_modified_epoch == 3
+    loss.set_epoch(3)
+    # the labels are known labels from now on, also in the partial-BCE proportion p_b
+    z = np.array([[0.3, -1.0, 2.0], [1.5, 0.2, -0.7], [-2.0, 0.4, 1.1]])
+    filled = np.array([[1, 1, 0], [-1, -1, 0], [0, 1, 0]])
+    got = float(loss(torch.tensor(z), OBS[[0, 1, 2]], index=rows))
+    assert got == pytest.approx(partial_bce_ref(z, filled), rel=1e-10)
+    loss.set_epoch(4)
+    # round 2: 4 unknown left, k = ceil(1.2) = 2: (12,0) .3 NEG, (10,2) .2 NEG; observed pairs never change
+    loss.on_train_scores(PROBS, rows, OBS)
+    assert labelled(loss) == [(10, 1, 1), (10, 2, -1), (11, 0, -1), (12, 0, -1), (12, 1, 1)]
+    clone = build_loss("curriculum", theta=0.3, round_epochs=2, num_epochs=6)
+    clone.load_state_dict(loss.state_dict())
+    assert labelled(clone) == labelled(loss) and not clone.wants_train_scores(4)
+
+
+@pytest.mark.parametrize("strategy,expected", [
+    ("score-threshold", [(0, 1, 1), (1, 0, -1), (2, 1, 1)]),  # z >= 2 <=> p >= σ(2) = .881; z <= −2: p <= .119
+    ("positive-only", [(0, 1, 1), (2, 1, 1)]),
+])
+def test_curriculum_threshold_strategies(strategy, expected):
+    loss = build_loss("curriculum", strategy=strategy, threshold=2.0)
+    loss.on_train_scores(PROBS, torch.arange(3), OBS)  # (0,0) p = .9 is observed: never relabelled
+    assert labelled(loss) == expected
+    with pytest.raises(ValueError, match="strategy"):
+        build_loss("curriculum", strategy="ensemble")
+
+
+def partial_bce_ref(z, t, gamma=1.0):
+    """Partial-BCE: g(p) = a p^γ + b with g(1) = 1, g(0.1) = 5, times the summed BCE of the known labels / C."""
+    a = -4.0 / (1.0 - 0.1**gamma)
+    known = t != 0
+    g = a * known.mean(1) ** gamma + (1.0 - a)
+    bce = np.where(t == 1, -np.log(sig(z)), -np.log(1 - sig(z))) * known
+    return (g * bce.sum(1)).sum() / z.size

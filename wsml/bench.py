@@ -270,6 +270,25 @@ def run_grid(spec: dict, *, runs_dir: Optional[str | Path] = None, workers: int 
             "comparison": comparison, "group_note": group_note, "finished": len(runs)}
 
 
+def merge_results(results: dict, committed: Path, command: str) -> tuple[dict, str]:
+    """A ``--only`` re-run merged into the results file ``committed`` (``<name>.json``): the re-run methods' runs
+    replace theirs there, the other methods' runs and the search are kept, the tables are recomputed. Returns the
+    merged results and a command line that names both the original command and the re-run."""
+    old = json.loads(committed.read_text())
+    spec, redone = results["spec"], {r["method"] for r in results["runs"]}
+    runs = [r for r in old["runs"] if r["method"] not in redone] + results["runs"]
+    methods = [m for m in spec["methods"] if any(r["method"] == m for r in runs)]
+    table = R.summarise(runs, methods)
+    compare = [m for m in spec["compare"] if m in methods]
+    comparison = R.compare(runs, table, spec["reference"], spec.get("upper"), compare)
+    merged = dict(results, search=old.get("search", []), chosen=old.get("chosen", {}), runs=runs, table=table,
+                  comparison=comparison, group_note=results.get("group_note") or old.get("group_note", ""),
+                  finished=len(runs))
+    previous = old["command"].split(" ; rows ")[0]
+    rows_of = ", ".join(sorted(redone))
+    return merged, f"{previous} ; rows {rows_of} re-run with: {command}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wsml bench", description="Run a grid of methods x seeds (benchmarks/grids/*.yaml)"
                                 " and write mean ± std tables, comparisons with Naive AN and the AN->Full gap closed.")
@@ -280,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch's default)")
     p.add_argument("--seeds", type=int, default=0, help="use only the first N seeds of the spec")
     p.add_argument("--only", default="", help="comma-separated methods to run (default: all)")
+    p.add_argument("--merge", action="store_true", help="merge the --only methods' new runs into the existing "
+                   "<results>/<name>.json (their old runs replaced, the rest kept) instead of writing them alone")
     return p
 
 
@@ -295,8 +316,14 @@ def main_bench(argv: Optional[Sequence[str]] = None) -> int:
         bad = [m for m in only or [] if m not in spec["methods"]]
         if bad:
             raise ValueError(f"--only: unknown method(s) {', '.join(bad)}; the spec has {', '.join(spec['methods'])}")
+        committed = Path(args.results) / f"{spec['name']}.json"
+        if args.merge and (not only or not committed.is_file()):
+            raise ValueError(f"--merge needs --only and an existing {committed}")
         results = run_grid(spec, runs_dir=args.runs, workers=args.workers, threads=args.threads, methods=only)
-        paths = write_results(results, args.results, "wsml bench " + shlex.join(argv))
+        command = "wsml bench " + shlex.join(argv)
+        if args.merge:
+            results, command = merge_results(results, committed, command)
+        paths = write_results(results, args.results, command)
     except (ValueError, FileNotFoundError) as e:
         print(f"wsml bench: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

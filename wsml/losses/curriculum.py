@@ -1,28 +1,43 @@
-"""Curriculum labelling with the partial-BCE loss (Durand, Mehrasa & Mori, CVPR 2019, "Learning a Deep ConvNet for
-Multi-label Classification with Partial Labels").
+"""Partial-BCE with curriculum labelling (Durand, Mehrasa & Mori, CVPR 2019, "Learning a Deep ConvNet for
+Multi-label Classification with Partial Labels") — the baseline the Large Loss paper's Table 3 calls Curriculum.
 
-**Partial-BCE**: BCE on the *known* labels only, normalised by the proportion p_b of known labels of the image:
+**Partial-BCE**: BCE on the *known* labels only, normalised by the proportion p_b of known labels of the image
+(the paper's abstract: "a new classification loss that exploits the proportion of known labels per example"):
 
     ℓ_b = g(p_b) / C · Σ_{c known} BCE(z_bc, y_bc),    g(p) = a · p^γ + b,   g(1) = 1, g(0.1) = 5
 
-so a = −4 / (1 − 0.1^γ), b = 1 − a (γ = ``gamma`` = 1: a = −4.44, b = 5.44). An image with few known labels
-gets a larger weight per label. The loss is the batch mean of ℓ_b, i.e. the mean over all B·C entries with
-unknown ones counting 0.
+so a = −4 / (1 − 0.1^γ), b = 1 − a (γ = ``gamma`` = 1: a = −4.44, b = 5.44): an image with few known labels
+gets a larger weight per label, and with every label known it is plain BCE. The loss is the batch mean of ℓ_b,
+i.e. the mean over all B·C entries with unknown ones counting 0. Labels added by the curriculum count as known.
 
-**Curriculum labelling** (the paper's "score proportion" strategy): from epoch ``start_epoch`` on, in every
-batch the proportion θ (``theta``) of the still-unknown (UNOBS) entries with the most confident predictions
-(largest |z|) are labelled with the model's decision — POS if z > 0, else NEG — and these labels are kept:
-they are known labels for every later batch and epoch (also in the partial-BCE normalisation), as the paper's
-rounds of "predict the easy missing labels, then keep training with them". Differences from the paper: the
-labelling is done online per batch instead of between separate training rounds, and the paper's GNN label
-model is not included. The labels are kept sparsely (as LL-Cp's corrections) and saved in ``state_dict``.
-Under DDP (``global_selection``) the selection is made on the batch gathered from all ranks, so every rank
-records the same labels.
+**Curriculum labelling between training rounds** ("several curriculum learning based strategies to predict
+missing labels", abstract; the Large Loss paper: it "label[s] some unannotated easy samples using its model
+prediction"): train for a round of ``round_epochs`` epochs, then score the whole training set with the model in
+evaluation mode (wsml's engine does this through ``wants_train_scores`` / ``on_train_scores``, see
+wsml.epoch_end), label the easy unknown (UNOBS) pairs, and continue training with them as known labels; the
+labels are permanent and kept sparsely in ``state_dict``. Strategies (``strategy``):
 
-With single positive labels and no observed negatives, the first epochs only ever push predictions up, so the
-most confident unknown labels are labelled POS and the model collapses towards predicting everything positive
-(the failure the Large Loss paper reports for Curriculum labelling in that setting); it needs observed
-negatives (e.g. OpenImages' partial labels).
+* ``"score-proportion"``: the proportion ``theta`` of the still-unknown pairs with the most confident score
+  (largest |z|) get the model's decision, POS if z > 0 else NEG;
+* ``"score-threshold"``: every unknown pair with z ≥ ``threshold`` becomes POS, with z ≤ −``threshold`` NEG;
+* ``"positive-only"``: only the POS half of ``"score-threshold"``.
+
+The paper's other strategies (an ensemble of models' scores; Bayesian uncertainty from Monte-Carlo dropout)
+and its GNN label model are not included.
+
+**What is wsml's choice.** This project could read the paper's abstract and introduction but not its method and
+experiment sections, so every default here is wsml's, not a published value: ``strategy="score-proportion"``,
+``theta=0.1``, ``threshold=2.0``, ``round_epochs=1`` (a round after every epoch but the last), rounds start after
+the first round of training on the partial labels alone, and g(0.1) = 5 fixes g's second point. Whether the
+paper fine-tunes from the previous round's model (wsml: training simply continues, optimizer and schedule
+included) or retrains, how many rounds it runs and its θ per data set are not reproduced from its text.
+The Large Loss paper does not say how it ran this baseline for its OpenImages table either.
+
+**Single positive labels.** The Large Loss paper (§4.1, compared methods) reports that methods using only the
+observed labels, naming Curriculum labeling and IMCL, "give a trivial solution that predicts all labels as
+positive since only positive labels are observed". wsml's reading of why for this loss: with no observed
+negative, partial-BCE only pushes scores up, so the confident unknown pairs are labelled POS; it needs observed
+negatives (OpenImages' partial labels, ``fashion-mosaic num_neg``).
 """
 
 from __future__ import annotations
@@ -34,12 +49,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsml.losses.base import PartialLoss
-from wsml.losses.checks import check_bool, check_int, check_number
+from wsml.losses.checks import check_int, check_number
 from wsml.losses.corrections import CorrectionStore
-from wsml.losses.distributed import gather_rows, world_size
 from wsml.losses.large_loss import ceil_count
 from wsml.losses.registry import register_loss
-from wsml.losses.selection import topk_unobserved
+
+STRATEGIES = ("score-proportion", "score-threshold", "positive-only")
 
 
 def partial_bce_weights(gamma: float) -> tuple[float, float]:
@@ -58,75 +73,98 @@ def partial_bce(logits: Tensor, targets: Tensor, gamma: float) -> Tensor:
     return (g * (bce * known).sum(1)).sum() / logits.numel()
 
 
+def select_easy(scores: Tensor, unknown: Tensor, strategy: str, theta: float, threshold: float) -> tuple[Tensor,
+                                                                                                        Tensor]:
+    """Flat positions (into ``scores`` [N, C], probabilities) of the unknown pairs a strategy labels, and their
+    labels (True = POS). Ties in the proportion strategy go to the smaller flat position."""
+    flat_unknown = unknown.reshape(-1)
+    p = scores.reshape(-1)
+    if strategy == "score-proportion":
+        k = ceil_count(theta * float(flat_unknown.sum()))
+        conf = (p - 0.5).abs().masked_fill(~flat_unknown, -1.0)
+        order = torch.sort(conf, descending=True, stable=True).indices[:k]
+        return order, p[order] > 0.5
+    hi = torch.sigmoid(torch.tensor(threshold, dtype=p.dtype)).item()  # z >= t  <=>  p >= σ(t)
+    pos = flat_unknown & (p >= hi)
+    neg = flat_unknown & (p <= 1.0 - hi) if strategy == "score-threshold" else torch.zeros_like(pos)
+    sel = (pos | neg).nonzero().squeeze(1)
+    return sel, pos[sel]
+
+
 @register_loss("curriculum", aliases=("curriculum-labeling", "curriculum-labelling", "partial-bce"))
 class CurriculumLabeling(PartialLoss):
-    """Partial-BCE + curriculum labelling of the most confident UNOBS entries (kept permanently; needs ``index``)."""
+    """Partial-BCE + curriculum labelling of easy UNOBS pairs between rounds (permanent; needs ``index``)."""
 
     needs_index = True
 
-    def __init__(self, *, theta: float = 0.1, gamma: float = 1.0, start_epoch: int = 2,
-                 global_selection: bool = True) -> None:
+    def __init__(self, *, strategy: str = "score-proportion", theta: float = 0.1, threshold: float = 2.0,
+                 gamma: float = 1.0, round_epochs: int = 1, num_epochs: int = 0) -> None:
         super().__init__()
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        self.strategy = strategy
         self.theta = check_number("theta", theta, 0.0, 1.0)
+        self.threshold = check_number("threshold", threshold, 0.0)
         self.gamma = check_number("gamma", gamma, 0.0, lo_open=True)
-        self.start_epoch = check_int("start_epoch", start_epoch, 1)
-        self.global_selection = check_bool("global_selection", global_selection)
+        self.round_epochs = check_int("round_epochs", round_epochs, 1)
+        self.num_epochs = check_int("num_epochs", num_epochs, 0)  # 0 = unknown: a round after every round
         self.pos_store = CorrectionStore()
         self.neg_store = CorrectionStore()
+        self.labelled_through = 0  # last epoch after which a round was made
         self.num_modified_epoch = 0
+
+    # --- rounds ---------------------------------------------------------------------------------------------
+    def _due(self, epoch: int) -> bool:
+        """A labelling round follows epoch ``epoch`` (every ``round_epochs`` epochs, none after the last)."""
+        last = self.num_epochs == 0 or epoch < self.num_epochs
+        active = self.theta > 0 if self.strategy == "score-proportion" else True
+        return active and last and epoch % self.round_epochs == 0
+
+    def wants_train_scores(self, epoch: int) -> bool:
+        """Engine hook (wsml.epoch_end): eval-mode training-set scores after epoch ``epoch`` are needed."""
+        return self._due(epoch) and epoch > self.labelled_through
+
+    @torch.no_grad()
+    def on_train_scores(self, scores: Tensor, rows: Tensor, observed: Tensor) -> None:
+        """One labelling round from eval-mode scores ``[N, C]`` (probabilities) of training rows ``rows`` with
+        observed labels ``observed``; pairs observed or labelled before are never relabelled."""
+        C = scores.shape[1]
+        rows = rows.long()
+        known = self._known(observed.to(rows.device), rows)
+        sel, positive = select_easy(scores, known == 0, self.strategy, self.theta, self.threshold)
+        r, c = rows[sel // C], sel % C
+        self.pos_store.add(r[positive], c[positive], C)
+        self.neg_store.add(r[~positive], c[~positive], C)
+        self.num_modified_epoch = int(sel.numel())
+        self.labelled_through = self.epoch
 
     def set_epoch(self, epoch: int) -> None:
+        previous = epoch - 1
+        if self._due(previous) and self.epoch == previous and previous > self.labelled_through:
+            raise ValueError(f"curriculum labelling got no training-set scores after epoch {previous}: call "
+                             "loss_fn.on_train_scores(scores, rows, observed) after each epoch when "
+                             "loss_fn.wants_train_scores(epoch) (wsml's engine does)")
         super().set_epoch(epoch)
-        self.num_modified_epoch = 0
 
+    # --- loss -----------------------------------------------------------------------------------------------
     def _known(self, targets: Tensor, index: Tensor) -> Tensor:
         """Targets with the curriculum labels of these rows filled in (observed labels are never changed)."""
         C = targets.shape[1]
         out = targets
         for store, value in ((self.pos_store, 1), (self.neg_store, -1)):
             if len(store):
-                rows, classes = store.lookup(index, C)
-                if rows.numel():
+                pos, classes = store.lookup(index, C)
+                if pos.numel():
                     if out is targets:
                         out = targets.clone()
-                    out[rows, classes] = value
+                    keep = targets[pos, classes] == 0
+                    out[pos[keep], classes[keep]] = value
         return out
-
-    @torch.no_grad()
-    def _select(self, logits: Tensor, targets: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-        """Local flat positions to label now and their labels (True = POS); records them (globally) in the stores."""
-        B, C = logits.shape
-        z = logits.detach()
-        keys = z.abs().masked_fill(targets != 0, float("-inf"))
-        offset = 0
-        if self.global_selection and world_size() > 1:
-            import torch.distributed as dist
-
-            keys, sizes = gather_rows(keys.contiguous(), float("-inf"))
-            z, _ = gather_rows(z.contiguous(), 0.0, sizes)
-            index, _ = gather_rows(index.long(), -1, sizes)
-            offset = sum(sizes[: dist.get_rank()])
-        k = ceil_count(self.theta * float((keys != float("-inf")).sum()))
-        sel = topk_unobserved(keys, None, k)
-        positive = z.reshape(-1)[sel] > 0
-        rows, classes = index.long()[sel // C], sel % C
-        self.pos_store.add(rows[positive], classes[positive], C)
-        self.neg_store.add(rows[~positive], classes[~positive], C)
-        lo = offset * C
-        local = (sel >= lo) & (sel < lo + B * C)
-        return sel[local] - lo, positive[local]
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
         if int(index.min()) < 0:
             raise ValueError(f"curriculum index values (dataset row ids) must be >= 0, got {int(index.min())}")
-        targets = self._known(targets, index)
-        if self.epoch >= self.start_epoch and self.theta > 0:
-            sel, positive = self._select(logits, targets, index)
-            if sel.numel():
-                targets = targets.clone()
-                targets.view(-1)[sel] = torch.where(positive, 1, -1).to(targets.dtype)
-                self.num_modified_epoch += sel.numel()
-        return partial_bce(logits, targets, self.gamma)
+        return partial_bce(logits, self._known(targets, index.long()), self.gamma)
 
     def labels(self) -> tuple[Tensor, Tensor, Tensor]:
         """(rows, classes, labels ±1) of every curriculum label so far, positives first."""
@@ -137,8 +175,8 @@ class CurriculumLabeling(PartialLoss):
 
     def get_extra_state(self) -> dict[str, Any]:
         state = super().get_extra_state()
-        state["curriculum_pos"] = self.pos_store.state()
-        state["curriculum_neg"] = self.neg_store.state()
+        state.update(curriculum_pos=self.pos_store.state(), curriculum_neg=self.neg_store.state(),
+                     labelled_through=self.labelled_through)
         return state
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
@@ -147,7 +185,9 @@ class CurriculumLabeling(PartialLoss):
             self.pos_store.load(state["curriculum_pos"])
         if "curriculum_neg" in state:
             self.neg_store.load(state["curriculum_neg"])
+        self.labelled_through = int(state.get("labelled_through", 0))
 
     def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, theta={self.theta}, gamma={self.gamma}, start_epoch={self.start_epoch}, "
+        return (f"{super().extra_repr()}, strategy={self.strategy!r}, theta={self.theta}, threshold={self.threshold}, "
+                f"gamma={self.gamma}, round_epochs={self.round_epochs}, num_epochs={self.num_epochs}, "
                 f"labelled={len(self.pos_store) + len(self.neg_store)}")
