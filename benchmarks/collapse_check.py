@@ -5,7 +5,7 @@ predicting every label positive when only single positives are observed. This re
 of benchmark runs and prints, per method, the share of test entries with score >= 0.5 and the mean score,
 next to the true share of positive entries.
 
-    .venv/bin/python benchmarks/collapse_check.py runs/bench/fashion iu curriculum imcl an ll-r
+    .venv/bin/python benchmarks/collapse_check.py runs/bench/fashion iu curriculum iu-smooth an ll-r
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Later methods and the paper's remaining baselines: ASL, Hill, SPLC, EM, EM+APL, Curriculum labelling and IMCL.
+"""Later methods and the paper's remaining baselines: ASL, Hill, SPLC, EM, EM+APL, Curriculum labelling, iu-smooth.
 Every loss is checked against an independent NumPy formula on small hand-chosen tensors (BoostLU: test_boostlu)."""
 
 import math
@@ -179,10 +179,10 @@ def test_partial_bce_normalisation(gamma):
     assert run(loss, index=[0, 1, 2], epoch=1) == pytest.approx(partial_bce_ref(Z, T, gamma), rel=1e-10)
 
 
-# ------------------------------------------------------------------------------------------ IMCL
+# ------------------------------------------------------------------------------------------ iu-smooth (not IMCL)
 
 
-def imcl_ref(z, t, lam_l, lam_i, k):
+def iu_smooth_ref(z, t, lam_l, lam_i, k):
     p = sig(z)
     B, C = z.shape
     bce = (np.where(t == 1, -np.log(p), -np.log(1 - p)) * (t != 0)).sum()
@@ -206,21 +206,24 @@ def imcl_ref(z, t, lam_l, lam_i, k):
     return (bce + lam_l * lab + lam_i * img) / z.size
 
 
-def test_imcl_matches_formula():
+def test_iu_smooth_matches_formula_and_imcl_is_refused():
     z = np.array([[2.0, 1.0, -1.0], [1.5, 0.5, -2.0], [-1.0, 2.0, 0.3], [0.2, -0.7, 1.1]])
     t = np.array([[1, 1, 0], [1, 0, -1], [0, 1, 1], [-1, 1, 0]])
-    loss = build_loss("imcl", num_classes=3, lambda_label=0.7, lambda_image=0.3, num_neighbors=2)
-    assert run(loss, z, t, epoch=1) == pytest.approx(imcl_ref(z, t, 0.7, 0.3, 2), rel=1e-6)  # label graph in float32
+    loss = build_loss("iu-smooth", num_classes=3, lambda_label=0.7, lambda_image=0.3, num_neighbors=2)
+    # label graph in float32
+    assert run(loss, z, t, epoch=1) == pytest.approx(iu_smooth_ref(z, t, 0.7, 0.3, 2), rel=1e-6)
     A = loss.label_graph()
     assert A[0, 1] == pytest.approx(1 / math.sqrt(2 * 3))  # N01 = 1, N00 = 2, N11 = 3 and A[0, 2] == 0 and A[1, 1] == 0
     # the label graph keeps accumulating (and is saved): a second identical batch leaves A unchanged
     run(loss, z, t)
     assert torch.allclose(loss.label_graph(), A)
-    clone = build_loss("imcl", num_classes=3)
+    clone = build_loss("iu-smooth", num_classes=3)
     clone.load_state_dict(loss.state_dict())
     assert torch.allclose(clone.label_graph(), A)
-    assert run(build_loss("imcl", num_classes=3, lambda_label=0, lambda_image=0), z, t) == pytest.approx(
+    assert run(build_loss("iu-smooth", num_classes=3, lambda_label=0, lambda_image=0), z, t) == pytest.approx(
         run(build_loss("iu"), z, t), rel=1e-12)
+    with pytest.raises(ValueError, match="does not implement IMCL"):
+        build_loss("IMCL")
 
 
 # ------------------------------------------------------------------------------------------ all methods
@@ -229,7 +232,7 @@ def test_imcl_matches_formula():
 CASES = {
     "asl": {}, "hill": {}, "splc": {}, "em": {}, "em+apl": {"num_samples": 20, "num_classes": 5, "warmup_epoch": 1,
                                                         "pseudo_source": "train"},
-    "curriculum": {"round_epochs": 5}, "imcl": {"num_classes": 5},
+    "curriculum": {"round_epochs": 5}, "iu-smooth": {"num_classes": 5},
 }
 
 
@@ -256,8 +259,8 @@ def test_same_call_signature_and_finite_gradients(name):
     ("em-apl", {"num_classes": 2}, "needs hyper-parameter"), ("em-apl", {"num_samples": 4, "num_classes": 2,
                                                                           "neg_proportion": 2}, "neg_proportion"),
     ("curriculum", {"theta": 1.5}, "theta"), ("curriculum", {"gamma": 0}, "gamma"),
-    ("curriculum", {"start_epoch": True}, "start_epoch"), ("imcl", {"num_classes": 0}, "num_classes"),
-    ("imcl", {"num_classes": 3, "num_neighbors": 0}, "num_neighbors"),
+    ("curriculum", {"start_epoch": True}, "start_epoch"), ("iu-smooth", {"num_classes": 0}, "num_classes"),
+    ("iu-smooth", {"num_classes": 3, "num_neighbors": 0}, "num_neighbors"),
 ])
 def test_bad_hyper_parameters(name, hp, msg):
     with pytest.raises(ValueError, match=msg):
@@ -271,4 +274,4 @@ def test_bad_batches():
     with pytest.raises(ValueError, match="index values"):
         build_loss("em-apl", num_samples=2, num_classes=3)(z, t, index=torch.tensor([0, 2]))
     with pytest.raises(ValueError, match="3 classes"):
-        build_loss("imcl", num_classes=3)(torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.int8))
+        build_loss("iu-smooth", num_classes=3)(torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.int8))

@@ -1,5 +1,5 @@
-"""Later methods as their authors ran them (issue: ASL's detached focusing weight, IMCL, Curriculum labelling's
-rounds, EM+APL's eval-mode pseudo-labelling). Each check is a small hand-derived case; sources are cited per test."""
+"""Later methods as their authors ran them: ASL's detached focusing weight, Curriculum labelling's rounds, EM+APL's
+eval-mode pseudo-labelling. Each check is a small hand-derived case; sources are cited per test."""
 
 import numpy as np
 import pytest

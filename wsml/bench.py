@@ -276,7 +276,8 @@ def merge_results(results: dict, committed: Path, command: str) -> tuple[dict, s
     merged results and a command line that names both the original command and the re-run."""
     old = json.loads(committed.read_text())
     spec, redone = results["spec"], {r["method"] for r in results["runs"]}
-    runs = [r for r in old["runs"] if r["method"] not in redone] + results["runs"]
+    kept = [r for r in old["runs"] if r["method"] not in redone and r["method"] in spec["methods"]]
+    runs = kept + results["runs"]  # methods the spec no longer has are dropped
     methods = [m for m in spec["methods"] if any(r["method"] == m for r in runs)]
     table = R.summarise(runs, methods)
     compare = [m for m in spec["compare"] if m in methods]

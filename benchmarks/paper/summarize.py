@@ -33,6 +33,7 @@ OPENIMAGES = {"iu": (69.5, 70.3, 74.8, 79.2, 85.5, 75.9), "curriculum": (70.4, 7
               "wan": (71.8, 72.8, 76.3, 79.7, 84.7, 77.0), "lsan": (68.4, 69.3, 73.7, 77.9, 85.6, 75.0),
               "ll-r": (77.4, 79.1, 82.0, 84.5, 89.5, 82.5), "ll-ct": (77.7, 79.3, 82.1, 84.7, 89.4, 82.6),
               "ll-cp": (77.6, 79.1, 81.9, 84.6, 89.4, 82.5)}
+# "imcl" is the paper's number only: wsml does not implement IMCL, so that row never gets a wsml value.
 ORDER = ["full", "an", "iu", "wan", "lsan", "epr", "role", "curriculum", "imcl", "ll-r", "ll-ct", "ll-cp"]
 
 

@@ -2,11 +2,12 @@
 
 Families (one module each): ``bce`` (full, an, iu, wan, lsan), ``epr``, ``role``, ``large_loss``
 (ll-r, ll-ct, ll-cp) and the later methods ``asl``, ``hill_splc`` (hill, splc), ``em`` (em, em-apl),
-``curriculum`` and ``imcl``. Every loss is a ``PartialLoss``: call ``set_epoch(epoch)`` (1-based) at the start of
-each epoch and ``loss_fn(logits, targets, index=idx)`` per batch; see DESIGN.md §2 for the exact semantics.
+``curriculum`` and ``iu_smooth`` (iu-smooth: IU + graph smoothness, not IMCL). Every loss is a ``PartialLoss``:
+call ``set_epoch(epoch)`` (1-based) at the start of each epoch and ``loss_fn(logits, targets, index=idx)`` per
+batch; see DESIGN.md §2 for the exact semantics.
 """
 
-from wsml.losses import asl, bce, curriculum, em, epr, hill_splc, imcl, large_loss, role  # noqa: F401  (register the losses)
+from wsml.losses import asl, bce, curriculum, em, epr, hill_splc, iu_smooth, large_loss, role  # noqa: F401  (register)
 from wsml.losses.base import PartialLoss, validate_batch
 from wsml.losses.large_loss import LargeLoss
 from wsml.losses.registry import available_losses, build_loss, loss_hparams, register_loss, resolve_loss_name

@@ -78,7 +78,7 @@ def check_finite_logits(logits: Tensor, total: Optional[float] = None) -> None:
 
 def check_state_fits(logits: Tensor, what: str, num_classes: int, state: Tensor, state_name: str) -> None:
     """ValueError unless the batch has the ``num_classes`` columns a stateful loss was built for, on its state's
-    device (EM+APL, ROLE, IMCL)."""
+    device (EM+APL, ROLE, iu-smooth)."""
     if logits.shape[1] != num_classes:
         raise ValueError(f"{what} was built for {num_classes} classes but logits have {logits.shape[1]}")
     if logits.device != state.device:

@@ -1,4 +1,4 @@
-"""Hyper-parameter checks shared by the later-method losses (ASL, Hill, SPLC, EM, Curriculum, IMCL).
+"""Hyper-parameter checks shared by the later-method losses (ASL, Hill, SPLC, EM, Curriculum, iu-smooth).
 
 Each returns the value converted to a plain Python type, or raises ValueError naming the hyper-parameter,
 the accepted range and the value received.

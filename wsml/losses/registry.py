@@ -18,6 +18,10 @@ _ALIASES: dict[str, str] = {}  # normalised name or alias -> canonical name
 
 T = TypeVar("T", bound=type)
 
+# names that once meant something else: a clear error instead of silently running a different method
+_RETIRED = {"imcl": "loss 'imcl' was removed: wsml does not implement IMCL (Huynh & Elhamifar 2020); what it used to "
+                    "run under that name is 'iu-smooth' (Naive IU + graph smoothness), which is not IMCL"}
+
 
 def _normalise(name: str) -> str:
     return name.strip().lower().replace("_", "-")
@@ -49,6 +53,8 @@ def resolve_loss_name(name: str) -> str:
     if not isinstance(name, str):
         raise ValueError(f"loss name must be a string, got {type(name).__name__}")
     key = _normalise(name)
+    if key in _RETIRED:
+        raise ValueError(_RETIRED[key])
     if key not in _ALIASES:
         aliases = sorted(a for a, c in _ALIASES.items() if a != c)
         raise ValueError(

@@ -1,27 +1,30 @@
-"""IMCL, lightweight (after Huynh & Elhamifar, CVPR 2020, "Interactive Multi-Label CNN Learning with Partial Labels").
+"""IU + smoothness: Naive IU's BCE on observed labels plus two graph-smoothness terms on the predictions.
 
-IMCL regularises the cross-entropy on observed labels with the smoothness of the predictions over a *label*
-similarity graph and an *image* similarity graph, and learns those similarities interactively with the CNN.
-This loss keeps that structure with cheap, per-batch similarities (p = σ(z), mean over all B·C entries):
+**This is not IMCL** (Huynh & Elhamifar, CVPR 2020, "Interactive Multi-Label CNN Learning with Partial
+Labels"), and it must not fill the IMCL row of the Large Loss paper's Table 3. wsml used to register it as
+``imcl``; it was renamed because it keeps none of IMCL's machinery. The authors' release (hbdat/cvpr20_IMCL,
+TensorFlow) codes each image sparsely over a dictionary of other images' features and labels by orthogonal
+matching pursuit (colaborative_loss.py, ``e2e_OMP_asym_sigmoid_Feature_Graph``), predicts with an asymmetric
+sigmoid (``asym_sigmoid``), clamps the known labels in the propagated predictions (``is_clamp_label``) and learns
+a label graph G interactively with the CNN. A faithful PyTorch port was out of this release's scope; wsml offers
+no IMCL.
+
+What this loss is (p = σ(z), mean over all B·C entries):
 
     L = 1/(BC) · [ Σ_{observed (b,c)} BCE(z_bc, y_bc)
                    + λ_label · Σ_b Σ_{c,c'} A_cc' (p_bc − p_bc')²        label smoothness
                    + λ_image · Σ_{i,j} W_ij ‖p_i − p_j‖² ]                image smoothness
 
-* A (C × C) is the cosine similarity of the label columns of the *observed positives* seen so far,
-  A_cc' = N_cc' / √(N_c N_c'), zero diagonal, where N counts co-observed positive pairs. It is updated online
-  from every batch (a running estimate, "interactive" in the sense that it improves during training); kept in
-  ``state_dict``. Memory is C × C (100 MB for OpenImages' 5000 classes).
+* A (C × C) is the cosine similarity of the label columns of the observed positives seen so far,
+  A_cc' = N_cc' / √(N_c N_c'), zero diagonal, N counting co-observed positive pairs, updated from every batch and
+  kept in ``state_dict`` (C × C memory). With one observed positive per image no pair is ever co-observed, so A
+  stays exactly 0 and the label term vanishes.
 * W (B × B) links each image to its ``num_neighbors`` nearest images of the batch by cosine similarity of the
-  detached logit vectors (weights max(cos, 0), symmetrised). The paper learns a sparse image similarity from CNN
-  features; the loss only sees logits, so the logit space stands in for the feature space.
+  detached logit vectors (weights max(cos, 0), symmetrised).
 
-What is *not* reproduced: the paper's alternating optimisation of the similarity matrices as separate
-sub-problems, its feature-smoothness term and its global image graph. Weights λ are ours (the paper tunes
-them per data set); both default to 0.1. Observed entries only get the BCE term, like Naive IU, so with single
-positive labels (no observed negatives) the smoothness terms cannot stop the collapse towards predicting all
-labels positive that the Large Loss paper reports for IMCL in that setting. Under DDP each rank keeps its own
-running A (estimated from its share of the data).
+The weights λ (0.1 each) and k = 3 are wsml's choices. The BCE is summed over observed entries and divided by
+all B·C entries (Naive IU's scaling), so with λ = 0 it is exactly ``iu``. Like IU, it collapses towards
+predicting every label positive when only positives are observed. Under DDP each rank keeps its own A.
 """
 
 from __future__ import annotations
@@ -66,8 +69,8 @@ def graph_smoothness(values: Tensor, weights: Tensor, dim: int) -> Tensor:
     return 2.0 * (degree * x.pow(2).sum(1)).sum() - 2.0 * (x * (weights @ x)).sum()
 
 
-@register_loss("imcl")
-class IMCL(PartialLoss):
+@register_loss("iu-smooth", aliases=("iu-graph-smooth",))
+class IUSmooth(PartialLoss):
     """BCE on observed labels + label-graph and image-graph smoothness of the predictions (see module doc)."""
 
     def __init__(self, *, num_classes: int, lambda_label: float = 0.1, lambda_image: float = 0.1,
@@ -80,7 +83,7 @@ class IMCL(PartialLoss):
         self.register_buffer("cooc", torch.zeros(self.num_classes, self.num_classes))
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
-        check_state_fits(logits, "IMCL", self.num_classes, self.cooc, "label graph")
+        check_state_fits(logits, "iu-smooth", self.num_classes, self.cooc, "label graph")
         with torch.no_grad():
             pos = (targets == 1).to(self.cooc.dtype)
             self.cooc += pos.T @ pos
