@@ -190,3 +190,31 @@ def partial_bce_ref(z, t, gamma=1.0):
     g = a * known.mean(1) ** gamma + (1.0 - a)
     bce = np.where(t == 1, -np.log(sig(z)), -np.log(1 - sig(z))) * known
     return (g * bce.sum(1)).sum() / z.size
+
+
+# ------------------------------------------------------------------------------------------ reproduction configs
+
+
+@pytest.mark.parametrize("ds", ["voc", "coco", "nus", "cub"])
+def test_authors_recipes_as_configs(ds):
+    """BoostLU: youngwk/BridgeGapExplanationPAMC config.py lines 22-26 (Δrel LL-R 0.5, LL-Ct 0.2, LL-Cp 0.1) and
+    lines 76-80 (10 epochs, batch 16, lr 1e-5, α 5), train.py lines 26-33 (Adam, head lr ×10). EM / EM+APL:
+    SPML-AckTheUnknown main.py lines 322-350 (per data set batch, lr, α, β, warm-up), 213-216 (one Adam group)."""
+    from pathlib import Path
+
+    from wsml.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs" / ds
+    for method, delta in (("ll-r", 0.5), ("ll-ct", 0.2), ("ll-cp", 0.1)):
+        c = load_config(root / f"{method}-boostlu.yaml", [])
+        assert (c.loss.name, c.loss.delta_rel, c.model.boostlu_alpha) == (method, delta, 5.0)
+        assert (c.optim.name, c.optim.lr, c.optim.head_lr_mult, c.optim.weight_decay) == ("adam", 1e-5, 10.0, 0.0)
+        assert (c.train.epochs, c.train.batch_size, c.model.backbone, c.data.image_size) == (10, 16, "resnet50", 448)
+    authors = {"voc": (8, 1e-5, 0.2, 0.02, 5), "coco": (16, 1e-5, 0.1, 0.9, 5), "nus": (16, 1e-5, 0.1, 0.2, 4),
+               "cub": (8, 1e-4, 0.01, 0.4, 3)}[ds]
+    c = load_config(root / "em-apl.yaml", [])
+    x = c.loss.extra
+    assert (c.train.batch_size, c.optim.lr, x["alpha"], x["beta"], x["warmup_epoch"]) == authors
+    assert (c.optim.head_lr_mult, c.train.early_stop_patience) == (1.0, 1)
+    assert (x["pseudo_source"], x["log_eps"]) == ("eval", 1e-5)
+    assert load_config(root / "em.yaml", []).loss.extra == {"alpha": authors[2], "log_eps": 1e-5}
