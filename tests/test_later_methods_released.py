@@ -218,3 +218,31 @@ def test_authors_recipes_as_configs(ds):
     assert (c.optim.head_lr_mult, c.train.early_stop_patience) == (1.0, 1)
     assert (x["pseudo_source"], x["log_eps"]) == ("eval", 1e-5)
     assert load_config(root / "em.yaml", []).loss.extra == {"alpha": authors[2], "log_eps": 1e-5}
+
+
+def test_bench_merge_replaces_only_the_rerun_rows(tmp_path):
+    """`wsml bench --only M --merge`: M's runs replace theirs in the committed JSON, other rows stay, methods the
+    spec no longer has are dropped, and the command line names both the original run and the re-run."""
+    import json
+
+    from wsml.bench import merge_results
+
+    def run(m, s, v):
+        return {"method": m, "seed": s, "test_map": v, "val_map": v, "best_epoch": 1}
+
+    old = {"command": "wsml bench g.yaml", "search": [{"method": "an"}], "chosen": {},
+           "runs": [run("an", 0, 60.0), run("an", 1, 62.0), run("asl", 0, 65.0), run("asl", 1, 66.0),
+                    run("imcl", 0, 27.0), run("imcl", 1, 28.0)]}
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(old))
+    spec = {"methods": {"an": [], "asl": [], "iu-smooth": []}, "reference": "an", "upper": None,
+            "compare": ["asl", "iu-smooth"]}
+    new = {"spec": spec, "runs": [run("asl", 0, 70.0), run("asl", 1, 72.0), run("iu-smooth", 0, 30.0)],
+           "group_note": ""}
+    merged, command = merge_results(new, path, "wsml bench g.yaml --only asl,iu-smooth --merge")
+    by = {r["method"]: r for r in merged["table"]}
+    assert set(by) == {"an", "asl", "iu-smooth"} and by["asl"]["test_map_mean"] == pytest.approx(71.0)
+    assert by["an"]["test_map_mean"] == pytest.approx(61.0) and merged["search"] == old["search"]
+    assert {c["method"]: c["delta"] for c in merged["comparison"]}["asl"] == pytest.approx(10.0)
+    assert command == ("wsml bench g.yaml ; rows asl, iu-smooth re-run with: "
+                       "wsml bench g.yaml --only asl,iu-smooth --merge")

@@ -273,7 +273,7 @@ def run_grid(spec: dict, *, runs_dir: Optional[str | Path] = None, workers: int 
 def merge_results(results: dict, committed: Path, command: str) -> tuple[dict, str]:
     """A ``--only`` re-run merged into the results file ``committed`` (``<name>.json``): the re-run methods' runs
     replace theirs there, the other methods' runs and the search are kept, the tables are recomputed. Returns the
-    merged results and a command line that names both the original command and the re-run."""
+    merged results and a command line that appends the re-run to the commands that made the file so far."""
     old = json.loads(committed.read_text())
     spec, redone = results["spec"], {r["method"] for r in results["runs"]}
     kept = [r for r in old["runs"] if r["method"] not in redone and r["method"] in spec["methods"]]
@@ -285,9 +285,7 @@ def merge_results(results: dict, committed: Path, command: str) -> tuple[dict, s
     merged = dict(results, search=old.get("search", []), chosen=old.get("chosen", {}), runs=runs, table=table,
                   comparison=comparison, group_note=results.get("group_note") or old.get("group_note", ""),
                   finished=len(runs))
-    previous = old["command"].split(" ; rows ")[0]
-    rows_of = ", ".join(sorted(redone))
-    return merged, f"{previous} ; rows {rows_of} re-run with: {command}"
+    return merged, f"{old['command']} ; rows {', '.join(sorted(redone))} re-run with: {command}"
 
 
 def build_parser() -> argparse.ArgumentParser:
