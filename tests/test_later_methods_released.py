@@ -115,9 +115,9 @@ def test_patience_early_stop_and_engine_feeds_train_scores(tmp_path):
     assert not patience_exhausted(hist[:2], 1) and patience_exhausted(hist[:3], 1)
     assert patience_exhausted(hist, 2) and not patience_exhausted(hist, 3) and not patience_exhausted(hist, 0)
     assert patience_exhausted(hist + [{"val_map": 60.0}], 3)  # equal is not better
-    data = make_feature_index(tmp_path / "feats", n_train=40, n_val=20, n_test=20)
+    data = make_feature_index(tmp_path / "feats", n_train=32, n_val=16, n_test=8)
     cfg = load_config(None, [f"data.path={data}", "model.backbone=linear", "model.pretrained=false",
-                             "optim.name=adam", "optim.lr=0.01", "train.epochs=4", "train.batch_size=16",
+                             "optim.name=sgd", "optim.lr=0.5", "train.epochs=4", "train.batch_size=16",
                              "train.early_stop_patience=1", f"run.out={tmp_path}", "run.quiet=true",
                              "loss.name=em-apl", "loss.extra={warmup_epoch: 1, beta: 0.5}"])
     summary = train(cfg)

@@ -32,8 +32,8 @@ CUB 0.4; neg_proportion 0.9; 10 epochs. The defaults here are COCO's.
   Three N × C tensors kept in ``state_dict``; under DDP the recorded predictions are merged over ranks.
 
 **Logarithms (``log_eps``).** The authors compute every log as log(x + 1e-5) (losses.py lines 153-157);
-``log_eps=1e-5`` does the same, ``log_eps=0`` (default) uses the exact log-sigmoid forms. The reproduction
-configs set the authors' value; they also stop at the first epoch whose val mAP does not improve
+``log_eps=1e-5`` does the same; ``log_eps=0`` (default, wsml's choice) uses the exact log-sigmoid forms. The
+reproduction configs set the authors' value; they also stop at the first epoch whose val mAP does not improve
 (``train.early_stop_patience: 1``, main.py lines 126-134).
 """
 
