@@ -174,6 +174,10 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
 
             # 4. The epochs of this stage.
             for epoch in range(max(stage.first, state["epoch"] + 1), stage.last + 1):
+                if patience_exhausted([r for r in state["history"] if r["stage"] == stage.name],
+                                      cfg.train.early_stop_patience):  # also when resuming a stopped run
+                    say(f"early stop: no better val mAP for {cfg.train.early_stop_patience} epoch(s)")
+                    break
                 t0 = time.time()
                 ctx.epoch = epoch
                 seed_everything(cfg.train.seed * 1_000_003 + epoch * 7919 + dist_info.rank)
@@ -221,10 +225,6 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 barrier()
                 say(f"epoch {epoch:>3}/{total} {stage.name:<10} loss {row['train_loss']:.4f}  val mAP {val_map:6.2f}"
                     f"  modified {modified:>6}  lr {lr:.2e}  {row['time_s']:6.1f}s{'  *best' if improved else ''}")
-                if patience_exhausted([r for r in state["history"] if r["stage"] == stage.name],
-                                      cfg.train.early_stop_patience):
-                    say(f"early stop: no better val mAP for {cfg.train.early_stop_patience} epoch(s)")
-                    break
     except KeyboardInterrupt:
         if main and state["epoch"] > 0:
             print(f"\ninterrupted: {run_dir / 'last.pt'} holds epoch {state['epoch']}; continue with\n"
