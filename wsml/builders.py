@@ -22,19 +22,21 @@ from wsml.distributed import DistInfo, barrier, broadcast_object
 # ------------------------------------------------------------------------------------------ data set
 
 
-def load_index(data: DataConfig, dist_info: Optional[DistInfo] = None):
-    """Load the prepared data set at ``data.path``; prepare it first when ``data.dataset`` names an adapter."""
-    from wsml.data import DatasetIndex, prepare
+def load_index(data: DataConfig, dist_info: Optional[DistInfo] = None, prepare: bool = True):
+    """Load the prepared data set at ``data.path``; prepare it first when ``data.dataset`` names an adapter
+    (and ``prepare``: read-only commands such as eval and predict never write a data set)."""
+    from wsml.data import DatasetIndex
+    from wsml.data import prepare as prepare_dataset
 
     path = Path(data.path)
     if broadcast_object(not (path / "manifest.json").is_file()):  # rank 0's view: every rank takes the same branch
-        if not data.dataset:
+        if not data.dataset or not prepare:
             raise FileNotFoundError(f"data.path {path} is not a prepared data set (no manifest.json): run "
                                     f"`wsml prepare <dataset> --out {path}` or set data.dataset=<name>")
         if dist_info is None or dist_info.is_main:
             print(f"preparing data set {data.dataset!r} into {path} ...", flush=True)
             try:
-                prepare(data.dataset, path, root=data.root, **data.options)
+                prepare_dataset(data.dataset, path, root=data.root, **data.options)
             except TypeError as e:  # a data.options key the adapter does not take
                 if "keyword argument" not in str(e):
                     raise

@@ -2,11 +2,16 @@
 
 Every file is written to a temporary name in the same folder and then moved over the target with
 ``os.replace``, so an interrupted run never leaves a half-written ``last.pt`` behind.
+
+Checkpoints hold only tensors and plain Python values (dicts, lists, numbers, strings; the RNG states too),
+so they are read with ``torch.load(weights_only=True)``: a crafted ``.pt`` file cannot run code, and a
+foreign or damaged one is refused with one line naming it.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -34,10 +39,21 @@ def atomic_write(path: PathLike, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(e.errno, f"no space left on device while writing {path}") from None
         raise
+
+
+def remove_stale_temporaries(folder: PathLike) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files a killed :func:`atomic_write` left in ``folder``; return them."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(obj: dict, path: PathLike) -> None:
@@ -45,15 +61,34 @@ def save_checkpoint(obj: dict, path: PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`; a clear error when it is missing or corrupt."""
+def load_checkpoint(path: PathLike, map_location: Any = "cpu", required: tuple = ("model",)) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` without running code (``weights_only=True``).
+
+    A missing, damaged, unsafe or foreign file (not a dict holding the ``required`` keys) is a one-line
+    error naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # a truncated or foreign file
-        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle with code or foreign objects, a truncated file, not a torch file at all
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"checkpoint {path} cannot be read safely; it is damaged or was not written by wsml "
+                         f"({type(e).__name__}: {reason[:200]})") from None
+    missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"checkpoint {path} is not a wsml checkpoint (no {', '.join(map(repr, missing))})")
+    return ckpt
+
+
+def load_module_state(module: Any, state: Any, path: PathLike, what: str) -> None:
+    """``module.load_state_dict(state)``; a mismatch (other architecture, class count, optimizer) is one line."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        reason = " ".join(str(e).split())
+        raise ValueError(f"checkpoint {path}: its {what} state does not fit this run ({reason[:300]})") from None
 
 
 def write_text(path: PathLike, text: str) -> None:
@@ -96,16 +131,21 @@ def _json_default(o: Any) -> Any:
 
 
 def rng_state() -> dict:
-    """The states of every random generator training touches (python, numpy, torch CPU and CUDA)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The states of every random generator training touches (python, numpy, torch CPU and CUDA),
+    as tensors and plain values (numpy's key as a list), so that checkpoints load with ``weights_only``."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    state = {"python": random.getstate(), "numpy": [str(name), keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -133,16 +133,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from wsml.config import load_config
     from wsml.engine import train
+    from wsml.run_folder import resume_config
 
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file() or not (run_dir / "last.pt").is_file():
-            raise FileNotFoundError(f"{run_dir}: not a resumable run folder (needs config.yaml and last.pt)")
+        if not (run_dir / "last.pt").is_file():
+            raise FileNotFoundError(f"{run_dir}: not a resumable run folder (needs last.pt)")
         if args.config and "=" in args.config:  # `--resume DIR key=value`: the positional is an override
             args.overrides.insert(0, args.config)
         elif args.config:
             raise ValueError("give either a config file or --resume RUN_DIR (the run's own config.yaml is used)")
-        train(load_config(run_dir / "config.yaml", args.overrides), resume=run_dir)
+        train(resume_config(run_dir, args.overrides), resume=run_dir)
         return 0
     if args.config and "=" in args.config and not Path(args.config).is_file():
         args.overrides.insert(0, args.config)
@@ -245,7 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+    except (ValueError, OSError) as e:  # bad input, missing or unreadable files, a full disk
         if args.debug:
             raise
         print(f"wsml: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -141,7 +141,10 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Union[str, Path]) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write as a run folder's ``config.yaml`` (atomically, with an end marker: wsml.run_folder)."""
+        from wsml.run_folder import write_config
+
+        write_config(self, path)
 
 
 # ---------------------------------------------------------------- building from dicts, files, overrides

@@ -36,6 +36,7 @@ from wsml import builders as B
 from wsml.callbacks import CallbackList, TrainContext, build_callbacks
 from wsml.checkpoint import (
     load_checkpoint,
+    load_module_state,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -56,6 +57,7 @@ from wsml.distributed import (
 )
 from wsml.epoch_end import feed_train_scores, patience_exhausted, wants_train_scores
 from wsml.evaluation import predict_split, save_predictions, split_group_map, split_map
+from wsml.run_folder import LAST_KEYS, check_resume, new_run_dir, saved_epoch, start_files
 
 
 @dataclass
@@ -92,6 +94,10 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
     device = B.resolve_device(cfg.train.device, dist_info)
     B.configure_determinism(cfg.train.deterministic, device)
     dtype = B.amp_dtype(cfg.train.amp, device)
+    ckpt = None
+    if resume is not None:  # the same run, or refuse before anything is loaded or written
+        ckpt = load_checkpoint(Path(resume) / "last.pt", required=LAST_KEYS)
+        check_resume(cfg, ckpt, resume, plan_stages(cfg)[-1].last)
 
     # 1. Data, model, loss, callbacks (same seed on every rank: the replicas start identical).
     seed_everything(cfg.train.seed)
@@ -103,21 +109,16 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
     val_loader = B.build_loader(cfg, index, "val", dist_info, train=False, mean_std=mean_std)
     cbs = CallbackList(build_callbacks(cfg.callbacks) + extra_callbacks)
 
-    # 2. The run folder (and, when resuming, the checkpoint of the last completed epoch).
-    ckpt = None
-    if resume is not None:
-        run_dir = Path(resume)
-        ckpt = load_checkpoint(run_dir / "last.pt")
-    else:
-        run_dir = Path(broadcast_object(str(new_run_dir(cfg)) if main else None))
+    # 2. The run folder (config.yaml written only now, after every check passed).
+    run_dir = Path(resume) if resume is not None else Path(broadcast_object(str(new_run_dir(cfg)) if main else None))
     if main:
-        cfg.save(run_dir / "config.yaml")
+        start_files(cfg, run_dir)
     ctx = TrainContext(cfg, model, loss_fn, index, run_dir, device, dist_info.rank, dist_info.world_size)
     state = {"epoch": 0, "best_val_map": -math.inf, "best_epoch": 0, "history": []}
     pending_rng = None
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        loss_fn.load_state_dict(ckpt["loss"])
+        load_module_state(model, ckpt["model"], run_dir / "last.pt", "model")
+        load_module_state(loss_fn, ckpt["loss"], run_dir / "last.pt", "loss")
         state, pending_rng = ckpt["state"], ckpt["rng"]
         say(f"resuming {run_dir} after epoch {state['epoch']}")
     stages = plan_stages(cfg)
@@ -137,12 +138,12 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
             # 3. Stage set-up: LinearInit stage 2 starts from the best stage-1 model.
             if stage.name == "finetune" and not mid_stage:
                 barrier()
-                best = load_checkpoint(run_dir / "best.pt", map_location=device)
-                model.load_state_dict(best["model"])
+                best = load_checkpoint(run_dir / "best.pt", map_location=device, required=("model", "loss", "epoch"))
+                load_module_state(model, best["model"], run_dir / "best.pt", "model")
                 if cfg.train.stage2_loss == "restart":
                     loss_fn = B.build_loss_fn(cfg, index, log=lambda *a: None).to(device)
                 else:
-                    loss_fn.load_state_dict(best["loss"])
+                    load_module_state(loss_fn, best["loss"], run_dir / "best.pt", "loss")
                 ctx.loss_fn = loss_fn
                 say(f"LinearInit stage 2: fine-tuning everything from the best stage-1 epoch {best['epoch']}")
             model.freeze_backbone(stage.cached)
@@ -162,10 +163,10 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
             scheduler = B.build_scheduler(cfg, optimizer, stage.last - stage.first + 1)
             scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
             if mid_stage:
-                optimizer.load_state_dict(ckpt["optimizer"])
+                load_module_state(optimizer, ckpt["optimizer"], run_dir / "last.pt", "optimizer")
                 if scheduler is not None:
-                    scheduler.load_state_dict(ckpt["scheduler"])
-                scaler.load_state_dict(ckpt["scaler"])
+                    load_module_state(scheduler, ckpt["scheduler"], run_dir / "last.pt", "scheduler")
+                load_module_state(scaler, ckpt["scaler"], run_dir / "last.pt", "gradient scaler")
                 set_rng_state(pending_rng)
                 pending_rng = None
             if dist_info.enabled:
@@ -226,17 +227,42 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 say(f"epoch {epoch:>3}/{total} {stage.name:<10} loss {row['train_loss']:.4f}  val mAP {val_map:6.2f}"
                     f"  modified {modified:>6}  lr {lr:.2e}  {row['time_s']:6.1f}s{'  *best' if improved else ''}")
     except KeyboardInterrupt:
-        if main and state["epoch"] > 0:
-            print(f"\ninterrupted: {run_dir / 'last.pt'} holds epoch {state['epoch']}; continue with\n"
-                  f"  wsml train --resume {run_dir}", file=sys.stderr)
-        elif main:
-            print("\ninterrupted before the first epoch ended: nothing to resume", file=sys.stderr)
+        if main:
+            _report_interrupt(run_dir, during="training")
         raise
+    try:
+        summary = _finish(cfg, run_dir, index, model, device, dtype, dist_info, mean_std, total)
+    except KeyboardInterrupt:
+        if main:
+            _report_interrupt(run_dir, during="the final test evaluation")
+        raise
+    summary["wall_time_s"] = round(time.time() - started, 2)
+    if main:
+        write_json(run_dir / "summary.json", summary)
+    test = f", test mAP {summary['test_map']:.2f}" if "test_map" in summary else " (no test split)"
+    say(f"best epoch {summary['best_epoch']}: val mAP {summary['val_map']:.2f}{test}  ({run_dir})")
+    return summary
 
-    # 6. Test mAP of the best checkpoint (selected on val), its predictions and the summary.
+
+def _report_interrupt(run_dir: Path, during: str) -> None:
+    """Ctrl-C: say what is on disk (read back, not assumed) and how to continue."""
+    done = saved_epoch(run_dir)
+    if done == 0:
+        print(f"\ninterrupted during {during}: no completed epoch is saved in {run_dir}; nothing to resume",
+              file=sys.stderr)
+        return
+    finish = (f"; training is complete, so `wsml eval {run_dir}` gives the test mAP" if during != "training" else "")
+    print(f"\ninterrupted during {during}: {run_dir / 'last.pt'} holds epoch {done}{finish}; continue with\n"
+          f"  wsml train --resume {run_dir}", file=sys.stderr)
+
+
+def _finish(cfg: Config, run_dir: Path, index, model, device, dtype, dist_info: DistInfo, mean_std,
+            total: int) -> dict:
+    """Test mAP of the best checkpoint (selected on val), its predictions; the summary without its wall time."""
+    main = dist_info.is_main
     barrier()
-    best = load_checkpoint(run_dir / "best.pt", map_location=device)
-    model.load_state_dict(best["model"])
+    best = load_checkpoint(run_dir / "best.pt", map_location=device, required=("model", "epoch", "stage", "val_map"))
+    load_module_state(model, best["model"], run_dir / "best.pt", "model")
     model.freeze_backbone(False)
     model.eval()
     summary = {"run_dir": str(run_dir), "dataset": index.name, "loss": cfg.loss.name, "scheme": cfg.train.scheme,
@@ -251,11 +277,6 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
             summary["test_group_map"] = groups
         if main:
             save_predictions(run_dir / "predictions_test.npz", scores, rows, index.class_names)
-    summary["wall_time_s"] = round(time.time() - started, 2)
-    if main:
-        write_json(run_dir / "summary.json", summary)
-    test = f", test mAP {summary['test_map']:.2f}" if "test_map" in summary else " (no test split)"
-    say(f"best epoch {summary['best_epoch']}: val mAP {summary['val_map']:.2f}{test}  ({run_dir})")
     return summary
 
 
@@ -290,18 +311,3 @@ def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: Config, device
         cbs.on_batch_end(ctx, batch, logits.detach(), loss_fn)
     modified = int(getattr(loss_fn, "num_modified_epoch", 0) or 0)  # this rank's share (LL losses; else 0)
     return float(total) / max(count, 1), all_reduce_sum(modified, device)
-
-
-def new_run_dir(cfg: Config) -> Path:
-    """``<run.out>/<run.name>``; an existing non-empty folder gets a ``-2``, ``-3`` ... suffix unless run.overwrite."""
-    name = cfg.run.name or f"{Path(cfg.data.path).name}-{cfg.loss.name.lower()}-{cfg.train.scheme}"
-    base = Path(cfg.run.out) / name
-    path, n = base, 1
-    while not cfg.run.overwrite and path.exists() and any(path.iterdir()):
-        n += 1
-        path = base.with_name(f"{name}-{n}")
-    path.mkdir(parents=True, exist_ok=True)
-    if cfg.run.overwrite:
-        for stale in ("summary.json", "predictions_test.npz", "best.pt", "last.pt", "metrics.csv"):
-            (path / stale).unlink(missing_ok=True)
-    return path

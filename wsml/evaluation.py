@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from wsml.builders import autocast
-from wsml.config import Config, from_dict, read_yaml
+from wsml.config import Config
 
 PathLike = Union[str, Path]
 
@@ -82,11 +82,10 @@ def save_predictions(path: PathLike, scores: np.ndarray, rows: np.ndarray, class
 
 
 def load_run_config(run_dir: PathLike) -> Config:
-    """The resolved config of a run folder (its ``config.yaml``)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give the folder `wsml train` made")
-    return from_dict(read_yaml(run_dir / "config.yaml"))
+    """The resolved config of a run folder (its ``config.yaml``; an incomplete file is an error)."""
+    from wsml.run_folder import read_run_config
+
+    return read_run_config(run_dir)
 
 
 def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu", which: str = "best.pt",
@@ -97,16 +96,16 @@ def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu", which:
     (the index is then None).
     """
     from wsml.builders import build_model, load_index
-    from wsml.checkpoint import load_checkpoint
+    from wsml.checkpoint import load_checkpoint, load_module_state
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     ckpt = load_checkpoint(run_dir / which, map_location="cpu")
     info = ckpt.get("model_info")
-    index = load_index(cfg.data) if with_index or info is None else None
+    index = load_index(cfg.data, prepare=False) if with_index or info is None else None  # read-only: never prepare
     cfg.model.pretrained, cfg.model.weights = False, None  # the checkpoint holds every weight
     model = build_model(cfg, index, info)
-    model.load_state_dict(ckpt["model"])
+    load_module_state(model, ckpt["model"], run_dir / which, "model")
     return cfg, index, model.to(device).eval(), ckpt
 
 
