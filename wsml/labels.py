@@ -98,6 +98,9 @@ def observe_labels(Y_full: ArrayLike, num_pos: int = 1, num_neg: int = 0, seed: 
     the reference) and keep ``num_neg`` (-1 = all). Everything else becomes UNOBS.
     """
     Y = validate_full(Y_full)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer (the protocol's fixed seed, e.g. 1200), got {seed!r}: "
+                         "the observed labels must be the same set every time")
     for name, v in (("num_pos", num_pos), ("num_neg", num_neg)):
         if not isinstance(v, (int, np.integer)) or v < -1:
             raise ValueError(f"{name} must be an integer >= 0, or -1 for all; got {v!r}")

@@ -143,6 +143,8 @@ def mean_average_precision(
     scores: ArrayOrTensor, labels: ArrayOrTensor, mask: Optional[ArrayOrTensor] = None
 ) -> float:
     """mAP ×100: the mean over classes of :func:`average_precision_per_class` (DESIGN.md §2 Metrics)."""
+    if len(scores) == 0:
+        raise ValueError("mean_average_precision: scores has no rows (an empty split): mAP is not defined")
     ap = average_precision_per_class(scores, labels, mask)
     if len(ap) == 0:
         raise ValueError("mean_average_precision: there are no classes (scores have 0 columns)")

@@ -53,8 +53,9 @@ def check_target_values(targets: Tensor) -> None:
     """ValueError naming the bad values unless every target is in {1, 0, -1} (one ``aminmax``)."""
     lo, hi = torch.aminmax(targets)
     if float(lo) < -1 or float(hi) > 1 or (targets.is_floating_point() and bool((targets != targets.round()).any())):
-        bad = (targets != 1) & (targets != 0) & (targets != -1)
-        values = torch.unique(targets[bad])[:10].tolist()
+        wide = targets if targets.is_floating_point() else targets.long()  # uint8: -1 would wrap to 255
+        bad = (wide != 1) & (wide != 0) & (wide != -1)
+        values = torch.unique(wide[bad])[:10].tolist()
         raise ValueError(
             f"targets contain values {values} outside {{1 = POS, 0 = UNOBS, -1 = NEG}}, {_first_position(bad)}; "
             "full {0,1} labels must be converted (1 -> POS, 0 -> NEG)"
@@ -141,7 +142,11 @@ class PartialLoss(nn.Module):
                 f"loss {self.loss_name!r} needs fully observed targets but got UNOBS (0) entries, "
                 f"{_first_position(targets == 0)}; use 'an' or 'iu' for partial labels"
             )
-        return self.compute(logits, targets, index)
+        loss = self.compute(logits, targets, index)
+        if loss.dim() == 0 and not bool(torch.isfinite(loss)):  # finite logits, but too large for the loss's dtype
+            raise ValueError(f"logits are finite but so large (max |logit| {float(logits.detach().abs().max()):.3g}) "
+                             f"that the loss overflows to {float(loss)} in {loss.dtype}")
+        return loss
 
     def _require_index(self, index: Optional[Tensor]) -> None:
         if self.needs_index and index is None:

@@ -6,6 +6,7 @@ contribute still count in the denominator).
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional
 
 import torch
@@ -65,7 +66,7 @@ class LabelSmoothingAN(PartialLoss):
 
     def __init__(self, *, ls_coef: float = 0.1) -> None:
         super().__init__()
-        if not isinstance(ls_coef, (int, float)) or not 0.0 <= ls_coef < 0.5:
+        if not isinstance(ls_coef, numbers.Real) or not 0.0 <= ls_coef < 0.5:
             raise ValueError(f"ls_coef must be a number in [0, 0.5), got {ls_coef!r}")
         self.ls_coef = float(ls_coef)
 

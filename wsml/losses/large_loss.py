@@ -21,6 +21,7 @@ row ids from ``index``, or batch positions when index is None), ``num_modified_e
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Optional
 
 import torch
@@ -38,7 +39,7 @@ _EMPTY = torch.empty(0, dtype=torch.long)
 
 
 def _number(name: str, value: Any, lo: Optional[float] = None, hi: Optional[float] = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value!r}")

@@ -21,6 +21,7 @@ and pass ``observed_labels`` so that every rank initialises all rows identically
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Optional
 
 import numpy as np
@@ -63,9 +64,9 @@ class ROLE(PartialLoss):
         for name, v in (("num_samples", num_samples), ("num_classes", num_classes)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(lr_mult, (int, float)) or not lr_mult > 0:
+        if not isinstance(lr_mult, numbers.Real) or not lr_mult > 0:
             raise ValueError(f"lr_mult must be a positive number, got {lr_mult!r}")
-        if not isinstance(init_width, (int, float)) or not 0 <= init_width < 0.5:
+        if not isinstance(init_width, numbers.Real) or not 0 <= init_width < 0.5:
             raise ValueError(f"init_width must be in [0, 0.5), got {init_width!r}")
         self.num_samples, self.num_classes = int(num_samples), int(num_classes)
         self.expected_num_pos = check_expected_num_pos(expected_num_pos)

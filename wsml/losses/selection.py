@@ -126,6 +126,8 @@ def topk_unobserved(logits: Tensor, targets: Optional[Tensor], k: int) -> Tensor
     logit below −1e29, whose loss is 0 anyway, counts as not eligible).
     """
     z = logits.detach().reshape(-1)
+    if z.dtype == torch.bfloat16 and z.device.type == "cpu":
+        z = z.float()  # numpy has no bfloat16; float32 holds every bfloat16 value exactly (same order)
     n = z.numel()
     if k > n:
         k = n
