@@ -12,7 +12,9 @@ A callback is any object with some of these methods (all optional)::
 
 ``ctx`` is the :class:`TrainContext` of the run. In config files callbacks are named
 (``callbacks: [memorization, modification]``): a name registered with :func:`register_callback`, or
-``package.module:ClassName``. Under torchrun every process runs the callbacks on its own share of the
+``package.module:ClassName``. The latter names code that is imported and run, so a config is as trusted as a
+script; ``wsml train --resume`` therefore never imports ``module:Class`` callbacks from a run folder's config
+unless the command line names them again (``callbacks=[...]``). Under torchrun every process runs the callbacks on its own share of the
 batches; only rank 0's returned metrics are written.
 """
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+HOOKS = ("on_train_start", "on_epoch_start", "on_batch_end", "on_epoch_end")
 _REGISTRY: dict[str, Any] = {}
 # names that live in modules imported only when asked for: name -> "module:attribute"
 _LAZY: dict[str, str] = {
@@ -104,7 +107,11 @@ def build_callbacks(names: list) -> list:
         else:
             raise ValueError(f"unknown callback {name!r}; available: {', '.join(available_callbacks()) or 'none'}"
                              " (or give package.module:ClassName)")
-        out.append(cls() if isinstance(cls, type) else cls)
+        obj = cls() if isinstance(cls, type) else cls
+        if not any(callable(getattr(obj, hook, None)) for hook in HOOKS):
+            raise ValueError(f"callback {name!r}: {type(obj).__name__} has none of the callback methods "
+                             f"({', '.join(HOOKS)})")
+        out.append(obj)
     return out
 
 

@@ -117,7 +117,7 @@ class DatasetIndex:
 
     def __getitem__(self, split: str) -> Split:
         if split not in self.splits:
-            raise KeyError(f"data set {self.name!r} has no split {split!r} (has: {sorted(self.splits)})")
+            raise MissingSplitError(f"data set {self.name!r} has no split {split!r} (has: {sorted(self.splits)})")
         return self.splits[split]
 
     def validate(self) -> None:
@@ -171,7 +171,7 @@ class DatasetIndex:
                 np.save(d / "labels_obs.npy", s.observed.astype(np.int8))
             if s.boxes is not None:
                 np.save(d / "boxes.npy", s.boxes.astype(np.float32))
-            splits_meta[name] = {"num_samples": len(s)}
+            splits_meta[name] = {"num_samples": len(s), "files": sorted(f for f in _SPLIT_FILES if (d / f).exists())}
         manifest = {
             "format_version": FORMAT_VERSION, "name": self.name, "kind": self.kind, "root": self.root,
             "num_classes": self.num_classes, "class_names": self.class_names, "splits": splits_meta,
@@ -189,29 +189,17 @@ class DatasetIndex:
             raise FileNotFoundError(f"{folder}: not a prepared data set (no manifest.json); run `wsml prepare` first")
         try:
             manifest = json.loads(mf.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{mf}: invalid JSON ({e})") from None
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{mf}: format_version {manifest.get('format_version')} is not {FORMAT_VERSION}")
-        splits = {}
-        for name in manifest["splits"]:
-            d = folder / name
-
-            def opt(fname, loader, d=d):
-                p = d / fname
-                return loader(p) if p.exists() else None
-
-            obs = opt("labels_obs.npz", SparseLabels.load)
-            if obs is None:
-                obs = opt("labels_obs.npy", np.load)
-            splits[name] = Split(
-                samples=opt("samples.txt", lambda p: p.read_text().splitlines()),
-                features=opt("features.npy", np.load),
-                full=opt("labels_full.npy", np.load),
-                observed=obs,
-                boxes=opt("boxes.npy", np.load),
-                images=opt("images.npy", lambda p: np.load(p, mmap_mode="r")),
-            )
+        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+            version = manifest.get("format_version") if isinstance(manifest, dict) else None
+            raise ValueError(f"{mf}: format_version {version} is not {FORMAT_VERSION}")
+        for key, kind in (("name", str), ("class_names", list), ("splits", dict)):
+            if not isinstance(manifest.get(key), kind):
+                raise ValueError(f"{mf}: key {key!r} is missing or not a {kind.__name__}; re-run `wsml prepare`")
+        if "train" not in manifest["splits"]:
+            raise ValueError(f"{mf}: no 'train' split in 'splits' (has: {sorted(manifest['splits'])})")
+        splits = {name: _load_split(folder / name, meta) for name, meta in manifest["splits"].items()}
         root = manifest.get("root", "")
         if root and not Path(root).is_absolute():
             root = str((folder / root).resolve())
@@ -219,6 +207,58 @@ class DatasetIndex:
                     manifest.get("meta", {}))
         index.validate()
         return index
+
+
+class MissingSplitError(KeyError, ValueError):
+    """A split the data set does not have (a KeyError for mapping-style callers, a ValueError for the CLI)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """``np.load`` of a prepared ``.npy`` without unpickling; an unreadable file is a ValueError naming it."""
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "pickle" in reason:
+            reason = "it holds Python objects, which wsml never unpickles"
+        raise ValueError(f"{path}: not a readable numpy array file ({reason}); re-run `wsml prepare`") from None
+
+
+def _load_split(d: Path, meta: dict) -> Split:
+    """One split folder; every file the manifest lists must be there (a lost ``labels_obs.npy`` must not silently
+    turn training into full supervision). Manifests of older versions list no files."""
+    listed = meta.get("files") if isinstance(meta, dict) else None
+    for fname in listed or []:
+        if not (d / fname).is_file():
+            raise FileNotFoundError(f"{d / fname}: missing (the data set's manifest.json lists it); re-run "
+                                    "`wsml prepare`")
+
+    def opt(fname, loader):
+        p = d / fname
+        return loader(p) if p.exists() else None
+
+    def sparse(p):
+        try:
+            return SparseLabels.load(p)
+        except (ValueError, OSError, EOFError, KeyError) as e:
+            raise ValueError(f"{p}: not a readable SparseLabels file ({str(e).splitlines()[0][:200]})") from None
+
+    if listed is None and not d.is_dir():
+        raise FileNotFoundError(f"{d}: split folder missing (the data set's manifest.json lists it)")
+    obs = opt("labels_obs.npz", sparse)
+    if obs is None:
+        obs = opt("labels_obs.npy", load_array)
+    return Split(
+        samples=opt("samples.txt", lambda p: p.read_text().splitlines()),
+        features=opt("features.npy", load_array),
+        full=opt("labels_full.npy", load_array),
+        observed=obs,
+        boxes=opt("boxes.npy", load_array),
+        images=opt("images.npy", lambda p: load_array(p, mmap=True)),
+    )
 
 
 def _json_default(o):
