@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -109,13 +108,15 @@ def test_train_eval_predict(tmp_path, capsys, data):
 
 
 @pytest.mark.timeout(120)
-def test_ctrl_c_leaves_a_resumable_run(tmp_path, data):
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+def test_ctrl_c_leaves_a_resumable_run(tmp_path, data, child_env):
+    from conftest import default_sigint
+
+    env = child_env()
     args = image_overrides(data, tmp_path, **{"run.name": "int", "train.epochs": 6,
                                               "callbacks": "[engine_helpers:SlowBatches]"})
+    # default_sigint: under a non-interactive shell's background job the child would inherit SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", "wsml.cli", "train", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     metrics = tmp_path / "int" / "metrics.csv"
     deadline = time.time() + 90
     while time.time() < deadline and proc.poll() is None:

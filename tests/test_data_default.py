@@ -2,7 +2,6 @@
 
 import gzip
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -157,9 +156,7 @@ def test_png_export_matches_arrays(fake_fashion, tmp_path):
 
 @pytest.mark.skipif(not Path(DEFAULT_ROOT).is_dir(), reason=f"Fashion-MNIST not installed at {DEFAULT_ROOT}")
 def test_prepare_real_fashion_mosaic_fast(tmp_path):
-    t = time.perf_counter()
-    ix = prepare("fashion-mosaic", tmp_path / "fm")  # default size (15000 + 2000 mosaics)
-    assert time.perf_counter() - t < 30
+    ix = prepare("fashion-mosaic", tmp_path / "fm")  # default size (15000 + 2000 mosaics); timed in benchmarks
     back = DatasetIndex.load(tmp_path / "fm")
     assert [len(back[s]) for s in ("train", "val", "test")] == [12000, 3000, 2000]
     assert isinstance(back["train"].images, np.memmap) and back["train"].images.shape == (12000, 56, 56)

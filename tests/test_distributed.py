@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,24 +32,16 @@ def _rows(run: Path) -> list[dict]:
 
 
 @pytest.mark.timeout(120)
-def test_two_process_ddp_matches_one_process(tmp_path, monkeypatch):
+def test_two_process_ddp_matches_one_process(tmp_path, monkeypatch, ddp, child_env):
     data = make_feature_index(tmp_path / "data")  # 64 train rows, val and test 37 rows (odd: padded shards)
-    env = dict(os.environ, OMP_NUM_THREADS="1", WSML_TEST_RECORD_DIR=str(tmp_path / "rec2"),
-               PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     (tmp_path / "rec2").mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "wsml.cli", "train", *_overrides(data, tmp_path, "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = child_env(WSML_TEST_RECORD_DIR=str(tmp_path / "rec2"))
+    for proc in ddp(["-m", "wsml.cli", "train", *_overrides(data, tmp_path, "ddp")], env=env):
+        assert proc.returncode == 0, proc.stdout[-3000:]
 
     monkeypatch.setenv("WSML_TEST_RECORD_DIR", str(tmp_path / "rec1"))
     (tmp_path / "rec1").mkdir()
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = train(load_config(None, _overrides(data, tmp_path, "single")))
-    finally:
-        torch.set_num_threads(n)
+    single = train(load_config(None, _overrides(data, tmp_path, "single")))
 
     # the same LL selections, batch by batch: rank 0 + rank 1 of DDP = the one process's global batch
     one = json.loads((tmp_path / "rec1" / "sel-rank0.json").read_text())
@@ -85,18 +74,15 @@ def test_two_process_ddp_matches_one_process(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(120)
-def test_role_estimates_stay_identical_across_ranks(tmp_path):
+def test_role_estimates_stay_identical_across_ranks(tmp_path, ddp, child_env):
     # ROLE's label-estimate matrix is not a DDP parameter: the engine averages its gradients over ranks
     data = make_feature_index(tmp_path / "data")
     rec = tmp_path / "rec"
     rec.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", WSML_TEST_RECORD_DIR=str(rec),
-               PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     overrides = [o for o in _overrides(data, tmp_path, "role") if not o.startswith(("loss.", "callbacks", "train.ep"))]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "wsml.cli",
-           "train", *overrides, "loss.name=role", "loss.expected_num_pos=2", "train.epochs=2",
-           "callbacks=[engine_helpers:LossStateDigest]"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    argv = ["-m", "wsml.cli", "train", *overrides, "loss.name=role", "loss.expected_num_pos=2", "train.epochs=2",
+            "callbacks=[engine_helpers:LossStateDigest]"]
+    for proc in ddp(argv, env=child_env(WSML_TEST_RECORD_DIR=str(rec))):
+        assert proc.returncode == 0, proc.stdout[-3000:]
     r0, r1 = (json.loads((rec / f"loss-rank{r}.json").read_text()) for r in (0, 1))
     assert r0 == r1 and r0["1"] != r0["2"]  # same estimates on both ranks, and they do change

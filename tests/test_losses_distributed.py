@@ -4,14 +4,12 @@ Each rank evaluates its slice (unequal sizes) of one global batch; the union of 
 must equal the single-process selection on the whole batch, each rank's loss its local mean, and LL-Cp's
 corrections must be the same on both ranks and equal to the single process's; ROLE's ``all_reduce_grads``
 must leave the average of the ranks' estimate gradients on both. The workers run this file as a script
-(``python test_losses_distributed.py RANK WORLD PORT OUT``).
+(``python test_losses_distributed.py OUT``) under the suite's DDP launcher (conftest ``launch_ddp``).
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -88,11 +86,12 @@ def per_entry_losses(case: tuple, single: dict, e: int) -> np.ndarray:
     return per
 
 
-def worker(rank: int, world: int, port: int, out: Path) -> None:
+def worker(out: Path) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo")  # rank, world size and store from the launcher's environment
+    rank = dist.get_rank()
     results = {}
     for case in CASES:
         b, split = case[3], case[5]
@@ -102,25 +101,11 @@ def worker(rank: int, world: int, port: int, out: Path) -> None:
     dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(60)
-def test_global_selection_over_two_processes_equals_one_process(tmp_path: Path) -> None:
-    port = free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [
-        subprocess.Popen([sys.executable, __file__, str(r), "2", str(port), str(tmp_path)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for r in range(2)
-    ]
-    for p in procs:
-        output, _ = p.communicate(timeout=50)
-        assert p.returncode == 0, output[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+def test_global_selection_over_two_processes_equals_one_process(tmp_path: Path, ddp) -> None:
+    for p in ddp([os.path.abspath(__file__), str(tmp_path)], nprocs=2, timeout=50):
+        assert p.returncode == 0, p.stdout[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for case in CASES:
         key, name, _, b, c, split, epochs = case
         single = run_case(case, slice(0, b))
@@ -144,4 +129,4 @@ def test_global_selection_over_two_processes_equals_one_process(tmp_path: Path) 
 
 
 if __name__ == "__main__":
-    worker(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+    worker(Path(sys.argv[1]))

@@ -229,11 +229,12 @@ def test_sync_without_distributed_is_noop():
     acc.update(np.array([[0.5, 0.5]]), np.array([[1, 1]]))  # still accepted: nothing was gathered
 
 
-def _sync_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _sync_worker(out_dir: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init_process_group("gloo")  # rank and world size from the launcher (conftest launch_ddp)
+    rank = dist.get_rank()
     try:
         rng = np.random.default_rng(0)
         scores, labels = np.round(rng.random((7, 4)), 1), rng.random((7, 4)) < 0.4
@@ -255,15 +256,13 @@ def _sync_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_sync_gathers_across_two_gloo_ranks(tmp_path):
+def test_sync_gathers_across_two_gloo_ranks(tmp_path, ddp):
     import torch.distributed as dist
-    import torch.multiprocessing as mp
 
     if not dist.is_available():
         pytest.skip("torch.distributed not available")
-    # fork: the children reuse the already imported torch (spawn would re-import it, ~10 s on 2 cores)
-    mp.start_processes(_sync_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+    # forked ranks reuse the already imported torch (a fresh interpreter would re-import it, ~10 s on 2 cores)
+    assert ddp(_sync_worker, nprocs=2, args=(str(tmp_path),), timeout=100) == [0, 0]
     for rank in range(2):
         got, ref = np.load(tmp_path / f"rank{rank}.npy")
         assert got == pytest.approx(ref, abs=1e-9)
