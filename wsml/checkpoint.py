@@ -42,8 +42,9 @@ def atomic_write(path: PathLike, write) -> None:
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(e.errno, f"no space left on device while writing {path}") from None
+        if isinstance(e, OSError) and str(path) not in str(e):  # a full disk, a quota, `ulimit -f`: name the file
+            what = "no space left on device" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+            raise OSError(e.errno, f"{what[:1].lower()}{what[1:]} while writing {path}") from None
         raise
 
 

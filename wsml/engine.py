@@ -109,10 +109,11 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
     val_loader = B.build_loader(cfg, index, "val", dist_info, train=False, mean_std=mean_std)
     cbs = CallbackList(build_callbacks(cfg.callbacks) + extra_callbacks)
 
-    # 2. The run folder (config.yaml written only now, after every check passed).
+    # 2. The run folder; config.yaml is written once every check passed (a resume: once its states are loaded).
     run_dir = Path(resume) if resume is not None else Path(broadcast_object(str(new_run_dir(cfg)) if main else None))
-    if main:
-        start_files(cfg, run_dir)
+    config_written = not main
+    if main and ckpt is None:
+        config_written = start_files(cfg, run_dir)
     ctx = TrainContext(cfg, model, loss_fn, index, run_dir, device, dist_info.rank, dist_info.world_size)
     state = {"epoch": 0, "best_val_map": -math.inf, "best_epoch": 0, "history": []}
     pending_rng = None
@@ -169,6 +170,8 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 load_module_state(scaler, ckpt["scaler"], run_dir / "last.pt", "gradient scaler")
                 set_rng_state(pending_rng)
                 pending_rng = None
+            if not config_written:
+                config_written = start_files(cfg, run_dir)
             if dist_info.enabled:
                 net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None,
                           broadcast_buffers=not stage.cached)  # stage 1: the frozen backbone's buffers never change
@@ -230,6 +233,8 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
         if main:
             _report_interrupt(run_dir, during="training")
         raise
+    if not config_written:  # a resume with every epoch done: only the final evaluation is left
+        start_files(cfg, run_dir)
     try:
         summary = _finish(cfg, run_dir, index, model, device, dtype, dist_info, mean_std, total)
     except KeyboardInterrupt:

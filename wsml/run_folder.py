@@ -152,13 +152,15 @@ def check_resume(cfg: Config, ckpt: dict, run_dir: PathLike, total_epochs: int) 
                          f"gives {total_epochs} in all (fewer epochs than are done)")
 
 
-def start_files(cfg: Config, run_dir: Path) -> None:
-    """Before training writes anything: delete leftover temporaries of a killed write, then write config.yaml."""
+def start_files(cfg: Config, run_dir: Path) -> bool:
+    """Before training writes anything: delete leftover temporaries of a killed write, then write config.yaml
+    (returns True: written)."""
     remove_stale_temporaries(run_dir)
     features = run_dir / "features"
     if not cfg.train.feature_cache:  # the run's own feature cache (a shared one may be in use by another run)
         remove_stale_temporaries(features)
     write_config(cfg, run_dir / "config.yaml")
+    return True
 
 
 def saved_epoch(run_dir: Path) -> int:
