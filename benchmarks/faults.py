@@ -109,7 +109,7 @@ def arm(spec: dict) -> dict:
     import wsml.features as features
     import wsml.run_folder as rf
 
-    counts = {"batch": 0, "write": 0, "eval": [], "features": []}
+    counts = {"batch": 0, "write": 0, "write_files": [], "eval": [], "features": []}
     phase, at = spec.get("phase"), spec.get("at")
 
     zero_grad = torch.optim.Optimizer.zero_grad
@@ -125,6 +125,7 @@ def arm(spec: dict) -> dict:
 
     def atomic_write_hook(path, write):
         counts["write"] += 1
+        counts["write_files"].append(Path(path).name)
         if phase == "write" and counts["write"] == at:
             buf = io.BytesIO()
             write(buf)
@@ -235,8 +236,11 @@ def draw_kills(n: int, rng: np.random.Generator, counts: dict, wall: float) -> l
         phase = PHASES[i % len(PHASES)]
         if phase == "batch":
             spec = {"at": int(rng.integers(1, counts["batch"] + 1))}
-        elif phase == "write":
-            spec = {"at": int(rng.integers(1, counts["write"] + 1)), "fraction": round(float(rng.random()), 3)}
+        elif phase == "write":  # half of them in a checkpoint write (best.pt / last.pt)
+            files = counts["write_files"]
+            ckpts = [j + 1 for j, f in enumerate(files) if f in ("best.pt", "last.pt")]
+            at = int(rng.choice(ckpts)) if rng.random() < 0.5 else int(rng.integers(1, len(files) + 1))
+            spec = {"at": at, "file": files[at - 1], "fraction": round(float(rng.random()), 3)}
         elif phase == "eval":
             p = int(rng.integers(1, len(counts["eval"]) + 1))
             spec = {"at": [p, int(rng.integers(1, counts["eval"][p - 1] + 1))]}
@@ -439,7 +443,7 @@ def hostile_cases(ref: Path, data: Path, work: Path) -> list[dict]:
          lambda r: ["train", "--resume", str(r), "train.epochs=3"], "optimizer state does not fit",
          setup=wrong_optimizer)
     case("file size limit hit while writing (ulimit -f 8 KiB)", lambda r: train_args(data, work / "hostile", "full"),
-         "file too large while writing", setup=lambda: None, fsize=8 * 1024)
+         "while writing", setup=lambda: None, fsize=8 * 1024)
 
     def data_gone():
         run = copy_run("data-gone")
@@ -557,7 +561,8 @@ def write_results(out: Path, command: str, counts: dict, wall: float, trials: li
     resumed = [t for t in killed if t.get("recovery") == "resumed"]
     lost = len(killed) - len(exact)
     refused = sum(h["refused"] for h in hostile)
-    headline = (f"{len(killed)} kill points, {len(exact)} resumed exactly, {lost} runs lost; "
+    headline = (f"{len(killed)} kill points, {len(exact)} resumed exactly ({len(resumed)} from last.pt, "
+                f"{len(killed) - len(resumed)} restarted: killed before the first saved epoch), {lost} runs lost; "
                 f"{refused} of {len(hostile)} hostile inputs refused")
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     env = (f"{platform.machine()}, {os.cpu_count()} CPU(s), load average {load}, torch {torch.__version__}, "
@@ -577,16 +582,17 @@ def write_results(out: Path, command: str, counts: dict, wall: float, trials: li
           "command with `run.overwrite=true` when no epoch had been saved) and compared with the uninterrupted run: "
           "metrics.csv (all columns but time), summary.json, last.pt (model, loss, optimizer, scheduler), best.pt, "
           "the test predictions, no temporary file left.", "",
-          f"{len(resumed)} trials resumed from last.pt; {len(killed) - len(resumed)} were killed before the first "
-          "epoch was saved (nothing to resume) and restarted.", "",
+          f"Resumed from last.pt: {len(resumed)}; killed before the first epoch was saved (nothing to resume) and "
+          f"restarted: {len(killed) - len(resumed)}; finished before the kill (not counted): "
+          f"{len(trials) - len(killed)}.", "",
           "| # | phase | moment | saved epoch | recovery | bit-identical |", "|---|---|---|---|---|---|"]
     for t in trials:
-        moment = {k: v for k, v in t.items() if k in ("at", "fraction", "after_s")}
+        moment = {k: v for k, v in t.items() if k in ("at", "file", "fraction", "after_s")}
         same = "yes" if t["identical"] else "NO: " + ", ".join(t.get("differences", []))
         md.append(f"| {t['trial']} | {t['phase']} | {json.dumps(moment)} | {t.get('saved_epoch', '-')} | "
                   f"{t.get('recovery')} | {same} |")
     md += ["", "Moments: `batch` = training step number (after the loss, before backward); `write` = file write "
-           "number and the fraction of its bytes in the temporary file; `eval` = [evaluation pass, batch]; "
+           "number, the file, and the fraction of its bytes in the temporary file; `eval` = [evaluation pass, batch]; "
            "`features` = [extraction (1 train, 2 val), batch]; `random` = seconds after the start.", "",
            f"Concurrent runs with one `run.name`: {concurrent['runs']} started at once -> folders "
            f"{', '.join(concurrent['folders'])}, exit codes {concurrent['exit_codes']}, "

@@ -44,7 +44,8 @@ def atomic_write(path: PathLike, write) -> None:
             os.unlink(tmp)
         if isinstance(e, OSError) and str(path) not in str(e):  # a full disk, a quota, `ulimit -f`: name the file
             what = "no space left on device" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
-            raise OSError(e.errno, f"{what[:1].lower()}{what[1:]} while writing {path}") from None
+            message = f"{what[:1].lower()}{what[1:]} while writing {path}"
+            raise (OSError(e.errno, message) if e.errno is not None else OSError(message)) from None
         raise
 
 
