@@ -7,8 +7,6 @@ import torch
 from wsml.models import create_model
 from wsml.models.boostlu import BoostLU, apply_boostlu
 
-torch.set_num_threads(1)
-
 
 def test_boostlu_logits_follow_formula():
     torch.manual_seed(0)

@@ -15,14 +15,6 @@ from wsml.checkpoint import load_checkpoint
 from wsml.engine import plan_stages, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_image_index(tmp_path_factory.mktemp("quads"))

@@ -9,8 +9,6 @@ from wsml.features import FeatureDataset, FeatureLoader, extract_features
 from wsml.labels import SparseLabels
 from wsml.models import create_model
 
-torch.set_num_threads(1)
-
 
 class Transform:
     def __init__(self, train=False, scale=1.0):

@@ -25,8 +25,6 @@ from wsml.losses.selection import (
     topk_unobserved,
 )
 
-torch.set_num_threads(1)
-
 
 def np_bce(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     z = z.astype(np.float64)

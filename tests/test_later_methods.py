@@ -9,8 +9,6 @@ import torch
 
 from wsml.losses import build_loss
 
-torch.set_num_threads(1)
-
 Z = np.array([[2.0, -1.0, 0.5, 2.8, -0.2], [-2.0, 0.0, 1.5, -0.3, 4.0], [0.7, 2.5, -3.0, 1.0, 0.1]])
 T = np.array([[1, 0, -1, 0, 0], [0, 1, 0, -1, 0], [0, 0, 0, 1, -1]])
 

@@ -12,7 +12,6 @@ from wsml.data.loading import PartialLabelDataset, collate_items, load_image, ma
 from wsml.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from wsml.labels import SparseLabels
 
-torch.set_num_threads(1)
 C = 7
 
 

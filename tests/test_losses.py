@@ -15,8 +15,6 @@ from wsml.losses import available_losses, build_loss, register_loss
 from wsml.losses import registry as reg
 from wsml.losses.base import PartialLoss
 
-torch.set_num_threads(1)
-
 
 def np_bce(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-entry BCE on logits, float64: max(z, 0) − z·y + log(1 + e^−|z|)."""

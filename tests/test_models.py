@@ -10,8 +10,6 @@ from torch import nn
 from wsml.models import MultiLabelModel, available_backbones, create_model, register_backbone, upsample_cam
 from wsml.models.backbones import SmallCNN
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(autouse=True)
 def no_weight_dirs(tmp_path, monkeypatch):
