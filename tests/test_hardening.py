@@ -225,6 +225,26 @@ def test_eval_never_prepares_data(run, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "data").exists()
 
 
+def test_predict_works_from_the_run_folder_alone(tmp_path, capsys, monkeypatch):
+    from engine_helpers import image_overrides, make_image_index
+    from PIL import Image
+
+    from wsml.run_folder import read_run_config, write_config
+
+    data = make_image_index(tmp_path / "quads", n_train=32, n_val=16, n_test=8)
+    assert main(["train", *image_overrides(data, tmp_path, **{"run.name": "img", "train.epochs": 1})]) == 0
+    run = tmp_path / "img"
+    cfg = read_run_config(run)
+    cfg.data.path, cfg.data.dataset, cfg.data.root = "data/voc", "voc", None  # needs raw files to prepare
+    write_config(cfg, run / "config.yaml")
+    shutil.rmtree(data)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "x.png")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["predict", str(run), str(tmp_path / "x.png")]) == 0
+    assert "using 0.5" in capsys.readouterr().err and not (tmp_path / "data").exists()
+
+
 def test_prepared_data_damage_is_one_line(data, tmp_path, capsys):
     d = tmp_path / "d"
     shutil.copytree(data, d)
