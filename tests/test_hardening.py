@@ -99,6 +99,12 @@ def test_resume_refuses_a_different_run_and_keeps_config_yaml(run, capsys):
     err = _error(["train", "--resume", str(run), "model.options={widths: [3]}"], capsys)
     assert "model.options" in err
     assert (run / "config.yaml").read_bytes() == before  # nothing written by a refused resume
+    # a checkpoint from before a setting existed: the setting's default is no change
+    from wsml.run_folder import check_resume, read_run_config
+
+    stored = load_checkpoint(run / "last.pt")
+    del stored["config"]["data"]["on_bad_image"]
+    check_resume(read_run_config(run), stored, run, 2)
     # an edit of config.yaml that changes the run is refused the same way
     (run / "config.yaml").write_text(before.decode().replace("name: ll-r", "name: an"))
     assert "differs from the config stored in" in _error(["train", "--resume", str(run)], capsys)

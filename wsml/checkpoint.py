@@ -76,8 +76,8 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu", required: tuple =
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle with code or foreign objects, a truncated file, not a torch file at all
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"checkpoint {path} cannot be read safely; it is damaged or was not written by wsml "
-                         f"({type(e).__name__}: {reason[:200]})") from None
+        raise ValueError(f"checkpoint {path} cannot be read safely; it is damaged, or not a checkpoint of this "
+                         f"wsml version ({type(e).__name__}: {reason[:200]})") from None
     missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(f"checkpoint {path} is not a wsml checkpoint (no {', '.join(map(repr, missing))})")

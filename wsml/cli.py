@@ -138,7 +138,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "last.pt").is_file():
-            raise FileNotFoundError(f"{run_dir}: not a resumable run folder (needs last.pt)")
+            saved = " (no epoch was completed: nothing to resume; start the run again)" \
+                if (run_dir / "config.yaml").is_file() else ""
+            raise FileNotFoundError(f"{run_dir}: not a resumable run folder (needs last.pt){saved}")
         if args.config and "=" in args.config:  # `--resume DIR key=value`: the positional is an override
             args.overrides.insert(0, args.config)
         elif args.config:

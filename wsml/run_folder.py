@@ -98,8 +98,12 @@ def _incomplete(data: dict) -> Optional[str]:
 
 
 def _changes(old: dict, new: dict) -> dict:
+    """``{key: (old, new)}`` of the differing keys; a key the old config lacks (a setting added to wsml since)
+    counts only when the new value is not its default."""
     a, b = _key_paths(old), _key_paths(new)
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    defaults = _key_paths(Config().to_dict())
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if (a[k] if k in a else defaults.get(k)) != b.get(k)}
 
 
 def _describe(changes: dict) -> str:
