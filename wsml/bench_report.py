@@ -101,7 +101,7 @@ def run_group_map(run_dir: str, data_path: str, num_groups: int, counts: Optiona
     from wsml.data import DatasetIndex
     from wsml.metrics import class_groups, group_mean_average_precision
 
-    pred = np.load(Path(run_dir) / "predictions_test.npz")
+    pred = np.load(Path(run_dir) / "predictions_test.npz", allow_pickle=False)
     test = DatasetIndex.load(data_path)["test"]
     labels, mask = test.eval_targets()
     rows = pred["rows"]

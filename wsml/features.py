@@ -83,8 +83,8 @@ def _read_cache(stem: Path) -> Optional[dict]:
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        features = np.load(stem.with_suffix(".features.npy"))
-        index = np.load(stem.with_suffix(".index.npy"))
+        features = np.load(stem.with_suffix(".features.npy"), allow_pickle=False)
+        index = np.load(stem.with_suffix(".index.npy"), allow_pickle=False)
     except (OSError, ValueError):
         return None  # a damaged cache entry is recomputed
     if features.shape != tuple(meta["shape"]) or index.shape != (features.shape[0],):

@@ -256,7 +256,7 @@ class SparseLabels:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> SparseLabels:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             missing = {"indptr", "indices", "values", "num_classes"} - set(z.files)
             if missing:
                 raise ValueError(f"{path}: not a SparseLabels file (missing {sorted(missing)})")

@@ -230,7 +230,7 @@ def load_entries(run_dir: str | Path) -> Optional[dict]:
     p = Path(run_dir) / ENTRIES_FILE
     if not p.exists():
         return None
-    with np.load(p) as z:
+    with np.load(p, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 

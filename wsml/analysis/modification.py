@@ -152,7 +152,7 @@ def load_modifications(run_dir: Union[str, Path]) -> Optional[dict]:
     p = Path(run_dir) / LOG_FILE
     if not p.exists():
         return None
-    with np.load(p) as z:
+    with np.load(p, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 
