@@ -436,16 +436,20 @@ def hostile_cases(ref: Path, data: Path, work: Path) -> list[dict]:
     case("best.pt of another architecture: eval", lambda r: ["eval", str(r)], "model state does not fit",
          setup=wrong_shapes)
 
-    def wrong_optimizer():
+    def wrong_optimizer():  # last.pt after epoch 3 (so the resume loads the optimizer) with an extra group
         run = copy_run("optimizer-kind")
         ckpt = load_checkpoint(run / "last.pt")
         ckpt["optimizer"]["param_groups"].append(dict(ckpt["optimizer"]["param_groups"][0], params=[999]))
+        ckpt["epoch"] = ckpt["state"]["epoch"] = 3
+        ckpt["state"]["history"] = ckpt["state"]["history"][:3]
         torch.save(ckpt, run / "last.pt")
         return run
 
-    case("last.pt with optimizer state of another kind: resume",
-         lambda r: ["train", "--resume", str(r), "train.epochs=3"], "optimizer state does not fit",
-         setup=wrong_optimizer)
+    case("last.pt with optimizer state of another kind: resume", lambda r: ["train", "--resume", str(r)],
+         "optimizer state does not fit", setup=wrong_optimizer)
+    case("--resume with more epochs under a cosine schedule", lambda r: ["train", "--resume", str(r),
+         "train.epochs=3"], "would change the run planned by optim.scheduler=cosine",
+         setup=lambda: copy_run("resume-cosine"))
     case("file size limit hit while writing (ulimit -f 8 KiB)", lambda r: train_args(data, work / "hostile", "full"),
          "while writing", setup=lambda: None, fsize=8 * 1024)
 

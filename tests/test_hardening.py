@@ -105,6 +105,12 @@ def test_resume_refuses_a_different_run_and_keeps_config_yaml(run, capsys):
     stored = load_checkpoint(run / "last.pt")
     del stored["config"]["data"]["on_bad_image"]
     check_resume(read_run_config(run), stored, run, 2)
+    # more epochs would stretch a cosine schedule: refused
+    stored["config"]["optim"]["scheduler"] = "cosine"
+    cfg = read_run_config(run)
+    cfg.optim.scheduler, cfg.train.epochs = "cosine", 3
+    with pytest.raises(ValueError, match="would change the run planned by optim.scheduler=cosine"):
+        check_resume(cfg, stored, run, 3)
     # an edit of config.yaml that changes the run is refused the same way
     (run / "config.yaml").write_text(before.decode().replace("name: ll-r", "name: an"))
     assert "differs from the config stored in" in _error(["train", "--resume", str(run)], capsys)

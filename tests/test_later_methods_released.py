@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from wsml.checkpoint import load_checkpoint
 from wsml.losses import build_loss
 
 torch.set_num_threads(1)
@@ -121,7 +122,7 @@ def test_patience_early_stop_and_engine_feeds_train_scores(tmp_path):
                              "train.early_stop_patience=1", f"run.out={tmp_path}", "run.quiet=true",
                              "loss.name=em-apl", "loss.extra={warmup_epoch: 1, beta: 0.5}"])
     summary = train(cfg)
-    ckpt = torch.load(f"{summary['run_dir']}/last.pt", weights_only=False)
+    ckpt = load_checkpoint(f"{summary['run_dir']}/last.pt")  # weights_only, as every resume
     pseudo = ckpt["loss"]["pseudo"]
     # lr ~ 0: epoch 2's val mAP equals epoch 1's (not better), so the run stops after epoch 2, having made the
     # pseudo-labelling rounds after epochs 1 and 2 from the engine's eval-mode pass

@@ -154,6 +154,15 @@ def check_resume(cfg: Config, ckpt: dict, run_dir: PathLike, total_epochs: int) 
     if total_epochs < done:
         raise ValueError(f"--resume {run_dir}: the run has already completed {done} epochs; train.epochs "
                          f"gives {total_epochs} in all (fewer epochs than are done)")
+    if "train.epochs" in changes:  # more epochs only extend the run when nothing is planned over train.epochs
+        from wsml.losses.registry import loss_hparams
+
+        planned = (["optim.scheduler=cosine (its period is the planned epochs)"] if cfg.optim.scheduler == "cosine"
+                   else []) + ([f"loss {cfg.loss.name!r} (it spreads its schedule over train.epochs)"]
+                               if "num_epochs" in loss_hparams(cfg.loss.name) else [])
+        if planned:
+            raise ValueError(f"--resume {run_dir}: train.epochs ({changes['train.epochs'][0]} -> "
+                             f"{changes['train.epochs'][1]}) would change the run planned by {' and '.join(planned)}")
 
 
 def start_files(cfg: Config, run_dir: Path) -> bool:
