@@ -222,11 +222,12 @@ def test_llcp_corrections_persist_across_batches_epochs_and_checkpoints() -> Non
     loss(z[:4], t[:4], a)
     first = flat(*loss.corrections(), c)
     k = math.ceil(0.1 * 4 * c)
-    assert len(first) == k and first == flat(*loss.last_modified, c)
-    assert first == {50 * c + p for p in brute_topk(z[:4].numpy(), t[:4].numpy(), k)}
+    assert flat(*loss.last_modified, c) == {50 * c + p for p in brute_topk(z[:4].numpy(), t[:4].numpy(), k)}
+    # remembered: strictly above the k-th largest loss, i.e. the k - 1 largest (no ties in random logits)
+    assert len(first) == k - 1 and first == {50 * c + p for p in brute_topk(z[:4].numpy(), t[:4].numpy(), k - 1)}
     loss(z[4:], t[4:], b)
     second = flat(*loss.corrections(), c)
-    assert len(second) == 2 * k and first < second
+    assert len(second) == 2 * (k - 1) and first < second
     # epoch 5: k stays constant; earlier corrections count as POS (target 1) and are not selected again
     loss.set_epoch(5)
     value = loss(z[:4], t[:4], a)
@@ -247,6 +248,33 @@ def test_llcp_corrections_persist_across_batches_epochs_and_checkpoints() -> Non
     assert flat(*fresh.corrections(), c) == flat(*loss.corrections(), c) and fresh.epoch == 5
     torch.testing.assert_close(fresh(z[4:], t[4:], b), loss(z[4:], t[4:], b))
     assert flat(*fresh.corrections(), c) == flat(*loss.corrections(), c)
+
+
+@pytest.mark.parametrize("b, c, delta_rel, k", [(16, 20, 0.1, 1), (16, 80, 0.2, 3)])
+def test_llcp_remembers_only_losses_strictly_above_the_kth(b: int, c: int, delta_rel: float, k: int) -> None:
+    """Paper Eq. 7 ("l > R(t)") and the authors' code remember only losses strictly above the k-th largest:
+    snucml/LargeLossMatters losses.py line 51 ``correction_idx = torch.where(unobserved_loss > topk_lossvalue)``
+    (commit ac475fec, the first code commit, where train.py line 84 still writes them into label_matrix_obs),
+    while the batch corrects every entry not below it (losses.py line 54). VOC (B 16, C 20, Δrel 0.1): k = 1,
+    nothing remembered; COCO (C 80, Δrel 0.2): k = 3, two remembered per batch."""
+    z, t = single_positive(b, c, seed=20 + c)
+    loss = build_loss("ll-cp", delta_rel=delta_rel)
+    idx = torch.arange(b) + 7
+    loss.set_epoch(3)
+    loss(z, t, idx)
+    assert loss.num_modified_epoch == k
+    assert flat(*loss.last_modified, c) == {7 * c + p for p in brute_topk(z.numpy(), t.numpy(), k)}
+    assert flat(*loss.corrections(), c) == {7 * c + p for p in brute_topk(z.numpy(), t.numpy(), k - 1)}
+    # ties at the k-th value: entries equal to it are corrected in the batch but never remembered
+    zt = torch.full((2, 4), -5.0)
+    zt[0, 1] = zt[1, 2] = 2.0
+    zt[0, 3] = 3.0
+    tt = torch.zeros(2, 4, dtype=torch.int8)
+    tt[:, 0] = 1
+    tied = build_loss("ll-cp", delta_rel=25.0)  # k = ceil(0.25 · 8) = 2: the 3.0 and one of the 2.0s
+    tied.set_epoch(2)
+    tied(zt, tt, torch.tensor([0, 1]))
+    assert tied.num_modified_epoch == 2 and flat(*tied.corrections(), 4) == {3}
 
 
 def test_llcp_reference_bug_flag_behaves_as_llct() -> None:

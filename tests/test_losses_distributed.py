@@ -42,15 +42,17 @@ def run_case(case: tuple, rows: slice) -> dict:
     _, name, hparams, b, c, _, epochs = case
     logits, targets, index = make_batch(b, c, seed=b * c)
     loss = build_loss(name, **hparams)
-    out = {"values": [], "modified": []}
+    out = {"values": [], "modified": [], "remembered": []}
     for epoch in epochs:
         loss.set_epoch(epoch)
         out["values"].append(loss(logits[rows], targets[rows], index[rows]).item())
         r, cl = loss.last_modified
         out["modified"].append(sorted(zip(r.tolist(), cl.tolist())))
+        if name == "ll-cp":  # remembered after this call (a subset of what was modified: strictly > k-th)
+            r, cl = loss.corrections()
+            out["remembered"].append(sorted(zip(r.tolist(), cl.tolist())))
     if name == "ll-cp":
-        r, cl = loss.corrections()
-        out["corrections"] = sorted(zip(r.tolist(), cl.tolist()))
+        out["corrections"] = out["remembered"][-1]
     return out
 
 
@@ -72,7 +74,7 @@ def per_entry_losses(case: tuple, single: dict, e: int) -> np.ndarray:
     logits, targets, index = make_batch(b, c, seed=b * c)
     z, y = logits.double().numpy(), (targets.numpy() == 1).astype(float)
     row_of = {int(r): i for i, r in enumerate(index)}
-    earlier = [pair for mods in single["modified"][:e] for pair in mods] if name == "ll-cp" else []
+    earlier = single["remembered"][e - 1] if name == "ll-cp" and e > 0 else []
     for r, cl in earlier:  # LL-Cp: previous corrections are POS
         y[row_of[r], cl] = 1.0
     sel = [(row_of[r], cl) for r, cl in single["modified"][e]]
@@ -120,7 +122,7 @@ def test_global_selection_over_two_processes_equals_one_process(tmp_path: Path, 
             assert r1["values"][e] == pytest.approx(per[split:].mean(), rel=1e-5), (key, e)
         if name == "ll-cp":
             assert r0["corrections"] == r1["corrections"] == single["corrections"]
-            assert len(single["corrections"]) > len(single["modified"][0])
+            assert len(single["corrections"]) > len(single["remembered"][0]) > 0
     # ROLE: after all_reduce_grads both ranks hold the average of the two local gradients, as DDP does
     expected = (role_grad(slice(0, 5), sync=False) + role_grad(slice(5, 9), sync=False)) / 2
     torch.testing.assert_close(ranks[0]["role-grad"], expected)

@@ -3,9 +3,12 @@
 Relative schedule (the paper's default): epoch 1 modifies nothing; from epoch t ≥ 2 the k largest Naive-AN
 losses among the UNOBS entries of the batch are modified, k = ceil(rate · B · C), rate = min(1, (t − 1) · Δrel
 / 100) (Δrel = ``delta_rel``, percent per epoch). LL-R gives them loss 0, LL-Ct the BCE against target 1
-(−log σ(z)). LL-Cp uses a constant k = ceil(Δrel / 100 · B · C), corrects like LL-Ct and remembers the
-(row id, class) pairs: they are POS in every later batch and epoch (kept in ``state_dict``). Absolute schedule
-(``schedule="abs"``): from epoch 2 the UNOBS entries with loss > R(t) = r0 − t · delta_abs are modified.
+(−log σ(z)). LL-Cp uses a constant k = ceil(Δrel / 100 · B · C), corrects the k entries like LL-Ct and
+remembers only the (row id, class) pairs whose loss is strictly greater than the k-th largest (paper Eq. 7,
+"l > R(t)"; the authors' code compares ``unobserved_loss > topk_lossvalue``): k − 1 per batch without ties, so
+none at k = 1 (VOC: B = 16, C = 20, Δrel 0.1). Remembered pairs are POS in every later batch and epoch (kept in
+``state_dict``). Absolute schedule (``schedule="abs"``): from epoch 2 the UNOBS entries with loss
+> R(t) = r0 − t · delta_abs are modified (and, for LL-Cp, all of them remembered).
 Observed entries are never modified. The loss is the mean over all B·C entries.
 
 Under DDP (torch.distributed initialized, world size > 1, ``global_selection=True``) the selection is made on
@@ -50,6 +53,19 @@ def ceil_count(x: float) -> int:
     """ceil(x), ignoring float rounding noise (0.016 · 1250 = 20.000000000000004 -> 20)."""
     r = round(x)
     return int(r) if abs(x - r) <= 1e-9 * max(1.0, abs(x)) else math.ceil(x)
+
+
+def strictly_above_kth(z: Tensor, sel: Tensor, k: int) -> Tensor:
+    """The selected positions LL-Cp remembers: AN loss strictly greater than the k-th largest (paper Eq. 7,
+    "l > R(t)"; authors' code ``torch.where(unobserved_loss > topk_lossvalue)``), so k − 1 without ties.
+
+    The AN loss softplus(z) is increasing in z, so the logits are compared. With fewer than k UNOBS entries the
+    reference's k-th largest is a masked 0 and every selected entry is remembered.
+    """
+    if sel.numel() < k or sel.numel() == 0:
+        return sel
+    values = z.detach().reshape(-1)[sel]
+    return sel[values > values.min()]
 
 
 class _Stats:
@@ -173,10 +189,14 @@ class LargeLoss(PartialLoss):
         else:
             z, t, rows_of, offset = logits, tf, index, 0
         if rel:
-            sel = topk_unobserved(z, t, ceil_count(self.rate() * z.numel()))
+            k = ceil_count(self.rate() * z.numel())
+            sel = topk_unobserved(z, t, k)
         else:
             sel = above_threshold_unobserved(z, t, self.threshold())
-        pending = (rows_of[sel // C], sel % C) if self.permanent else None
+        pending = None
+        if self.permanent:
+            kept = strictly_above_kth(z, sel, k) if rel else sel
+            pending = (rows_of[kept // C], kept % C)
         if z is not logits:
             lo = offset * C
             sel = sel[(sel >= lo) & (sel < lo + B * C)] - lo
@@ -220,7 +240,7 @@ class LLCt(LargeLoss):
 
 @register_loss("ll-cp")
 class LLCp(LargeLoss):
-    """LL-Cp: large UNOBS losses are corrected permanently; the (row id, class) pairs stay POS afterwards.
+    """LL-Cp: large UNOBS losses are corrected; those strictly above the k-th largest stay POS afterwards.
 
     ``reference_cp_bug=True`` reproduces the paper's released code, where LL-Cp silently runs as LL-Ct
     (increasing rate, no memory); for comparison only.
