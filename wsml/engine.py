@@ -199,8 +199,8 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 if wants_train_scores(loss_fn, loss_epoch):  # EM+APL / Curriculum: label from eval-mode scores
                     scoring = train_loader if stage.cached else B.build_loader(cfg, index, "train", dist_info,
                                                                                 train=False, mean_std=mean_std)
-                    feed_train_scores(loss_fn, forward_eval, scoring, index["train"], device, dtype)
-                scores, rows = predict_split(forward_eval, stage_val_loader, device, dtype)
+                    feed_train_scores(loss_fn, forward_eval, scoring, index["train"], device)
+                scores, rows = predict_split(forward_eval, stage_val_loader, device)
                 val_map = split_map(index["val"], scores, rows)
 
                 row = {"epoch": epoch, "stage": stage.name, "train_loss": all_reduce_mean(train_loss, device),
@@ -275,7 +275,7 @@ def _finish(cfg: Config, run_dir: Path, index, model, device, dtype, dist_info: 
                "best_stage": best["stage"], "val_map": best["val_map"], "world_size": dist_info.world_size}
     if "test" in index.splits:  # a user's own data may come without a test split: no test_map then
         test_loader = B.build_loader(cfg, index, "test", dist_info, train=False, mean_std=mean_std)
-        scores, rows = predict_split(model, test_loader, device, dtype)
+        scores, rows = predict_split(model, test_loader, device)
         summary.update(test_map=split_map(index["test"], scores, rows), num_test=int(len(rows)))
         groups = split_group_map(index, "test", scores, rows)  # OpenImages: mAP per class group (Table 3)
         if groups is not None:

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,14 +24,13 @@ def wants_train_scores(loss_fn, epoch: int) -> bool:
     return bool(ask is not None and ask(epoch))
 
 
-def feed_train_scores(loss_fn, forward: Callable, loader, split, device: torch.device,
-                      dtype: Optional[torch.dtype]) -> int:
+def feed_train_scores(loss_fn, forward: Callable, loader, split, device: torch.device) -> int:
     """Score the training split with ``forward`` (the model in eval mode; ``loader`` without augmentation) and
     hand the scores to the loss; returns the number of rows scored."""
     from wsml.evaluation import predict_split
 
     with torch.no_grad():
-        scores, rows = predict_split(forward, loader, device, dtype)
+        scores, rows = predict_split(forward, loader, device)  # fp32, as every evaluation
     observed = np.asarray(split.train_targets()[rows], dtype=np.int8)
     loss_fn.on_train_scores(torch.from_numpy(scores).to(device), torch.from_numpy(rows).to(device),
                             torch.from_numpy(observed).to(device))

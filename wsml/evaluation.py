@@ -13,23 +13,25 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from wsml.builders import autocast
 from wsml.config import Config
 
 PathLike = Union[str, Path]
 
 
 @torch.no_grad()
-def predict_split(forward: Callable, loader, device: torch.device,
-                  dtype: Optional[torch.dtype] = None) -> tuple[np.ndarray, np.ndarray]:
-    """Sigmoid scores float32 [N, C] and row ids int64 [N] of the loader's split, sorted by row id, de-duplicated."""
+def predict_split(forward: Callable, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid scores float32 [N, C] and row ids int64 [N] of the loader's split, sorted by row id, de-duplicated.
+
+    Always computed in fp32 with autocast off, whatever ``train.amp`` the model was trained with (the reference
+    code bases evaluate in fp32; bf16 scores tie and reorder close scores, which changes AP).
+    """
     from wsml.distributed import all_gather_objects
 
     scores, rows = [], []
     for batch in loader:
         if batch is None:  # every image of the batch failed to load (on_bad_image="skip")
             continue
-        with autocast(device, dtype):
+        with torch.autocast(device_type=device.type, enabled=False):
             logits = forward(batch["input"].to(device, non_blocking=True))
         scores.append(torch.sigmoid(logits.float()).cpu().numpy())
         rows.append(np.asarray(batch["index"], dtype=np.int64))
@@ -111,7 +113,7 @@ def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu", which:
 
 def evaluate_run(run_dir: PathLike, split: str = "test", device: str = "auto", write: bool = True) -> dict:
     """mAP of the run's best checkpoint on ``split``; writes ``predictions_<split>.npz`` and ``eval_<split>.json``."""
-    from wsml.builders import amp_dtype, build_loader, resolve_device
+    from wsml.builders import build_loader, resolve_device
     from wsml.checkpoint import write_json
     from wsml.distributed import DistInfo
 
@@ -120,7 +122,7 @@ def evaluate_run(run_dir: PathLike, split: str = "test", device: str = "auto", w
     if split not in index.splits:
         raise ValueError(f"data set {index.name!r} has no split {split!r} (has: {', '.join(sorted(index.splits))})")
     loader = build_loader(cfg, index, split, DistInfo(), train=False, mean_std=model.default_mean_std)
-    scores, rows = predict_split(model, loader, dev, amp_dtype(cfg.train.amp, dev))
+    scores, rows = predict_split(model, loader, dev)
     result = {"split": split, "map": split_map(index[split], scores, rows), "num_samples": int(len(rows)),
               "checkpoint_epoch": int(ckpt.get("epoch", 0))}
     groups = split_group_map(index, split, scores, rows)

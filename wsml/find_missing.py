@@ -40,14 +40,14 @@ COLUMNS = ("rank", "row", "image", "class", "score", "model_score", "oof_score",
 def train_scores(run_dir: PathLike, device: str = "auto") -> np.ndarray:
     """float32 [N_train, C]: sigmoid scores of the run's best checkpoint on its training rows (no augmentation);
     rows that could not be scored (skipped images) are nan."""
-    from wsml.builders import amp_dtype, build_loader, resolve_device
+    from wsml.builders import build_loader, resolve_device
     from wsml.distributed import DistInfo
     from wsml.evaluation import load_run, predict_split
 
     dev = resolve_device(device, DistInfo())
     cfg, index, model, _ = load_run(run_dir, dev)
     loader = build_loader(cfg, index, "train", DistInfo(), train=False, mean_std=model.default_mean_std)
-    scores, rows = predict_split(model, loader, dev, amp_dtype(cfg.train.amp, dev))
+    scores, rows = predict_split(model, loader, dev)
     out = np.full((len(index["train"]), index.num_classes), np.nan, dtype=np.float32)
     out[rows] = scores
     return out
