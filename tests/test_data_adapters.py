@@ -243,9 +243,11 @@ def test_openimages_sparse_official_splits(tmp_path):
     assert index.meta["class_mids"] == OI_MIDS and index.root == str(tmp_path)
     for split in ("train", "val", "test"):
         s = index[split]
+        ids, dense = (truth[split]["all_ids"], truth[split]["all_dense"]) if split == "train" else (
+            truth[split]["ids"], truth[split]["dense"])  # train: the authors' list, every ImageID of the file
         assert isinstance(s.observed, SparseLabels) and s.full is None
-        assert s.samples == [f"images_{split}/{i}.jpg" for i in truth[split]["ids"]]
-        assert np.array_equal(s.observed.to_dense(), truth[split]["dense"])
+        assert s.samples == [f"images_{split}/{i}.jpg" for i in ids]
+        assert np.array_equal(s.observed.to_dense(), dense)
         assert index.meta["source"][split]["ignored_non_trainable"] == truth[split]["ignored"]
         assert index.meta["source"][split]["annotation_rows"] == truth[split]["rows"]
     dense = truth["train"]["dense"]
@@ -260,7 +262,7 @@ def test_openimages_round_trip_train_frac_and_errors(tmp_path):
     truth = write_openimages(tmp_path / "raw")
     built = prepare("openimages", tmp_path / "out", root=str(tmp_path / "raw" / "2017_11"), train_frac=0.5)
     loaded = DatasetIndex.load(tmp_path / "out")
-    assert len(loaded["train"]) == round(0.5 * len(truth["train"]["ids"]))
+    assert len(loaded["train"]) == round(0.5 * len(truth["train"]["all_ids"]))
     for name in ("train", "val", "test"):
         assert isinstance(loaded[name].observed, SparseLabels)
         assert np.array_equal(loaded[name].observed.to_dense(), built[name].observed.to_dense())

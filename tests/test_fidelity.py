@@ -55,3 +55,69 @@ def test_evaluation_scores_are_fp32_even_inside_autocast() -> None:
     expected = torch.sigmoid(lin(x)).detach().numpy()
     np.testing.assert_allclose(scores, expected, rtol=1e-6)  # bf16 would be off by ~1e-3
     np.testing.assert_array_equal(rows, np.arange(12))
+
+
+# --- item 7: OpenImages mAP ------------------------------------------------------------------------------------
+def authors_openimages_map(scores: np.ndarray, truth: np.ndarray) -> tuple[float, list[int]]:
+    """The authors' rule, rewritten: LLM instrumentation.py (HEAD 5025d16b) lines 186-214
+    ``compute_metrics_openimages``: per class keep the entries with label != -1, skip the class when none is
+    left, AP 0 when it has no positive (metrics.py lines 17-35), mean over the classes kept."""
+    from sklearn.metrics import average_precision_score
+
+    aps, kept = [], []
+    for j in range(truth.shape[1]):
+        obs = truth[:, j] != -1
+        if not obs.any():
+            continue
+        kept.append(j)
+        y = truth[obs, j]
+        aps.append(0.0 if not y.any() else average_precision_score(y, scores[obs, j]))
+    return 100.0 * float(np.mean(aps)), kept
+
+
+def test_masked_map_leaves_out_classes_without_an_annotated_entry() -> None:
+    from wsml.metrics import classes_left_out, group_mean_average_precision, mean_average_precision
+
+    rng = np.random.RandomState(3)
+    truth = rng.choice([-1, 0, 1], size=(40, 9), p=[0.5, 0.3, 0.2])
+    truth[:, 2] = -1  # no annotated test entry: skipped by the authors, AP 0 in the mean before this fix
+    truth[:, 5] = np.where(truth[:, 5] == 1, 0, truth[:, 5])  # annotated, no positive: AP 0, stays in the mean
+    scores = rng.rand(40, 9)
+    expected, kept = authors_openimages_map(scores, truth)
+    assert 2 not in kept and 5 in kept
+    labels, mask = truth == 1, truth != -1
+    assert mean_average_precision(scores, labels, mask) == pytest.approx(expected, abs=1e-9)
+    assert classes_left_out(mask, 9) == 1 and classes_left_out(None, 9) == 0
+    # groups: the left-out class is in neither its group's mean nor "all"
+    counts = np.arange(9)  # groups of 3 classes in id order: class 2 is in G1
+    groups = group_mean_average_precision(scores, labels, counts, num_groups=3, mask=mask)
+    g1, _ = authors_openimages_map(scores[:, :3], truth[:, :3])
+    assert groups["G1"] == pytest.approx(g1, abs=1e-9) and groups["all"] == pytest.approx(expected, abs=1e-9)
+    # unmasked: a class without positives keeps AP 0 (sklearn and the reference's compute_avg_precision)
+    full = rng.rand(30, 4) < 0.3
+    full[:, 1] = False
+    s = rng.rand(30, 4)
+    from sklearn.metrics import average_precision_score
+
+    ref = np.mean([0.0 if not full[:, j].any() else average_precision_score(full[:, j], s[:, j]) for j in range(4)])
+    assert mean_average_precision(s, full) == pytest.approx(100 * ref, abs=1e-9)
+
+
+def test_openimages_default_train_list_is_every_annotated_image(tmp_path: Path) -> None:
+    """The authors' training list is every ImageID of train/annotations-human.csv (LLM
+    data/openimages/generate_imageid_list.py, HEAD 5025d16b, lines 7-15: ``set(annotations.ImageID)``), including
+    images whose labels are all non-trainable; ``train_list=trainable`` keeps the stricter list."""
+    from fixtures.adapter_files import write_openimages
+
+    from wsml.data import build_dataset
+
+    truth = write_openimages(tmp_path)["train"]
+    assert len(truth["all_ids"]) > len(truth["ids"])  # the fixture has an image with only non-trainable labels
+    default = build_dataset("openimages", str(tmp_path))
+    assert default["train"].samples == [f"images_train/{i}.jpg" for i in truth["all_ids"]]
+    assert default.meta["protocol"]["train_list"] == "all"
+    strict = build_dataset("openimages", str(tmp_path), train_list="trainable")
+    assert strict["train"].samples == [f"images_train/{i}.jpg" for i in truth["ids"]]
+    assert default.meta["known_per_class"] == strict.meta["known_per_class"]
+    with pytest.raises(ValueError, match="train_list must be one of all, trainable"):
+        build_dataset("openimages", str(tmp_path), train_list="every")

@@ -56,7 +56,7 @@ from wsml.distributed import (
     init_distributed,
 )
 from wsml.epoch_end import feed_train_scores, patience_exhausted, wants_train_scores
-from wsml.evaluation import predict_split, save_predictions, split_group_map, split_map
+from wsml.evaluation import predict_split, save_predictions, split_classes_left_out, split_group_map, split_map
 from wsml.run_folder import LAST_KEYS, check_resume, new_run_dir, saved_epoch, start_files
 
 
@@ -276,7 +276,8 @@ def _finish(cfg: Config, run_dir: Path, index, model, device, dtype, dist_info: 
     if "test" in index.splits:  # a user's own data may come without a test split: no test_map then
         test_loader = B.build_loader(cfg, index, "test", dist_info, train=False, mean_std=mean_std)
         scores, rows = predict_split(model, test_loader, device)
-        summary.update(test_map=split_map(index["test"], scores, rows), num_test=int(len(rows)))
+        summary.update(test_map=split_map(index["test"], scores, rows), num_test=int(len(rows)),
+                       test_classes_left_out=split_classes_left_out(index["test"], rows))  # no annotated entry
         groups = split_group_map(index, "test", scores, rows)  # OpenImages: mAP per class group (Table 3)
         if groups is not None:
             summary["test_group_map"] = groups

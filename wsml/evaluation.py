@@ -57,6 +57,14 @@ def split_map(split, scores: np.ndarray, rows: np.ndarray) -> float:
     return mean_average_precision(scores, *targets_at(split, rows))
 
 
+def split_classes_left_out(split, rows: np.ndarray) -> int:
+    """Classes the reproduction mAP policy leaves out on these rows (no annotated entry; 0 without a mask)."""
+    from wsml.metrics import classes_left_out
+
+    labels, mask = targets_at(split, rows)
+    return classes_left_out(mask, labels.shape[1])
+
+
 def split_group_map(index, split: str, scores: np.ndarray, rows: np.ndarray) -> Optional[dict]:
     """OpenImages-style mAP per class group (paper Table 3: 5 groups by how many training images have the class
     annotated, ``index.meta["known_per_class"]``); None for data sets without that information."""
@@ -124,6 +132,7 @@ def evaluate_run(run_dir: PathLike, split: str = "test", device: str = "auto", w
     loader = build_loader(cfg, index, split, DistInfo(), train=False, mean_std=model.default_mean_std)
     scores, rows = predict_split(model, loader, dev)
     result = {"split": split, "map": split_map(index[split], scores, rows), "num_samples": int(len(rows)),
+              "classes_left_out": split_classes_left_out(index[split], rows),
               "checkpoint_epoch": int(ckpt.get("epoch", 0))}
     groups = split_group_map(index, split, scores, rows)
     if groups is not None:

@@ -8,6 +8,10 @@ all classes are computed together, without a Python loop over classes.
 
 A class with no positive among its counted entries scores AP 0 (the reference protocol; sklearn warns
 and also returns 0). ``mask`` (bool, True = counts) removes entries, e.g. OpenImages' unannotated labels.
+
+Which classes enter the mean is the *reproduction* policy (:func:`reproduction_classes`): without a mask every
+class counts; with a mask a class with no counted entry at all is left out of the mean and of its group's mean,
+as the authors' ``compute_metrics_openimages`` skips it (:func:`classes_left_out` gives the number).
 """
 
 from __future__ import annotations
@@ -139,16 +143,34 @@ def average_precision_per_class(
     return precision.sum(axis=1) / np.maximum(num_pos, 1)
 
 
+def reproduction_classes(mask: Optional[ArrayOrTensor], num_classes: int) -> np.ndarray:
+    """Reproduction policy: bool [C], True = the class enters the mean. Without a mask every class does (AP 0
+    without positives, as sklearn and the reference); with one, a class with no counted entry is left out."""
+    if mask is None:
+        return np.ones(num_classes, dtype=bool)
+    M = _to_numpy(mask, "mask")
+    return (M[:, None] if M.ndim == 1 else M).astype(bool, copy=False).any(axis=0)
+
+
+def classes_left_out(mask: Optional[ArrayOrTensor], num_classes: int) -> int:
+    """How many classes the reproduction policy leaves out of the mean (no counted entry; 0 without a mask)."""
+    return int((~reproduction_classes(mask, num_classes)).sum())
+
+
 def mean_average_precision(
     scores: ArrayOrTensor, labels: ArrayOrTensor, mask: Optional[ArrayOrTensor] = None
 ) -> float:
-    """mAP ×100: the mean over classes of :func:`average_precision_per_class` (DESIGN.md §2 Metrics)."""
+    """mAP ×100: the mean of :func:`average_precision_per_class` over the classes the reproduction policy keeps
+    (DESIGN.md §2 Metrics)."""
     if len(scores) == 0:
         raise ValueError("mean_average_precision: scores has no rows (an empty split): mAP is not defined")
     ap = average_precision_per_class(scores, labels, mask)
     if len(ap) == 0:
         raise ValueError("mean_average_precision: there are no classes (scores have 0 columns)")
-    return float(ap.mean() * 100.0)
+    keep = reproduction_classes(mask, len(ap))
+    if not keep.any():
+        raise ValueError("mean_average_precision: no class has a counted entry (the mask removes everything)")
+    return float(ap[keep].mean() * 100.0)
 
 
 def class_groups(known_counts: Union[ArrayOrTensor, SparseLabels], num_groups: int = 5) -> list[np.ndarray]:
@@ -180,14 +202,21 @@ def group_mean_average_precision(
 
     Classes are grouped by :func:`class_groups` on ``known_counts`` (per class, the number of training
     images whose label is known — ``SparseLabels.known_per_class()``, which may be passed directly);
-    "all" is the mAP over all classes. Values are ×100.
+    "all" is the mAP over all classes. Values are ×100. Classes the reproduction policy leaves out (no counted
+    entry) count in neither their group's mean nor "all"; a group left with no class is NaN.
     """
     ap = average_precision_per_class(scores, labels, mask)
     groups = class_groups(known_counts, num_groups)
     if sum(len(g) for g in groups) != len(ap):
         raise ValueError(f"known_counts has {sum(len(g) for g in groups)} classes but scores have {len(ap)}")
-    out = {f"G{i + 1}": float(ap[g].mean() * 100.0) for i, g in enumerate(groups)}
-    out["all"] = float(ap.mean() * 100.0)
+    keep = reproduction_classes(mask, len(ap))
+
+    def mean(cls: np.ndarray) -> float:
+        cls = cls[keep[cls]]
+        return float(ap[cls].mean() * 100.0) if len(cls) else float("nan")
+
+    out = {f"G{i + 1}": mean(g) for i, g in enumerate(groups)}
+    out["all"] = mean(np.arange(len(ap)))
     return out
 
 

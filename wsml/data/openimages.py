@@ -10,7 +10,8 @@ Protocol (the paper's Sec. 4.2): the observed labels are the file's verified lab
 train = official train, val = official validation, test = official test; val/test are evaluated on their
 verified labels only (``Split.eval_targets`` masks the unannotated entries). The annotation files have tens
 of millions of rows, so they are streamed in chunks and the labels stay ``SparseLabels``. Labels of classes
-outside the trainable list are ignored and counted; images with no trainable label get no row; a
+outside the trainable list are ignored and counted; a training image with no trainable label keeps an all-unknown
+row by default (``train_list="all"``, the authors' list), val/test images without one get no row; a
 (image, class) pair verified both ways counts as positive. Rows are sorted by ImageID.
 ``meta["known_per_class"]`` (training images where each class is annotated) gives the paper's 5 groups.
 """
@@ -77,11 +78,16 @@ def _to_sparse(rows: np.ndarray, cls: np.ndarray, val: np.ndarray, n: int, c: in
     return SparseLabels(indptr, (pair % c).astype(np.int32), val, c)
 
 
-def read_human_labels(path: Path, class_of: dict[str, int], chunk_rows: int = 200_000
+def read_human_labels(path: Path, class_of: dict[str, int], chunk_rows: int = 200_000, keep_unlabeled: bool = False
                       ) -> tuple[list[str], SparseLabels, dict]:
-    """Stream one ``annotations-human.csv``: sorted ImageIDs, their sparse observed labels and counts."""
+    """Stream one ``annotations-human.csv``: sorted ImageIDs, their sparse observed labels and counts.
+
+    ``keep_unlabeled``: also give a row (with no known label) to images whose labels are all non-trainable, as the
+    authors' ``generate_imageid_list.py`` lists every ImageID of the file.
+    """
     need_file(path, "OpenImages human annotations")
     keys, classes, values = [], [], []
+    unlabeled_ids: list[str] = []
     buf_ids: list[str] = []
     buf_cls: list[int] = []
     buf_val: list[int] = []
@@ -117,6 +123,8 @@ def read_human_labels(path: Path, class_of: dict[str, int], chunk_rows: int = 20
             c = class_of.get(row[li])
             if c is None:
                 ignored += 1
+                if keep_unlabeled:
+                    unlabeled_ids.append(row[ii])
                 continue
             buf_ids.append(row[ii])
             buf_cls.append(c)
@@ -129,7 +137,10 @@ def read_human_labels(path: Path, class_of: dict[str, int], chunk_rows: int = 20
     val = np.concatenate(values) if values else np.zeros(0, dtype=np.int8)
     for chunks in (keys, classes, values):  # free the chunks: only the concatenated arrays remain
         chunks.clear()
-    uniq, rows = np.unique(key, return_inverse=True)
+    uniq = np.unique(key)
+    if unlabeled_ids:
+        uniq = np.union1d(uniq, _ids_to_keys(sorted(set(unlabeled_ids)), path))
+    rows = np.searchsorted(uniq, key)
     del key
     labels = _to_sparse(rows, cls, val, len(uniq), len(class_of))
     ids = [f"{int(k):016x}" for k in uniq]
@@ -138,19 +149,26 @@ def read_human_labels(path: Path, class_of: dict[str, int], chunk_rows: int = 20
     return ids, labels, stats
 
 
+TRAIN_LISTS = ("all", "trainable")
+
+
 def build_openimages(root: Optional[str], *, images: Optional[dict] = None, missing_images: str = "ignore",
                      train_frac: float = 1.0, train_frac_seed: int = 1200, chunk_rows: int = 200_000,
-                     **options: Any) -> DatasetIndex:
+                     train_list: str = "all", **options: Any) -> DatasetIndex:
     """OpenImages V3 under ``root`` (the folder holding ``2017_11/``, or ``2017_11`` itself).
 
     ``images`` maps split -> image folder under the image root (default ``images_train`` ...);
     ``missing_images`` ("ignore" by default: labels can be prepared before the millions of images are
-    downloaded); ``train_frac`` keeps a random fraction of the training images.
+    downloaded); ``train_frac`` keeps a random fraction of the training images. ``train_list``: "all" (default,
+    the authors' list: every ImageID of train/annotations-human.csv, also images whose labels are all
+    non-trainable, which then train as all-unknown rows) or "trainable" (only images with a trainable label).
     """
     if options:
         raise ValueError(f"openimages: unknown option(s) {sorted(options)}; OpenImages has real partial labels, so "
                          f"num_pos/num_neg/seed/val_frac do not apply (options: images, missing_images, "
-                         f"train_frac, train_frac_seed, chunk_rows)")
+                         f"train_frac, train_frac_seed, chunk_rows, train_list)")
+    if train_list not in TRAIN_LISTS:
+        raise ValueError(f"openimages: train_list must be one of {', '.join(TRAIN_LISTS)}, got {train_list!r}")
     base = locate(require_root(root, "openimages"), ("2017_11", "", "openimages/2017_11"), "classes-trainable.txt",
                   "openimages")
     image_root = base.parent if base.name == "2017_11" else base
@@ -160,7 +178,8 @@ def build_openimages(root: Optional[str], *, images: Optional[dict] = None, miss
     splits, source = {}, {"format": "OpenImages V3 2017_11", "path": str(base), "classes_without_name": undescribed,
                           "official_splits": OFFICIAL}
     for split, official in OFFICIAL.items():
-        ids, labels, stats = read_human_labels(base / official / "annotations-human.csv", class_of, chunk_rows)
+        ids, labels, stats = read_human_labels(base / official / "annotations-human.csv", class_of, chunk_rows,
+                                               keep_unlabeled=split == "train" and train_list == "all")
         paths = [f"{dirs[split]}/{i}.jpg" for i in ids]
         keep = check_images(image_root, paths, missing_images, f"openimages/{split}")
         stats["dropped_missing_image"] = int((~keep).sum())
@@ -171,7 +190,7 @@ def build_openimages(root: Optional[str], *, images: Optional[dict] = None, miss
         stats["rows"] = len(rows)
         source[split] = stats
     protocol = {"type": "official partial labels", "train_frac": train_frac, "train_frac_seed": train_frac_seed,
-                "train_rows": len(splits["train"])}
+                "train_rows": len(splits["train"]), "train_list": train_list}
     meta = {"protocol": protocol, "source": source, "class_mids": mids,
             "known_per_class": splits["train"].observed.known_per_class().tolist()}
     index = DatasetIndex("openimages", names, splits, root=str(image_root), meta=meta)
