@@ -51,9 +51,13 @@ def merge(base: dict, part: dict, methods: list[str], command: str) -> dict:
     compared = [m for m in spec["compare"] if m in order]
     comparison = R.compare(runs, table, spec["reference"], spec.get("upper"), compared)
     check = reference_check(base, part)
-    merged_command = (f"{base['command']} (all rows, {base['date']}); rows {', '.join(methods)} re-run with "
-                      f"`{command}` ({part['date']}; {check}) and merged by benchmarks/merge_rows.py")
-    return dict(base, runs=runs, search=search, chosen=chosen, table=table, comparison=comparison,
+    merged_command = f"{base['command']}; then {command}; merged by python benchmarks/merge_rows.py"
+    note = (f"Re-run on {part['date']}: the rows of {', '.join(methods)} come from `{command}` and replaced the "
+            f"earlier ones (benchmarks/merge_rows.py); every other row is from `{base['command']}` "
+            f"({base['date']}). Check: {check}. Seconds per run are not comparable between the two parts "
+            f"(different machine load).")
+    spec = dict(spec, notes=(spec.get("notes") or "").rstrip() + "\n\n" + note)
+    return dict(base, spec=spec, runs=runs, search=search, chosen=chosen, table=table, comparison=comparison,
                 finished=len(runs), command=merged_command, date=part["date"], machine=part["machine"],
                 rerun={"methods": methods, "command": command, "date": part["date"], "reference_check": check})
 
