@@ -121,3 +121,36 @@ def test_openimages_default_train_list_is_every_annotated_image(tmp_path: Path) 
     assert default.meta["known_per_class"] == strict.meta["known_per_class"]
     with pytest.raises(ValueError, match="train_list must be one of all, trainable"):
         build_dataset("openimages", str(tmp_path), train_list="every")
+
+
+# --- item 3b: ROLE's estimates are trained with Adam ----------------------------------------------------------------
+def feature_run_overrides(data: Path, out: Path, **extra) -> list[str]:
+    ov = {"data.path": str(data), "model.backbone": "linear", "model.pretrained": False, "train.batch_size": 16,
+          "train.epochs": 1, "run.out": str(out), "run.quiet": True, "train.device": "cpu"}
+    ov.update(extra)
+    return [f"{k}={v}" for k, v in ov.items()]
+
+
+def test_role_estimates_use_adam_without_weight_decay_whatever_the_network_optimizer(tmp_path: Path) -> None:
+    """Cole train.py (HEAD 89152d5) lines 179-188: the estimates g are a separate group at lr_mult × lr of an Adam
+    optimizer with no weight decay. Under VOC's network optimizer (SGD, momentum 0.9, weight decay 1e-3) the
+    estimates must still move like Adam's (≈ lr_mult × lr per step), not like SGD's (≈ lr_mult × lr × grad)."""
+    from engine_helpers import make_feature_index
+
+    from wsml import builders as B
+    from wsml.checkpoint import load_checkpoint
+    from wsml.engine import train
+
+    torch.set_num_threads(1)
+    data = make_feature_index(tmp_path / "feats")
+    cfg = load_config(None, feature_run_overrides(data, tmp_path, **{
+        "loss.name": "role", "loss.expected_num_pos": 1.5, "optim.name": "sgd", "optim.lr": 5e-3,
+        "optim.weight_decay": 1e-3, "run.name": "role"}))
+    before = B.build_loss_fn(cfg, B.load_index(cfg.data), log=lambda *a: None).label_logits.detach().clone()
+    train(cfg)
+    state = load_checkpoint(tmp_path / "role" / "last.pt")["loss"]
+    after = state["label_logits"]
+    group = state["_extra_state"]["optimizer"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(10 * 5e-3) and group["weight_decay"] == 0.0 and "betas" in group
+    moved = (after - before).abs()
+    assert float(moved.max()) > 0.04  # Adam: each of the 4 steps moves an estimate by up to 0.05

@@ -182,8 +182,11 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, epochs: int) 
 
 
 def loss_param_groups(cfg: Config, loss_fn: torch.nn.Module) -> list[dict]:
-    """The loss's learnable parameters (ROLE's label estimates), at the learning rate the loss asks for
-    (``extra_param_groups(lr)``: ROLE uses its ``lr_mult``, 10× as Cole et al.)."""
+    """The loss's learnable parameters for the network's optimizer. A loss with its own optimizer (ROLE: Adam at
+    lr_mult × lr, no weight decay, as Cole et al., whatever ``optim.name``) is configured here and adds none."""
+    if hasattr(loss_fn, "configure_optimizer"):
+        loss_fn.configure_optimizer(cfg.optim.lr)
+        return []
     if hasattr(loss_fn, "extra_param_groups"):
         groups = loss_fn.extra_param_groups(cfg.optim.lr)
     else:

@@ -292,6 +292,7 @@ def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: Config, device
     from tqdm.auto import tqdm
 
     net.train()
+    own = getattr(loss_fn, "own_optimizer", None)  # ROLE's estimates: their own Adam (Cole et al.)
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     quiet = cfg.run.quiet or ctx.rank != 0 or not sys.stderr.isatty()
     for batch in tqdm(loader, desc=desc, leave=False, disable=quiet, dynamic_ncols=True):
@@ -304,6 +305,8 @@ def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: Config, device
             logits = net(x)
         loss = loss_fn(logits.float(), targets, index=index)
         optimizer.zero_grad(set_to_none=True)
+        if own is not None:
+            own.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         average_gradients([p for p in loss_fn.parameters() if p.requires_grad])  # ROLE estimates: not DDP's
         if cfg.optim.grad_clip > 0:
@@ -311,6 +314,8 @@ def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: Config, device
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
                                            cfg.optim.grad_clip)
         scaler.step(optimizer)
+        if own is not None:
+            scaler.step(own)
         scaler.update()
         total += loss.detach() * len(x)  # summed on the device: no host sync per step
         count += len(x)

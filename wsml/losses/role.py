@@ -10,8 +10,11 @@ the classifier f. Per batch, with g the estimate logits of the batch rows (σ = 
 Initialisation as in the reference: unobserved estimates uniform in (0.4, 0.6) (logits in ±logit(0.6)),
 observed positives 0.995 and observed negatives 0.005. Without ``observed_labels`` at construction, a row's
 observed entries are initialised the first time the row is seen (its estimate is unused before that).
-The estimates must get their own optimizer group with ``lr_mult`` (10×) the classifier's learning rate:
-``optimizer = Adam(model_groups + loss_fn.extra_param_groups(lr))``. Differences from the reference: BCE on
+The estimates are trained as in Cole et al.'s code (train.py: a separate Adam group at ``lr_mult`` (10×) the
+classifier's lr, no weight decay) whatever optimizer the network uses: ``loss_fn.configure_optimizer(lr)`` creates
+that Adam as ``own_optimizer`` (its state is part of ``state_dict``); step it after the network's optimizer.
+(With SGD and weight decay 1e-3, as VOC's network, the estimates barely moved and were pulled to 0.5.)
+Differences from the reference: BCE on
 logits (stable) instead of −log(p + 1e-5); observed negatives, when present, get the same BCE term as
 observed positives (the reference only supports single-positive data). Under DDP the estimate gradients are
 local to each rank: call ``all_reduce_grads()`` after ``backward()`` to average them before the optimizer step,
@@ -76,6 +79,8 @@ class ROLE(PartialLoss):
         init = (torch.rand(self.num_samples, self.num_classes, generator=gen) * 2.0 - 1.0) * q
         self.label_logits = nn.Parameter(init)
         self.register_buffer("initialized", torch.zeros(self.num_samples, dtype=torch.bool))
+        self.own_optimizer: Optional[torch.optim.Optimizer] = None
+        self._pending_optimizer_state: Optional[dict] = None
         if observed_labels is not None:
             from wsml.labels import as_observed, validate_observed
 
@@ -98,6 +103,28 @@ class ROLE(PartialLoss):
     def extra_param_groups(self, base_lr: float) -> list[dict[str, Any]]:
         """One group holding the label estimates, at ``lr_mult × base_lr``."""
         return [{"params": [self.label_logits], "lr": self.lr_mult * float(base_lr), "name": "role_label_estimates"}]
+
+    def configure_optimizer(self, base_lr: float) -> torch.optim.Optimizer:
+        """Create ``own_optimizer``: Adam over the estimates at ``lr_mult × base_lr``, no weight decay (Cole et al.),
+        restoring the state of a loaded checkpoint if there is one."""
+        self.own_optimizer = torch.optim.Adam([self.label_logits], lr=self.lr_mult * float(base_lr), weight_decay=0.0)
+        if self._pending_optimizer_state is not None:
+            self.own_optimizer.load_state_dict(self._pending_optimizer_state)
+            self._pending_optimizer_state = None
+        return self.own_optimizer
+
+    def get_extra_state(self) -> dict[str, Any]:
+        state = super().get_extra_state()
+        if self.own_optimizer is not None:
+            state["optimizer"] = self.own_optimizer.state_dict()
+        return state
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        super().set_extra_state(state)
+        self._pending_optimizer_state = state.get("optimizer")
+        if self.own_optimizer is not None and self._pending_optimizer_state is not None:
+            self.own_optimizer.load_state_dict(self._pending_optimizer_state)
+            self._pending_optimizer_state = None
 
     def estimated_labels(self) -> Tensor:
         """Current label estimates σ(label_logits) [N, C] (detached)."""
