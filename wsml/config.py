@@ -113,6 +113,11 @@ class TrainConfig:
     deterministic: bool = True
     feature_cache: str = ""  # LinearInit feature cache folder ("" = <run dir>/features)
     early_stop_patience: int = 0  # stop after this many epochs without a better val mAP (0 = off; EM+APL authors: 1)
+    linear_optim: str = ""  # LinearInit stage 1 optimizer ("" = optim.name); see wsml/stages.py
+    linear_lr: Optional[float] = None  # stage 1 head lr (null = optim.lr x head_lr_mult)
+    linear_weight_decay: Optional[float] = None  # stage 1 weight decay (null = optim.weight_decay)
+    linear_batch_size: int = 0  # stage 1 batch size (0 = batch_size)
+    early_stop_drop: float = 0.0  # stop a stage when val mAP falls more than this below its best (authors: 3); 0 off
 
 
 @dataclass
@@ -238,6 +243,15 @@ def validate(cfg: Config) -> None:
                             ("train.early_stop_patience", cfg.train.early_stop_patience, 0)):
         if value < low:
             raise ConfigError(f"config key {key!r}: {value} must be >= {low}")
+    t = cfg.train
+    if t.linear_optim:
+        _check_choice("train.linear_optim", t.linear_optim, OPTIMIZERS)
+    if t.linear_lr is not None and not t.linear_lr > 0:
+        raise ConfigError(f"config key 'train.linear_lr': {t.linear_lr} must be > 0 (or null = optim.lr)")
+    for key, value in (("train.linear_weight_decay", t.linear_weight_decay or 0.0),
+                       ("train.linear_batch_size", t.linear_batch_size), ("train.early_stop_drop", t.early_stop_drop)):
+        if value < 0:
+            raise ConfigError(f"config key {key!r}: {value} must be >= 0")
     if not cfg.optim.lr > 0:
         raise ConfigError(f"config key 'optim.lr': {cfg.optim.lr} must be > 0")
     if cfg.model.boostlu_alpha is not None and not cfg.model.boostlu_alpha > 0:

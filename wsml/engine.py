@@ -10,7 +10,9 @@
 Schemes (paper §4, appendix A). *End-to-end*: backbone and head trained together, head lr 10× the
 backbone's. *LinearInit*: stage 1 ("linear") trains only the head for ``linear_epochs`` on backbone features
 extracted once into an on-disk cache (so no augmentation there: the flips happen in image space); stage 2
-("finetune") starts from the best stage-1 model and fine-tunes everything for ``epochs``.
+("finetune") starts from the best stage-1 model and fine-tunes everything for ``epochs``. The run's result is
+the best stage-2 epoch (stage 1's best stays in summary["stage1"] and best_stage1.pt); stage 1 may have its own
+optimizer, lr and batch size (``train.linear_*``) — see wsml/stages.py, also for ``train.early_stop_drop``.
 
 Epochs are numbered over the whole run (1..linear_epochs+epochs). The loss sees ``set_epoch(t)`` with t
 restarting at 1 in stage 2 (``train.stage2_loss=restart``: a fresh loss, as the reference code's separate
@@ -58,6 +60,7 @@ from wsml.distributed import (
 from wsml.epoch_end import feed_train_scores, patience_exhausted, wants_train_scores
 from wsml.evaluation import predict_split, save_predictions, split_classes_left_out, split_group_map, split_map
 from wsml.run_folder import LAST_KEYS, check_resume, new_run_dir, saved_epoch, start_files
+from wsml.stages import begin_stage2, carry_over, early_stop, stage_config, stage_done
 
 
 @dataclass
@@ -128,40 +131,43 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
 
     try:
         for stage in stages:
-            if state["epoch"] >= stage.last:
-                continue  # finished before the resume
+            if stage_done(state, stage.name, stage.last):
+                continue  # finished (or stopped early) before the resume
             mid_stage = state["epoch"] >= stage.first  # resuming inside this stage
             if pending_rng is not None and not mid_stage:  # resuming at a stage boundary
                 set_rng_state(pending_rng)
                 pending_rng = None
             ctx.stage = stage.name
+            scfg = stage_config(cfg, stage.name)  # LinearInit stage 1: its own optimizer, lr, batch (train.linear_*)
 
-            # 3. Stage set-up: LinearInit stage 2 starts from the best stage-1 model.
+            # 3. Stage set-up: LinearInit stage 2 starts from the best stage-1 model; its result is stage 2's best.
             if stage.name == "finetune" and not mid_stage:
                 barrier()
                 best = load_checkpoint(run_dir / "best.pt", map_location=device, required=("model", "loss", "epoch"))
                 load_module_state(model, best["model"], run_dir / "best.pt", "model")
                 if cfg.train.stage2_loss == "restart":
                     loss_fn = B.build_loss_fn(cfg, index, log=lambda *a: None).to(device)
+                    carry_over(loss_fn, best["loss"])  # ROLE: the label estimates, as Cole et al.
                 else:
                     load_module_state(loss_fn, best["loss"], run_dir / "best.pt", "loss")
                 ctx.loss_fn = loss_fn
+                begin_stage2(state, run_dir, best, main)
                 say(f"LinearInit stage 2: fine-tuning everything from the best stage-1 epoch {best['epoch']}")
             model.freeze_backbone(stage.cached)
             if stage.cached:  # LinearInit stage 1: the head on cached features, the backbone never runs
                 from wsml.linearinit import HeadOnly, cached_feature_loaders
 
-                train_loader, stage_val_loader = cached_feature_loaders(cfg, model, index, dist_info, device,
+                train_loader, stage_val_loader = cached_feature_loaders(scfg, model, index, dist_info, device,
                                                                         run_dir, mean_std, say)
                 net, forward_eval = HeadOnly(model), model.forward_head
                 groups = [{"name": "head", "params": list(model.head.parameters()),
-                           "lr": cfg.optim.lr * cfg.optim.head_lr_mult}]
+                           "lr": scfg.optim.lr * scfg.optim.head_lr_mult}]
             else:
                 train_loader = B.build_loader(cfg, index, "train", dist_info, train=True, mean_std=mean_std)
                 stage_val_loader, net, forward_eval = val_loader, model, model
                 groups = model.param_groups(cfg.optim.lr, cfg.optim.head_lr_mult)
-            optimizer = B.build_optimizer(cfg, groups + B.loss_param_groups(cfg, loss_fn))
-            scheduler = B.build_scheduler(cfg, optimizer, stage.last - stage.first + 1)
+            optimizer = B.build_optimizer(scfg, groups + B.loss_param_groups(scfg, loss_fn))
+            scheduler = B.build_scheduler(scfg, optimizer, stage.last - stage.first + 1)
             scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
             if mid_stage:
                 load_module_state(optimizer, ckpt["optimizer"], run_dir / "last.pt", "optimizer")
@@ -211,6 +217,7 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 improved = val_map > state["best_val_map"]
                 if improved:
                     state["best_val_map"], state["best_epoch"] = val_map, epoch
+                stop = early_stop(state, stage.name, val_map, cfg.train.early_stop_drop)
 
                 # 5. Files (rank 0): best.pt when val mAP improved, then last.pt and metrics.csv.
                 if main:
@@ -229,6 +236,10 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 barrier()
                 say(f"epoch {epoch:>3}/{total} {stage.name:<10} loss {row['train_loss']:.4f}  val mAP {val_map:6.2f}"
                     f"  modified {modified:>6}  lr {lr:.2e}  {row['time_s']:6.1f}s{'  *best' if improved else ''}")
+                if stop:
+                    say(f"early stop: val mAP {val_map:.2f} is more than {cfg.train.early_stop_drop} below the "
+                        f"stage's best {state['best_val_map']:.2f}")
+                    break
     except KeyboardInterrupt:
         if main:
             _report_interrupt(run_dir, during="training")
@@ -237,6 +248,7 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
         start_files(cfg, run_dir)
     try:
         summary = _finish(cfg, run_dir, index, model, device, dtype, dist_info, mean_std, total)
+        summary.update({k: state[k] for k in ("stage1", "stopped") if k in state})  # LinearInit stage 1; early stops
     except KeyboardInterrupt:
         if main:
             _report_interrupt(run_dir, during="the final test evaluation")

@@ -113,6 +113,13 @@ class ROLE(PartialLoss):
             self._pending_optimizer_state = None
         return self.own_optimizer
 
+    @torch.no_grad()
+    def carry_over(self, state: dict[str, Any]) -> None:
+        """Start from the estimates of another run's state (LinearInit stage 1 -> stage 2, as Cole et al. pass
+        them on); the epoch and the estimates' optimizer start afresh, as in their new training run."""
+        self.label_logits.copy_(state["label_logits"])
+        self.initialized.copy_(state["initialized"])
+
     def get_extra_state(self) -> dict[str, Any]:
         state = super().get_extra_state()
         if self.own_optimizer is not None:

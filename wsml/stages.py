@@ -1,0 +1,72 @@
+"""Stage bookkeeping of the training loop: LinearInit's two stages and early stopping.
+
+LinearInit (paper §4: "train 25 epochs with the feature extractor frozen, then fine-tune the best model for 10
+epochs"): the run's result is the best *stage-2* epoch on val, as Cole et al. report the best fine-tuning epoch;
+stage 1's best is kept apart (``best_stage1.pt``, ``summary["stage1"]``). Stage 1 may use its own optimizer,
+learning rate, weight decay and batch size (``train.linear_*``; Cole et al. train the linear phase with Adam at a
+fixed lr and batch size). ROLE's label estimates are carried from the best stage-1 model into stage 2, as Cole et
+al. pass them on. Early stopping (``train.early_stop_drop``): the authors' code stops when val mAP falls more
+than 3 points below the best so far.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wsml.config import Config
+
+
+def stage_config(cfg: Config, stage_name: str) -> Config:
+    """The config a stage trains with: LinearInit stage 1 ("linear") applies the ``train.linear_*`` settings.
+
+    ``train.linear_lr`` is the head's lr itself (no ``head_lr_mult``: stage 1 trains the head only, as Cole et
+    al.'s linear phase); unset fields keep the run's ``optim`` / ``train.batch_size``.
+    """
+    t = cfg.train
+    if stage_name != "linear":
+        return cfg
+    out = copy.deepcopy(cfg)
+    if t.linear_optim:
+        out.optim.name = t.linear_optim
+    if t.linear_lr is not None:
+        out.optim.lr, out.optim.head_lr_mult = t.linear_lr, 1.0
+    if t.linear_weight_decay is not None:
+        out.optim.weight_decay = t.linear_weight_decay
+    if t.linear_batch_size:
+        out.train.batch_size = t.linear_batch_size
+    return out
+
+
+def begin_stage2(state: dict, run_dir: Path, best: dict, main: bool) -> None:
+    """Keep stage 1's best (epoch, val mAP; ``best_stage1.pt``) and restart the val-best tracking, so that the
+    run's result (best.pt, the summary) is the best stage-2 epoch even when a stage-1 epoch scored higher."""
+    state["stage1"] = {"best_epoch": int(best["epoch"]), "val_map": float(best["val_map"])}
+    state["best_val_map"], state["best_epoch"] = -math.inf, 0
+    if main:
+        shutil.copyfile(run_dir / "best.pt", run_dir / "best_stage1.pt")
+
+
+def carry_over(loss_fn: torch.nn.Module, stage1_state: dict[str, Any]) -> None:
+    """Give a fresh stage-2 loss what Cole et al. pass on from stage 1 (ROLE: the label estimates)."""
+    if hasattr(loss_fn, "carry_over"):
+        loss_fn.carry_over(stage1_state)
+
+
+def early_stop(state: dict, stage_name: str, val_map: float, drop: float) -> bool:
+    """True (and recorded in ``state["stopped"]``) when val mAP fell more than ``drop`` points below the best of
+    the stage (the authors' train.py: ``bestmap_val - map_val > 3``); ``drop`` 0 = off."""
+    if drop <= 0 or not state["best_val_map"] - val_map > drop:
+        return False
+    state.setdefault("stopped", {})[stage_name] = int(state["epoch"])
+    return True
+
+
+def stage_done(state: dict, stage_name: str, last_epoch: int) -> bool:
+    """Whether a stage needs no more epochs: all of them ran, or it stopped early (also after a resume)."""
+    return state["epoch"] >= last_epoch or stage_name in state.get("stopped", {})
