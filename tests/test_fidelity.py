@@ -237,8 +237,9 @@ def test_early_stop_drop_as_the_authors_train_loop(tmp_path: Path) -> None:
     assert summary["stopped"] == {"end-to-end": len(vals)} and summary["val_map"] == max(vals)
 
 
-@pytest.mark.parametrize("path, lr, batch", [("voc/linearinit/an.yaml", 1e-4, 8), ("nus/linearinit/ll-r.yaml", 1e-4, 16),
-                                             ("coco/linearinit/role.yaml", 1e-3, 16), ("cub/linearinit/role.yaml", 1e-3, 8)])
+@pytest.mark.parametrize("path, lr, batch", [
+    ("voc/linearinit/an.yaml", 1e-4, 8), ("nus/linearinit/ll-r.yaml", 1e-4, 16),
+    ("coco/linearinit/role.yaml", 1e-3, 16), ("cub/linearinit/role.yaml", 1e-3, 8)])
 def test_linearinit_configs_use_coles_stage1_settings(path: str, lr: float, batch: int) -> None:
     """Cole train.py (HEAD 89152d5) lines 241-254 ('linear_init_params': an_ls lr 1e-4, batch 8, NUS 16; role
     lr 1e-3, batch 16, CUB 8) and lines 185-188 (Adam, no weight decay); the LL authors released no LinearInit code."""
