@@ -71,7 +71,8 @@ def build_model(cfg: Config, index=None, info: Optional[dict] = None) -> torch.n
     try:
         model = create_model(cfg.model.backbone, info["num_classes"], pretrained=cfg.model.pretrained,
                              weights=cfg.model.weights, in_chans=info["in_chans"], in_features=info["in_features"],
-                             dropout=cfg.model.dropout, **cfg.model.options)
+                             dropout=cfg.model.dropout, require_weights=cfg.model.require_weights,
+                             **cfg.model.options)
     except TypeError as e:  # a model.options key the backbone does not take
         if "keyword argument" not in str(e):
             raise

@@ -59,6 +59,7 @@ class ModelConfig:
     dropout: float = 0.0
     options: dict = field(default_factory=dict)  # backbone keyword arguments, e.g. {widths: [16, 32, 64, 128]}
     boostlu_alpha: Optional[float] = None  # BoostLU (Kim et al. 2023): boost the positive CAM by α (paper: 5)
+    require_weights: str = ""  # "imagenet1k_v1": only torchvision's V1 ResNet file (SHA-256 checked; paper configs)
 
 
 @dataclass
@@ -243,6 +244,7 @@ def validate(cfg: Config) -> None:
                             ("train.early_stop_patience", cfg.train.early_stop_patience, 0)):
         if value < low:
             raise ConfigError(f"config key {key!r}: {value} must be >= {low}")
+    _check_choice("model.require_weights", cfg.model.require_weights, ("", "imagenet1k_v1"))
     t = cfg.train
     if t.linear_optim:
         _check_choice("train.linear_optim", t.linear_optim, OPTIMIZERS)

@@ -15,7 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsml.models.registry import Backbone, MeanStd, resolve_backbone
-from wsml.models.weights import find_local_weights, load_backbone_weights, missing_weights_error
+from wsml.models.weights import (
+    find_local_weights,
+    load_backbone_weights,
+    missing_weights_error,
+    verify_weights,
+)
 
 
 class MultiLabelModel(nn.Module):
@@ -121,12 +126,13 @@ def upsample_cam(cam: torch.Tensor, size: Union[int, tuple[int, int]], mode: str
 
 def create_model(backbone: str, num_classes: int, *, pretrained: bool = False,
                  weights: Union[str, Path, None] = None, in_chans: int = 3, in_features: Optional[int] = None,
-                 dropout: float = 0.0, **backbone_kwargs) -> MultiLabelModel:
+                 dropout: float = 0.0, require_weights: str = "", **backbone_kwargs) -> MultiLabelModel:
     """Build ``backbone`` (a name from :func:`available_backbones`) with a ``num_classes``-way linear head.
 
     ``weights=PATH`` loads a local state dict into the backbone; ``pretrained=True`` alone uses packaged weights
     (efficientnet_lite0) or a file found by :func:`wsml.models.weights.find_local_weights`, and raises
-    FileNotFoundError saying where to put one otherwise. Nothing is ever downloaded.
+    FileNotFoundError saying where to put one otherwise. Nothing is ever downloaded. ``require_weights=
+    "imagenet1k_v1"`` (the paper configs) refuses any file that is not torchvision's IMAGENET1K_V1 ResNet.
     """
     if int(num_classes) != num_classes or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
@@ -146,5 +152,8 @@ def create_model(backbone: str, num_classes: int, *, pretrained: bool = False,
         if path is None:
             raise missing_weights_error(backbone, body.weights_hint)
     if path is not None:
+        digest = verify_weights(path, backbone, require_weights) if require_weights else None
         model.weights_info = load_backbone_weights(body, path, backbone)
+        if digest:
+            model.weights_info.update(sha256=digest, release=require_weights)
     return model

@@ -19,6 +19,12 @@ import torch
 from wsml.models.registry import Backbone
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+# torchvision's ImageNet ResNet files: the name's hash is the start of the file's SHA-256. The paper used V1 (the
+# original recipe, also under its legacy file name); V2 (the newer recipe) changes VOC results, as reported on
+# the authors' repository.
+IMAGENET1K_V1 = {"resnet50": ("0676ba61", "19c8e357"), "resnet101": ("63fe2227", "5d3b4d8f")}
+IMAGENET1K_V2 = {"resnet50": ("11ad3fa6",), "resnet101": ("cd907fc2",)}
+REQUIRE_WEIGHTS = ("", "imagenet1k_v1")
 
 
 def weights_dirs() -> list[Path]:
@@ -48,8 +54,51 @@ def find_local_weights(name: str, extra_dirs: Iterable[Union[str, Path]] = ()) -
                     return folder / f"{stem}{suffix}"
             hashed = sorted(folder.glob(f"{stem}-*.pth")) if folder.is_dir() else []
             if hashed:
-                return hashed[0]
+                return _pick_hashed(hashed, stem)
     return None
+
+
+def _pick_hashed(files: list[Path], stem: str) -> Path:
+    """One of torchvision's ``<name>-<hash>.pth`` files: the only one, else the only IMAGENET1K_V1 one; never a
+    choice by sorted name (resnet50-11ad3fa6, V2, sorts before resnet50-19c8e357, V1)."""
+    if len(files) == 1:
+        return files[0]
+    v1 = [f for f in files if f.stem.rsplit("-", 1)[-1][:8] in IMAGENET1K_V1.get(stem, ())]
+    if len(v1) == 1:
+        return v1[0]
+    raise ValueError(f"several weights files for {stem!r} ({', '.join(f.name for f in files)}) and none is the one "
+                     f"IMAGENET1K_V1 file: name the file with model.weights=PATH")
+
+
+def sha256_of(path: Union[str, Path]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_weights(path: Union[str, Path], backbone: str, require: str) -> str:
+    """Check that ``path`` holds the weights ``require`` names ("imagenet1k_v1": torchvision's original ImageNet
+    ResNet-50/101, by the SHA-256 prefix torchvision puts in its file names); returns the SHA-256."""
+    name = backbone.split(":", 1)[-1].strip().lower()
+    if require != "imagenet1k_v1":
+        raise ValueError(f"model.require_weights must be one of {', '.join(repr(r) for r in REQUIRE_WEIGHTS)}, "
+                         f"got {require!r}")
+    if name not in IMAGENET1K_V1:
+        raise ValueError(f"model.require_weights=imagenet1k_v1 applies to resnet50/resnet101, not {backbone!r}")
+    digest = sha256_of(path)
+    if digest[:8] in IMAGENET1K_V2[name]:
+        raise ValueError(f"weights file {path} is torchvision's IMAGENET1K_V2 {name} (SHA-256 {digest[:8]}...): the "
+                         f"paper used IMAGENET1K_V1, and V2 changes the reproduced results (VOC in particular); use "
+                         f"{name}-{IMAGENET1K_V1[name][0]}.pth, or set model.require_weights='' to use V2 anyway")
+    if digest[:8] not in IMAGENET1K_V1[name]:
+        raise ValueError(f"weights file {path} is not torchvision's IMAGENET1K_V1 {name} (SHA-256 {digest[:8]}..., "
+                         f"expected {' or '.join(IMAGENET1K_V1[name])}); paper configs need V1: use "
+                         f"{name}-{IMAGENET1K_V1[name][0]}.pth, or set model.require_weights='' for other weights")
+    return digest
 
 
 def missing_weights_error(name: str, hint: str = "") -> FileNotFoundError:
