@@ -21,20 +21,27 @@ from pathlib import Path
 from wsml import bench_report as R
 
 
-def reference_check(base: dict, part: dict) -> str:
-    """Compare the shared (reference) search rows both results hold: the re-run must reproduce the committed
-    values for the untouched rows to be comparable with the new ones."""
-    old = {tuple(s["overrides"]): s["val_map"] for s in base.get("search", []) if s["method"].endswith("(shared)")}
-    new = {tuple(s["overrides"]): s["val_map"] for s in part.get("search", []) if s["method"].endswith("(shared)")}
+def reference_check(base: dict, part: dict, methods: list[str], checks: list[dict]) -> str:
+    """Compare what the re-run and the committed result both hold for untouched rows (the shared search of the
+    reference, and runs re-trained only to check, ``--check``): it must be reproduced for the untouched rows to be
+    comparable with the new ones."""
+    old = {("search",) + tuple(s["overrides"]): s["val_map"] for s in base.get("search", [])
+           if s["method"].endswith("(shared)")}
+    new = {("search",) + tuple(s["overrides"]): s["val_map"] for s in part.get("search", [])
+           if s["method"].endswith("(shared)")}
+    for res, into in [(base, old)] + [(c, new) for c in checks]:
+        into.update({(r["method"], r["seed"], r["key"]): r["test_map"] for r in res["runs"]
+                     if r["method"] not in methods})
     both = sorted(set(old) & set(new))
     if not both:
-        return "no shared search rows to compare"
+        return "nothing re-run to compare with the committed rows"
     diffs = [abs(old[k] - new[k]) for k in both]
-    return (f"the re-run reference search reproduced the committed val mAP of {len(both)} candidate(s) "
-            f"(largest difference {max(diffs):.2e})")
+    what = ", ".join(sorted({"reference search val mAP" if k[0] == "search" else f"{k[0]} seed {k[1]} test mAP"
+                             for k in both}))
+    return f"the re-run reproduced the committed {what} (largest difference {max(diffs):.2e})"
 
 
-def merge(base: dict, part: dict, methods: list[str], command: str) -> dict:
+def merge(base: dict, part: dict, methods: list[str], command: str, checks: list[dict] = ()) -> dict:
     """``base`` with the runs, search rows and choices of ``methods`` taken from ``part``; tables recomputed."""
     missing = [m for m in methods if not any(r["method"] == m for r in part["runs"])]
     if missing:
@@ -50,11 +57,12 @@ def merge(base: dict, part: dict, methods: list[str], command: str) -> dict:
     table = R.summarise(runs, order)
     compared = [m for m in spec["compare"] if m in order]
     comparison = R.compare(runs, table, spec["reference"], spec.get("upper"), compared)
-    check = reference_check(base, part)
+    check = reference_check(base, part, methods, list(checks))
+    check_cmds = " (" + "; ".join(f"`{c['command']}`" for c in checks) + ")" if checks else ""
     merged_command = f"{base['command']}; then {command}; merged by python benchmarks/merge_rows.py"
     note = (f"Re-run on {part['date']}: the rows of {', '.join(methods)} come from `{command}` and replaced the "
             f"earlier ones (benchmarks/merge_rows.py); every other row is from `{base['command']}` "
-            f"({base['date']}). Check: {check}. Seconds per run are not comparable between the two parts "
+            f"({base['date']}). Check{check_cmds}: {check}. Seconds per run are not comparable between the two parts "
             f"(different machine load).")
     spec = dict(spec, notes=(spec.get("notes") or "").rstrip() + "\n\n" + note)
     return dict(base, spec=spec, runs=runs, search=search, chosen=chosen, table=table, comparison=comparison,
@@ -68,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("partial", help="<name>.json of the partial re-run")
     p.add_argument("--methods", required=True, help="comma-separated methods to take from the partial result")
     p.add_argument("--command", required=True, help="the exact command that produced the partial result")
+    p.add_argument("--check", action="append", default=[], help="<name>.json of untouched rows re-run to check")
     args = p.parse_args(argv)
     base_path = Path(args.base)
     base, part = json.loads(base_path.read_text()), json.loads(Path(args.partial).read_text())
-    out = merge(base, part, [m.strip() for m in args.methods.split(",") if m.strip()], args.command)
+    checks = [json.loads(Path(c).read_text()) for c in args.check]
+    out = merge(base, part, [m.strip() for m in args.methods.split(",") if m.strip()], args.command, checks)
     base_path.with_suffix(".md").write_text(R.markdown(out))
     base_path.write_text(json.dumps(out, indent=1, default=str) + "\n")
     rows = R.csv_rows(out)
