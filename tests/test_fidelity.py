@@ -279,3 +279,92 @@ def test_paper_configs_accept_only_imagenet1k_v1_resnets(tmp_path: Path, monkeyp
         W.verify_weights(other, "resnet50", "imagenet1k_v1")
     with pytest.raises(ValueError, match="applies to resnet50/resnet101"):
         W.verify_weights(other, "efficientnet_lite0", "imagenet1k_v1")
+
+
+# --- item 2: Cole et al.'s formatted files ----------------------------------------------------------------------
+def write_cole_formatted(base: Path, image_root: Path, n_train: int = 25, n_val: int = 7, c: int = 5,
+                         with_obs: bool = True) -> dict:
+    """Cole's exact layout (preproc/format_pascal.py lines 55-61: float64 {0,1} labels, a str array of relative
+    image paths; preproc/generate_observed_labels.py lines 66-80: float {1,0,-1} labels_obs per phase)."""
+    rng = np.random.RandomState(5)
+    base.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for phase, n in (("train", n_train), ("val", n_val)):
+        labels = (rng.rand(n, c) < 0.4).astype(np.float64)
+        labels[np.arange(n), rng.randint(0, c, n)] = 1.0
+        paths = np.array([f"{phase}_dir/img_{i:03d}.jpg" for i in range(n)])
+        for p in paths:
+            (image_root / p).parent.mkdir(parents=True, exist_ok=True)
+            (image_root / p).write_bytes(b"")
+        np.save(base / f"formatted_{phase}_images.npy", paths)
+        np.save(base / f"formatted_{phase}_labels.npy", labels)
+        obs = np.where(rng.rand(n, c) < 0.3, labels * 2 - 1, 0.0)  # any {1,0,-1} file: used as it is
+        if with_obs:
+            np.save(base / f"formatted_{phase}_labels_obs.npy", obs)
+        out[phase] = {"paths": paths.tolist(), "labels": labels, "obs": obs}
+    return out
+
+
+def test_prepare_formatted_reads_coles_files_as_load_data_does(tmp_path: Path) -> None:
+    """Cole datasets.py (HEAD 89152d5) lines 135-143 (load_data: formatted_{train,val}_{labels,labels_obs,images}
+    .npy), lines 156-162 and 75-92 (train/val split of the official train set: RandomState(1200).permutation,
+    round(0.2 n) val rows, sorted), lines 194-203 (the "val" files are the test split, clean labels); observed
+    labels drawn as preproc/generate_observed_labels.py (seed 1200, whole official train set) when absent."""
+    from wsml.cli import main
+    from wsml.data import DatasetIndex, build_dataset
+    from wsml.labels import observe_labels, split_train_val
+
+    base, img = tmp_path / "nuswide", tmp_path / "Flickr"
+    truth = write_cole_formatted(base, img)
+    assert main(["prepare", "formatted", "--root", str(base), "--out", str(tmp_path / "out"), f"images={img}"]) == 0
+    index = DatasetIndex.load(tmp_path / "out")
+    tr, va = split_train_val(25, val_frac=0.2, seed=1200)
+    assert index["train"].samples == [truth["train"]["paths"][i] for i in tr] and index.root == str(img)
+    np.testing.assert_array_equal(index["train"].observed, truth["train"]["obs"][tr].astype(np.int8))
+    np.testing.assert_array_equal(index["val"].full, truth["train"]["labels"][va])
+    assert index["test"].samples == truth["val"]["paths"]
+    np.testing.assert_array_equal(index["test"].full, truth["val"]["labels"])
+    assert index.meta["source"]["observed"] == "formatted_train_labels_obs.npy"
+    # without labels_obs: drawn over the whole official train set, then split
+    bare = tmp_path / "bare"
+    truth = write_cole_formatted(bare, bare, with_obs=False)
+    drawn = build_dataset("formatted", str(bare))
+    expected = observe_labels(truth["train"]["labels"].astype(np.uint8), num_pos=1, num_neg=0, seed=1200)
+    np.testing.assert_array_equal(drawn["train"].observed, expected[tr])
+    # bad input: one clear error naming the file
+    np.save(bare / "formatted_val_images.npy", np.array([object()] * 7, dtype=object))
+    with pytest.raises(ValueError, match="formatted_val_images.npy: not a plain numpy array.*does not unpickle"):
+        build_dataset("formatted", str(bare))
+    with pytest.raises(ValueError, match="dropping images would change"):
+        build_dataset("formatted", str(base), images=str(img), missing_images="drop")
+    with pytest.raises(FileNotFoundError, match="formatted/train: 25 of 25 images are missing"):
+        build_dataset("formatted", str(base))
+
+
+# --- item 3a: baselines under Cole et al.'s protocol ------------------------------------------------------------
+def test_cole_protocol_configs_and_grid(tmp_path: Path) -> None:
+    """Cole train.py (HEAD 89152d5): Adam with one lr for f (backbone and head) and lr_mult × lr for g (lines
+    179-188), DataLoader drop_last=True (lines 166-173), grid batch {8, 16} × lr {1e-2 ... 1e-5} chosen on val
+    (lines 338-364), no early stopping."""
+    from engine_helpers import image_config, make_image_index
+
+    from wsml import builders as B
+    from wsml.bench import _candidates, load_spec
+    from wsml.distributed import DistInfo
+
+    for ds in ("voc", "coco", "nus", "cub"):
+        for m in ("an", "wan", "lsan", "epr", "role", "full"):
+            cfg = load_config(ROOT / "configs" / ds / "cole" / f"{m}.yaml")
+            assert cfg.loss.name == m and cfg.model.require_weights == "imagenet1k_v1"
+            assert (cfg.optim.name, cfg.optim.weight_decay, cfg.optim.head_lr_mult) == ("adam", 0.0, 1.0)
+            assert cfg.train.drop_last and cfg.train.early_stop_drop == 0 and cfg.train.amp == "off"
+    spec = load_spec(ROOT / "benchmarks/grids/cole_voc.yaml")
+    assert sorted(spec["search"]["params"]) == ["an", "epr", "full", "lsan", "role", "wan"]
+    grid = {tuple(c) for c in _candidates(spec["search"]["params"]["role"])}
+    assert grid == {(f"train.batch_size={b}", f"optim.lr={lr}") for b in (8, 16) for lr in (0.01, 0.001, 0.0001, 1e-05)}
+    # drop_last reaches the training loader only (every val/test image is still scored)
+    data = make_image_index(tmp_path / "quads", n_train=30)
+    cfg = image_config(data, tmp_path, **{"train.drop_last": True, "train.batch_size": 8})
+    index = B.load_index(cfg.data)
+    assert len(B.build_loader(cfg, index, "train", DistInfo(), train=True)) == 30 // 8
+    assert sum(len(b["index"]) for b in B.build_loader(cfg, index, "val", DistInfo(), train=False)) == 40

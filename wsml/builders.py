@@ -141,7 +141,7 @@ def build_loader(cfg: Config, index, split: str, dist_info: DistInfo, *, train: 
     bs = per_rank_batch(gb, dist_info) if train else max(1, math.ceil(gb / dist_info.world_size))
     image_size = cfg.data.image_size if index.kind == "images" else None
     return make_loader(index, split, batch_size=bs, train=train, image_size=image_size,
-                       num_workers=cfg.data.num_workers, seed=cfg.train.seed,
+                       num_workers=cfg.data.num_workers, seed=cfg.train.seed, drop_last=train and cfg.train.drop_last,
                        sampler=lambda ds: make_sampler(ds, dist_info, shuffle=train, seed=cfg.train.seed),
                        channels=channels_for(cfg, index), on_bad_image=cfg.data.on_bad_image,
                        mean=mean_std[0] if mean_std else None, std=mean_std[1] if mean_std else None,

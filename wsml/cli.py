@@ -15,6 +15,7 @@ EPILOG_PREPARE = """examples:
   wsml prepare fashion-mosaic                       # embedded default, offline -> data/fashion-mosaic
   wsml prepare fashion-mosaic num_train=3000        # adapter options as key=value
   wsml prepare voc --root ~/data/VOCdevkit --out data/voc
+  wsml prepare formatted --root ~/data/nuswide --out data/nus images=~/data/nuswide/Flickr   # Cole et al.'s .npy
   wsml prepare yeast                                # tabular features shipped with `river`
 data sets: {datasets}"""
 

@@ -119,6 +119,7 @@ class TrainConfig:
     linear_weight_decay: Optional[float] = None  # stage 1 weight decay (null = optim.weight_decay)
     linear_batch_size: int = 0  # stage 1 batch size (0 = batch_size)
     early_stop_drop: float = 0.0  # stop a stage when val mAP falls more than this below its best (authors: 3); 0 off
+    drop_last: bool = False  # drop the last incomplete training batch (Cole et al.'s loaders; image loaders only)
 
 
 @dataclass

@@ -21,6 +21,7 @@ ADAPTERS = {
     "nus": "wsml.data.nus:build_nus",
     "cub": "wsml.data.cub:build_cub",
     "openimages": "wsml.data.openimages:build_openimages",
+    "formatted": "wsml.data.formatted:build_formatted",
     "csv": "wsml.data.custom:build_csv",
     "folder": "wsml.data.custom:build_folder",
     "fashion-mosaic": "wsml.data.fashion_mosaic:build_fashion_mosaic",
