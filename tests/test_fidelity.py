@@ -368,3 +368,25 @@ def test_cole_protocol_configs_and_grid(tmp_path: Path) -> None:
     index = B.load_index(cfg.data)
     assert len(B.build_loader(cfg, index, "train", DistInfo(), train=True)) == 30 // 8
     assert sum(len(b["index"]) for b in B.build_loader(cfg, index, "val", DistInfo(), train=False)) == 40
+
+
+# --- item 9: docs/reproducing.md ---------------------------------------------------------------------------------
+def test_reproducing_page_is_linked_and_names_only_real_options() -> None:
+    """Every config key the page names exists, it covers the released ``is 'LL-Cp'`` bug (LLM losses.py HEAD
+    5025d16b line 43, train.py line 82) with the flag that reproduces it, and the README links it."""
+    import dataclasses
+    import re
+
+    from wsml.config import Config
+    from wsml.losses import build_loss
+
+    page = (ROOT / "docs" / "reproducing.md").read_text()
+    assert "docs/reproducing.md" in (ROOT / "README.md").read_text()
+    assert "is 'LL-Cp'" in page and "reference_cp_bug: true" in page
+    assert build_loss("ll-cp", reference_cp_bug=True).reference_cp_bug
+    keys = set(re.findall(r"`((?:train|model|optim|loss|data)\.[a-z_0-9]+)", page))
+    assert len(keys) >= 10
+    for key in keys:
+        section, field = key.split(".")
+        cls = getattr(Config(), section).__class__
+        assert field in {f.name for f in dataclasses.fields(cls)}, key
