@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from wsml import bench_report as R
 
 
@@ -77,10 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", required=True, help="comma-separated methods to take from the partial result")
     p.add_argument("--command", required=True, help="the exact command that produced the partial result")
     p.add_argument("--check", action="append", default=[], help="<name>.json of untouched rows re-run to check")
+    p.add_argument("--spec", default="", help="grid spec whose (edited) title and notes replace the committed ones")
     args = p.parse_args(argv)
     base_path = Path(args.base)
     base, part = json.loads(base_path.read_text()), json.loads(Path(args.partial).read_text())
     checks = [json.loads(Path(c).read_text()) for c in args.check]
+    if args.spec:
+        spec = yaml.safe_load(Path(args.spec).read_text())
+        base["spec"] = dict(base["spec"], title=spec.get("title", ""), notes=spec.get("notes", ""))
     out = merge(base, part, [m.strip() for m in args.methods.split(",") if m.strip()], args.command, checks)
     base_path.with_suffix(".md").write_text(R.markdown(out))
     base_path.write_text(json.dumps(out, indent=1, default=str) + "\n")
