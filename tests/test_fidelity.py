@@ -103,6 +103,30 @@ def test_masked_map_leaves_out_classes_without_an_annotated_entry() -> None:
     assert mean_average_precision(s, full) == pytest.approx(100 * ref, abs=1e-9)
 
 
+def test_summary_counts_the_classes_left_out_of_the_test_map(tmp_path: Path) -> None:
+    """summary.json reports how many classes the OpenImages rule (LLM instrumentation.py lines 199-202: no entry
+    with label != -1 -> skipped) left out of test mAP; the mAP is the mean over the others."""
+    from engine_helpers import make_feature_index
+
+    from wsml.data import DatasetIndex
+    from wsml.engine import train
+    from wsml.metrics import average_precision_per_class
+
+    torch.set_num_threads(1)
+    folder = make_feature_index(tmp_path / "feats")
+    index = DatasetIndex.load(folder)
+    test = index["test"]
+    obs = np.where(np.random.RandomState(0).rand(*test.full.shape) < 0.6, test.full * 2 - 1, 0).astype(np.int8)
+    obs[:, 4] = 0  # class 4 has no annotated test entry
+    test.observed, test.full = obs, None
+    index.save(folder)
+    s = train(load_config(None, feature_run_overrides(folder, tmp_path, **{"run.name": "oi", "train.epochs": 1})))
+    pred = np.load(tmp_path / "oi" / "predictions_test.npz")
+    ap = 100 * average_precision_per_class(pred["scores"], obs == 1, obs != 0)
+    assert s["test_classes_left_out"] == 1
+    assert s["test_map"] == pytest.approx(np.delete(ap, 4).mean())
+
+
 def test_openimages_default_train_list_is_every_annotated_image(tmp_path: Path) -> None:
     """The authors' training list is every ImageID of train/annotations-human.csv (LLM
     data/openimages/generate_imageid_list.py, HEAD 5025d16b, lines 7-15: ``set(annotations.ImageID)``), including
