@@ -6,6 +6,7 @@ and elijahcole/single-positive-multi-label ("Cole").
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER_DATASETS = ("voc", "coco", "nus", "cub", "openimages")
 
 
-def paper_configs() -> list[Path]:
-    return sorted(p for d in PAPER_DATASETS for p in (ROOT / "configs" / d).rglob("*.yaml"))
+@functools.lru_cache(maxsize=1)
+def paper_configs() -> tuple:
+    """(path, resolved config) of every paper config (VOC/COCO/NUS/CUB/OpenImages), loaded once."""
+    paths = sorted(p for d in PAPER_DATASETS for p in (ROOT / "configs" / d).rglob("*.yaml"))
+    return tuple((p, load_config(p)) for p in paths)
 
 
 # --- item 4: precision -----------------------------------------------------------------------------------------
@@ -30,8 +34,8 @@ def test_paper_configs_train_in_fp32() -> None:
     YAML 1.1 reads ``off`` as a boolean."""
     configs = paper_configs()
     assert len(configs) > 40
-    for path in configs:
-        assert load_config(path).train.amp == "off", path
+    for path, cfg in configs:
+        assert cfg.train.amp == "off", path
     assert load_config(ROOT / "configs/fashion/an.yaml", ["train.amp=off"]).train.amp == "off"
 
 
@@ -281,8 +285,8 @@ def test_paper_configs_accept_only_imagenet1k_v1_resnets(tmp_path: Path, monkeyp
     sorts first (resnet50-11ad3fa6 = V2)."""
     from wsml.models import weights as W
 
-    for path in paper_configs():
-        assert load_config(path).model.require_weights == "imagenet1k_v1", path
+    for path, cfg in paper_configs():
+        assert cfg.model.require_weights == "imagenet1k_v1", path
     v2, legacy_v1 = tmp_path / "resnet50-11ad3fa6.pth", tmp_path / "resnet50-19c8e357.pth"
     v2.write_bytes(b"v2 weights")
     legacy_v1.write_bytes(b"v1 weights")
