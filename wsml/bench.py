@@ -270,10 +270,26 @@ def run_grid(spec: dict, *, runs_dir: Optional[str | Path] = None, workers: int 
             "comparison": comparison, "group_note": group_note, "finished": len(runs)}
 
 
+def _merge_search(old: list[dict], new: list[dict], redone: set) -> list[dict]:
+    """The committed search rows, with those of the re-run methods replaced in place by the re-run's (their
+    search was run again, and its choice may have changed)."""
+    fresh = {m: [s for s in new if s["method"] == m] for m in redone}
+    out, placed = [], set()
+    for row in old:
+        m = row["method"]
+        if m not in redone:
+            out.append(row)
+        elif m not in placed:
+            out += fresh[m]
+            placed.add(m)
+    return out + [s for m in sorted(redone - placed) for s in fresh[m]]
+
+
 def merge_results(results: dict, committed: Path, command: str) -> tuple[dict, str]:
     """A ``--only`` re-run merged into the results file ``committed`` (``<name>.json``): the re-run methods' runs
-    replace theirs there, the other methods' runs and the search are kept, the tables are recomputed. Returns the
-    merged results and a command line that appends the re-run to the commands that made the file so far."""
+    and search rows replace theirs there, the other methods' runs and search rows are kept, the tables are
+    recomputed. Returns the merged results and a command line that appends the re-run to the commands that made
+    the file so far."""
     old = json.loads(committed.read_text())
     spec, redone = results["spec"], {r["method"] for r in results["runs"]}
     kept = [r for r in old["runs"] if r["method"] not in redone and r["method"] in spec["methods"]]
@@ -282,7 +298,10 @@ def merge_results(results: dict, committed: Path, command: str) -> tuple[dict, s
     table = R.summarise(runs, methods)
     compare = [m for m in spec["compare"] if m in methods]
     comparison = R.compare(runs, table, spec["reference"], spec.get("upper"), compare)
-    merged = dict(results, search=old.get("search", []), chosen=old.get("chosen", {}), runs=runs, table=table,
+    search = _merge_search(old.get("search", []), results.get("search", []), redone)
+    chosen = {k: v for k, v in old.get("chosen", {}).items() if k not in redone}
+    chosen.update({k: v for k, v in results.get("chosen", {}).items() if k in redone})
+    merged = dict(results, search=search, chosen=chosen, runs=runs, table=table,
                   comparison=comparison, group_note=results.get("group_note") or old.get("group_note", ""),
                   finished=len(runs))
     return merged, f"{old['command']} ; rows {', '.join(sorted(redone))} re-run with: {command}"
