@@ -418,3 +418,33 @@ def test_reproducing_page_is_linked_and_names_only_real_options() -> None:
         section, field = key.split(".")
         cls = getattr(Config(), section).__class__
         assert field in {f.name for f in dataclasses.fields(cls)}, key
+
+
+# --- item 1: re-running the LL-Cp rows of a committed table ----------------------------------------------------
+def test_bench_merge_replaces_the_rerun_methods_search_rows_and_choice(tmp_path: Path) -> None:
+    """`wsml bench --only ll-cp --merge` after LL-Cp's rule changed: its search was run again and its choice may
+    differ (benchmark 2: Δrel 0.5 -> 1.0), so the merged table must show the new search rows and choice, in place,
+    and keep every other method's."""
+    import json
+
+    from wsml.bench import merge_results
+
+    def run(m, s, v):
+        return {"method": m, "seed": s, "test_map": v, "val_map": v, "best_epoch": 1}
+
+    def row(m, d, v, chosen):
+        return {"method": m, "overrides": [f"loss.delta_rel={d}"], "seeds": [0], "val_map": v, "chosen": chosen}
+
+    old = {"command": "wsml bench g.yaml", "chosen": {"ll-r": ["loss.delta_rel=1"], "ll-cp": ["loss.delta_rel=0.5"]},
+           "search": [row("ll-r", 1, 70.0, True), row("ll-cp", 0.5, 71.1, True), row("ll-cp", 1.0, 70.8, False)],
+           "runs": [run("an", 0, 60.0), run("ll-r", 0, 65.0), run("ll-cp", 0, 66.0)]}
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(old))
+    spec = {"methods": {"an": [], "ll-r": [], "ll-cp": []}, "reference": "an", "upper": None,
+            "compare": ["ll-r", "ll-cp"]}
+    new = {"spec": spec, "runs": [run("ll-cp", 0, 64.0)], "chosen": {"ll-cp": ["loss.delta_rel=1.0"]},
+           "search": [row("ll-cp", 0.5, 69.7, False), row("ll-cp", 1.0, 70.7, True)], "group_note": ""}
+    merged, _ = merge_results(new, path, "wsml bench g.yaml --only ll-cp --merge")
+    assert merged["search"] == [old["search"][0]] + new["search"]
+    assert merged["chosen"] == {"ll-r": ["loss.delta_rel=1"], "ll-cp": ["loss.delta_rel=1.0"]}
+    assert {r["method"]: r["test_map_mean"] for r in merged["table"]}["ll-cp"] == 64.0
