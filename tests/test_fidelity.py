@@ -182,6 +182,11 @@ def test_role_estimates_use_adam_without_weight_decay_whatever_the_network_optim
     assert group["lr"] == pytest.approx(10 * 5e-3) and group["weight_decay"] == 0.0 and "betas" in group
     moved = (after - before).abs()
     assert float(moved.max()) > 0.04  # Adam: each of the 4 steps moves an estimate by up to 0.05
+    # a checkpoint's Adam moments come back with a new stage's lr (LinearInit stage2_loss=continue, resume)
+    fresh = B.build_loss_fn(cfg, B.load_index(cfg.data), log=lambda *a: None)
+    fresh.load_state_dict(state)
+    opt = fresh.configure_optimizer(1e-4)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3) and len(opt.state) == 1
 
 
 # --- items 6 and 8: LinearInit result and early stopping --------------------------------------------------------

@@ -107,10 +107,13 @@ class ROLE(PartialLoss):
     def configure_optimizer(self, base_lr: float) -> torch.optim.Optimizer:
         """Create ``own_optimizer``: Adam over the estimates at ``lr_mult × base_lr``, no weight decay (Cole et al.),
         restoring the state of a loaded checkpoint if there is one."""
-        self.own_optimizer = torch.optim.Adam([self.label_logits], lr=self.lr_mult * float(base_lr), weight_decay=0.0)
+        lr = self.lr_mult * float(base_lr)
+        self.own_optimizer = torch.optim.Adam([self.label_logits], lr=lr, weight_decay=0.0)
         if self._pending_optimizer_state is not None:
             self.own_optimizer.load_state_dict(self._pending_optimizer_state)
             self._pending_optimizer_state = None
+            for group in self.own_optimizer.param_groups:  # the moments carry over, the lr is this stage's
+                group["lr"] = lr
         return self.own_optimizer
 
     @torch.no_grad()
