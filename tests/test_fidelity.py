@@ -349,6 +349,7 @@ def test_prepare_formatted_reads_coles_files_as_load_data_does(tmp_path: Path) -
 
     base, img = tmp_path / "nuswide", tmp_path / "Flickr"
     truth = write_cole_formatted(base, img)
+    truth_obs_full = truth["train"]["labels"].astype(np.int8) * 2 - 1  # Full upper bound: every label observed
     assert main(["prepare", "formatted", "--root", str(base), "--out", str(tmp_path / "out"), f"images={img}"]) == 0
     index = DatasetIndex.load(tmp_path / "out")
     tr, va = split_train_val(25, val_frac=0.2, seed=1200)
@@ -364,6 +365,8 @@ def test_prepare_formatted_reads_coles_files_as_load_data_does(tmp_path: Path) -
     drawn = build_dataset("formatted", str(bare))
     expected = observe_labels(truth["train"]["labels"].astype(np.uint8), num_pos=1, num_neg=0, seed=1200)
     np.testing.assert_array_equal(drawn["train"].observed, expected[tr])
+    full = build_dataset("formatted", str(base), images=str(img), labels_obs="draw", num_pos=-1, num_neg=-1)
+    np.testing.assert_array_equal(full["train"].observed, truth_obs_full[tr])
     # bad input: one clear error naming the file
     np.save(bare / "formatted_val_images.npy", np.array([object()] * 7, dtype=object))
     with pytest.raises(ValueError, match="formatted_val_images.npy: not a plain numpy array.*does not unpickle"):

@@ -66,12 +66,14 @@ def read_formatted_phase(base: Path, phase: str, observed: bool) -> tuple[list[s
 
 
 def build_formatted(root: Optional[str], *, images: Optional[str] = None, class_names: Optional[str] = None,
-                    missing_images: str = "error", name: str = "formatted", **options: Any) -> DatasetIndex:
+                    missing_images: str = "error", name: str = "formatted", labels_obs: str = "file",
+                    **options: Any) -> DatasetIndex:
     """Cole et al.'s formatted ``.npy`` files under ``root``; image paths relative to ``images`` (default ``root``).
 
     ``class_names``: a file with one class name per line (the files carry none; default c0, c1, ...).
     ``options``: the reference-protocol options (num_pos, num_neg, seed, val_frac, train_frac, train_frac_seed);
-    num_pos/num_neg/seed only apply when there is no ``formatted_train_labels_obs.npy``.
+    num_pos/num_neg/seed only apply when there is no ``formatted_train_labels_obs.npy`` or with
+    ``labels_obs="draw"`` (e.g. the Full-label upper bound: ``labels_obs=draw num_pos=-1 num_neg=-1``).
     """
     opts = protocol_options("formatted", options)
     if missing_images not in ("error", "ignore"):
@@ -79,7 +81,9 @@ def build_formatted(root: Optional[str], *, images: Optional[str] = None, class_
                          f"et al.'s split), got {missing_images!r}")
     base = require_root(root, "formatted")
     image_root = Path(images).expanduser() if images else base
-    tr_paths, tr_full, tr_obs = read_formatted_phase(base, "train", observed=True)
+    if labels_obs not in ("file", "draw"):
+        raise ValueError(f"formatted: labels_obs must be 'file' or 'draw', got {labels_obs!r}")
+    tr_paths, tr_full, tr_obs = read_formatted_phase(base, "train", observed=labels_obs == "file")
     te_paths, te_full, _ = read_formatted_phase(base, "val", observed=False)
     if tr_full.shape[1] != te_full.shape[1]:
         raise ValueError(f"{base}: train labels have {tr_full.shape[1]} classes, val labels {te_full.shape[1]}")
