@@ -19,7 +19,7 @@ label set as an ``annotation``. ``*.labelstudio.xml`` is the matching labeling c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
@@ -113,24 +113,25 @@ def label_studio_task(image: str, suggested: dict, known: list, model: str, comp
     return task
 
 
-def _reviews(folder: Path) -> list:
+def _reviews(folder: Path, modes: Sequence[str]) -> list:
     from wsml.review.state import MissingReview, ValReview
 
     out = []
-    if (folder / "val.json").is_file():
+    if "val" in modes and (folder / "val.json").is_file():
         out.append(ValReview.load(folder))
-    if (folder / "missing.csv").is_file():
+    if "missing" in modes and (folder / "missing.csv").is_file():
         out.append(MissingReview.load(folder))
     if not out:
         raise FileNotFoundError(f"{folder}: no review to export (start one with `wsml review RUN --val` or --missing)")
     return out
 
 
-def export_review(folder: PathLike, out: Optional[PathLike] = None) -> dict:
+def export_review(folder: PathLike, out: Optional[PathLike] = None, modes: Sequence[str] = ("val", "missing")) -> dict:
     """Write the reviewed labels CSV (default ``<csv>-reviewed.csv``), ``<out>.labelstudio.json`` and
-    ``<out>.labelstudio.xml`` from every review saved in ``folder`` (``RUN/review``); return paths and counts."""
+    ``<out>.labelstudio.xml`` from the reviews (of ``modes``) saved in ``folder`` (``RUN/review``): both
+    reviews of a run go into one CSV. Returns the paths and counts."""
     folder = Path(folder)
-    reviews = _reviews(folder)
+    reviews = _reviews(folder, modes)
     source = reviews[0].source
     csv_path = Path(source.csv)
     out = Path(out) if out else default_out(csv_path)

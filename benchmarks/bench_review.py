@@ -1,0 +1,153 @@
+"""What a review buys: `wsml review --missing` and `--val` on the Fashion-MNIST mosaics exported as own data.
+
+The mosaics are written as PNG files + a labels CSV with one observed positive per training image (the
+complete labels aside in hidden.csv, ``benchmarks/mosaic_csv.py``). Then, through the normal CLI:
+
+1. ``wsml prepare csv`` + ``wsml train`` LL-R and Naive AN (configs/custom/small-cnn.yaml, few epochs);
+2. ``--missing``: find-missing's top K pairs of the LL-R run (:func:`wsml.review.build.start_missing`); a
+   simulated reviewer accepts the pairs that are truly positive and rejects the rest (``MissingReview.decide``);
+   export (:func:`wsml.review.export_review`), re-prepare, retrain LL-R;
+3. ``--val``: N images drawn and scored by the LL-R run (:func:`wsml.review.build.start_val`); the reviewer sets
+   their complete labels from hidden.csv; export (split=val rows), re-prepare, retrain LL-R;
+4. both reviews together.
+
+Test mAP (complete test labels) of each run, and test macro F1 with the per-class thresholds chosen on each
+run's val split (a partial val picks poor thresholds). Also times paging through 100 000 suggestions.
+
+Usage: ``python benchmarks/bench_review.py [--out runs/bench-review] [--num-train 1500] [--epochs 4] [--k 500]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from mosaic_csv import export_mosaic_csv, read_hidden  # noqa: E402
+
+from wsml.cli import main as wsml  # noqa: E402
+
+
+def train(csv: Path, out: Path, name: str, loss: str, args) -> dict:
+    """``wsml prepare csv`` + ``wsml train`` + test metrics; a finished run is reused."""
+    from wsml.evaluation import evaluate_run
+    from wsml.thresholds import thresholded_metrics
+
+    run = out / "runs" / name
+    t0 = time.time()
+    if not (run / "summary.json").is_file():
+        shutil.rmtree(run, ignore_errors=True)
+        assert wsml(["prepare", "csv", "--root", str(csv), "--out", str(out / "prep" / name)]) == 0
+        assert wsml(["train", str(ROOT / "configs/custom/small-cnn.yaml"), f"data.path={out / 'prep' / name}",
+                     "data.image_size=56", f"loss.name={loss}", f"loss.delta_rel={args.delta_rel}",
+                     f"train.epochs={args.epochs}", "train.batch_size=64", f"run.out={out / 'runs'}",
+                     f"run.name={name}", "run.quiet=true"]) == 0
+    ev = evaluate_run(run, "test")
+    f1 = thresholded_metrics(run, "test")
+    manifest = json.loads((out / "prep" / name / "manifest.json").read_text())
+    return {"run": name, "loss": loss, "test_map": ev["map"], "test_macro_f1": f1["macro_f1"],
+            "train_rows": manifest["splits"]["train"]["num_samples"],
+            "val_rows": manifest["splits"]["val"]["num_samples"], "seconds": round(time.time() - t0, 1)}
+
+
+def review_missing(run: Path, hidden: Path, k: int, out_csv: Path) -> dict:
+    """Reviewer: accept the truly positive pairs among find-missing's top k, reject the others; export."""
+    from wsml.review import export_review
+    from wsml.review.build import start_missing
+
+    review = start_missing(run, k=k)
+    truth = read_hidden(str(hidden), review.source.class_names)  # the run's class order
+    for i, (img, c) in enumerate(zip(review.images_, review.classes)):
+        review.decide(i, "accept" if truth[img][c] else "reject")
+    r = export_review(review.folder, out_csv, modes=("missing",))
+    return {"pairs": len(review.images_), "accepted": r["accepted"], "rejected": r["rejected"]}
+
+
+def review_val(run: Path, hidden: Path, n: int, out_csv: Path) -> dict:
+    """Reviewer: the complete label set of each drawn image (pre-filled toggles corrected); export."""
+    from wsml.review import export_review
+    from wsml.review.build import start_val
+
+    review = start_val(run, n=n, seed=0)
+    names = review.source.class_names
+    truth = read_hidden(str(hidden), names)
+    changed = 0
+    for i, item in enumerate(review.items):
+        labels = [names[c] for c in np.flatnonzero(truth[item["image"]])]
+        changed += set(labels) != set(review.prefill(item))
+        review.decide(i, labels, done=True)
+    r = export_review(review.folder, out_csv, modes=("val",))
+    return {"images": len(review.items), "prefill_exact": len(review.items) - changed, "val_rows": r["val_rows"]}
+
+
+def paging_time(n: int = 100_000) -> dict:
+    """Milliseconds for the page API on ``n`` synthetic suggestions (first, last and a class-filtered page)."""
+    import tempfile
+
+    from wsml.review.state import MissingReview, Source
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as d:
+        names = [f"c{i}" for i in range(10)]
+        review = MissingReview(d, Source("labels.csv", d, names, [0.5] * 10), [f"img/{i:06d}.png" for i in range(n)],
+                               rng.integers(0, 10, n), np.sort(rng.random(n))[::-1], known={})
+        out = {}
+        for what, kw in (("first", {}), ("last", {"offset": n - 48}), ("class", {"offset": 4800, "cls": "c3"}),
+                         ("undecided", {"offset": 4800, "status": "todo"})):
+            t0 = time.perf_counter()
+            for _ in range(20):
+                review.page(limit=48, **kw)
+            out[what] = round((time.perf_counter() - t0) / 20 * 1000, 2)
+        t0 = time.perf_counter()
+        review.decide(n // 2, "accept")
+        out["decide_and_save"] = round((time.perf_counter() - t0) * 1000, 2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/bench-review")
+    ap.add_argument("--num-train", type=int, default=1500)
+    ap.add_argument("--num-test", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--delta-rel", type=float, default=2.0)
+    ap.add_argument("--k", type=int, default=500)
+    ap.add_argument("--n-val", type=int, default=200)
+    ap.add_argument("--results", default=str(ROOT / "benchmarks/results/review.json"))
+    args = ap.parse_args()
+    out = Path(args.out).resolve()
+    t_start, cpu_start = time.time(), time.process_time()
+    data = out / "data"
+    if not (data / "labels.csv").is_file():
+        export_mosaic_csv(str(data), num_train=args.num_train, num_test=args.num_test)
+    rows = [train(data / "labels.csv", out, "ll-r", "ll-r", args), train(data / "labels.csv", out, "an", "an", args)]
+    base = out / "runs" / "ll-r"
+    miss = review_missing(base, data / "hidden.csv", args.k, data / "labels-missing.csv")
+    val = review_val(base, data / "hidden.csv", args.n_val, data / "labels-val.csv")
+    both = data / "labels-both.csv"  # both reviews: the export of RUN/review holds the two
+    from wsml.review import export_review
+
+    export_review(base / "review", both)
+    rows += [train(data / "labels-missing.csv", out, "ll-r-missing", "ll-r", args),
+             train(data / "labels-val.csv", out, "ll-r-val", "ll-r", args),
+             train(both, out, "ll-r-both", "ll-r", args)]
+    result = {"command": "python " + " ".join(sys.argv), "args": vars(args), "runs": rows, "missing_review": miss,
+              "val_review": val, "paging_ms": paging_time(), "cpu_s": round(time.process_time() - cpu_start),
+              "wall_s": round(time.time() - t_start), "threads": os.environ.get("OMP_NUM_THREADS"),
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"}
+    Path(args.results).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
