@@ -32,7 +32,7 @@ browser:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-    (apt-get install -y -q chromium chromium-driver || (apt-get update -q && apt-get install -y -q chromium chromium-driver)) \
+	    (apt-get install -y -q chromium chromium-driver || (apt-get update -q && apt-get install -y -q chromium chromium-driver)) \
 	      || echo "could not install chromium + chromium-driver: the browser test will be skipped" >&2; \
 	  else echo "chromium + chromium-driver missing (sudo apt-get install chromium chromium-driver): the browser test will be skipped" >&2; fi; \
 	fi
