@@ -69,9 +69,10 @@ def reviewed_rows(table, class_names: list, val: dict, accept: dict, reject: dic
             neg = sorted((set(neg) | drop) - add, key=lambda c: order.get(c, len(order)))
         rows.append((path, ";".join(pos), ";".join(neg), split or "train"))
     n["rows"] = len(rows)
-    missing = sorted(set(val) - set(table.paths))
+    missing = sorted((set(val) | set(accept) | set(reject)) - set(table.paths))
     if missing:
-        raise ValueError(f"reviewed image {missing[0]!r} is not in the labels CSV any more")
+        raise ValueError(f"reviewed image {missing[0]!r} is not in the labels CSV any more (delete the run's "
+                         f"review/ folder to start over)")
     return rows, n
 
 
