@@ -62,7 +62,10 @@ def run(args) -> int:
     else:
         review = build.start_missing(args.run_dir, k=args.k, folds=args.folds, oof_epochs=args.oof_epochs,
                                      device=args.device)
-    server = make_server(review, args.port, args.out)
+    try:
+        server = make_server(review, args.port, args.out)
+    except OSError as e:
+        raise OSError(f"cannot serve on 127.0.0.1:{args.port}: {e.strerror or e}") from None
     counts = ", ".join(f"{v} {k}" for k, v in review.counts().items())
     print(f"reviewing {review.source.csv} ({review.mode}: {counts}); decisions saved in {review.folder}")
     print(f"open {url_of(server)}  (Ctrl-C stops the server; run the same command to continue)", flush=True)
