@@ -110,6 +110,7 @@ def test_missing_page_keyboard_and_export(browser, tmp_path):
     try:
         _open(browser, server)
         assert len(browser.find_elements("css selector", ".card img[loading=lazy]")) == 3
+        assert not browser.find_element("id", "val").is_displayed()  # only this mode's panel
         _keys(browser, "a", "r", "a")  # accept, reject, accept: the focus moves on after each decision
         rows = _export(browser)
     finally:
