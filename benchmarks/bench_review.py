@@ -38,24 +38,27 @@ from mosaic_csv import export_mosaic_csv, read_hidden  # noqa: E402
 from wsml.cli import main as wsml  # noqa: E402
 
 
-def train(csv: Path, out: Path, name: str, loss: str, args) -> dict:
-    """``wsml prepare csv`` + ``wsml train`` + test metrics; a finished run is reused."""
+def train(csv: Path, out: Path, name: str, loss: str, seed: int, args) -> dict:
+    """``wsml prepare csv`` + ``wsml train`` (seed ``seed``) + test metrics; a finished run is reused."""
     from wsml.evaluation import evaluate_run
     from wsml.thresholds import thresholded_metrics
 
-    run = out / "runs" / name
+    run = out / "runs" / f"{name}-s{seed}"
+    prep = out / "prep" / name
     t0 = time.time()
     if not (run / "summary.json").is_file():
         shutil.rmtree(run, ignore_errors=True)
-        assert wsml(["prepare", "csv", "--root", str(csv), "--out", str(out / "prep" / name)]) == 0
-        assert wsml(["train", str(ROOT / "configs/custom/small-cnn.yaml"), f"data.path={out / 'prep' / name}",
-                     "data.image_size=56", f"loss.name={loss}", f"loss.delta_rel={args.delta_rel}",
-                     f"train.epochs={args.epochs}", "train.batch_size=64", f"run.out={out / 'runs'}",
-                     f"run.name={name}", "run.quiet=true"]) == 0
+        if not (prep / "manifest.json").is_file():
+            assert wsml(["prepare", "csv", "--root", str(csv), "--out", str(prep)]) == 0
+        assert wsml(["train", str(ROOT / "configs/custom/small-cnn.yaml"), f"data.path={prep}",
+                     f"data.image_size={args.image_size}", f"model.options={{widths: [{args.widths}]}}",
+                     f"loss.name={loss}", f"loss.delta_rel={args.delta_rel}", f"train.epochs={args.epochs}",
+                     f"train.batch_size={args.batch_size}", f"train.seed={seed}", f"run.out={out / 'runs'}",
+                     f"run.name={run.name}", "run.quiet=true"]) == 0
     ev = evaluate_run(run, "test")
     f1 = thresholded_metrics(run, "test")
-    manifest = json.loads((out / "prep" / name / "manifest.json").read_text())
-    return {"run": name, "loss": loss, "test_map": ev["map"], "test_macro_f1": f1["macro_f1"],
+    manifest = json.loads((prep / "manifest.json").read_text())
+    return {"run": name, "seed": seed, "loss": loss, "test_map": ev["map"], "test_macro_f1": f1["macro_f1"],
             "train_rows": manifest["splits"]["train"]["num_samples"],
             "val_rows": manifest["splits"]["val"]["num_samples"], "seconds": round(time.time() - t0, 1)}
 
@@ -119,39 +122,54 @@ LABELS = {"an": ("Naive AN", "labels.csv"), "ll-r": ("LL-R", "labels.csv"),
           "ll-r-val": ("LL-R after `--val`", "labels-val.csv"), "ll-r-both": ("LL-R after both", "labels-both.csv")}
 
 
+def _ms(values: list) -> str:
+    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
 def markdown(r: dict) -> str:
     """benchmarks/results/review.md from the result dict."""
-    a, runs = r["args"], {x["run"]: x for x in r["runs"]}
-    llr, an = runs["ll-r"]["test_map"], runs["an"]["test_map"]
-    m, v, pg = r["missing_review"], r["val_review"], r["paging_ms"]
+    a, m, v, pg = r["args"], r["missing_review"], r["val_review"], r["paging_ms"]
+    by: dict = {}
+    for x in r["runs"]:
+        by.setdefault(x["run"], {})[x["seed"]] = x
+    seeds = sorted(by["ll-r"])
+
+    def delta(name: str, ref: str) -> str:  # paired by seed
+        d = [by[name][s]["test_map"] - by[ref][s]["test_map"] for s in seeds]
+        return f"{np.mean(d):+.2f}" + (f" ({', '.join(f'{x:+.1f}' for x in d)})" if len(d) > 1 else "")
+
     lines = [
         "# What a review buys: `wsml review` on the Fashion-MNIST mosaics", "",
         f"Command: `OMP_NUM_THREADS={r['threads']} nice -n 10 {r['command']}`", "",
-        f"{r['machine']}; CPU time {r['cpu_s']} s, wall {r['wall_s']} s. One seed: differences of a few tenths "
-        "are within run-to-run noise.", "",
+        f"{r['machine']}; CPU time {r['cpu_s']} s, wall {r['wall_s']} s.", "",
         f"Data (`benchmarks/mosaic_csv.py`): {a['num_train']} training mosaics written as PNG files + `labels.csv` "
         "with one observed positive each (reference protocol, seed 1200), 10 classes, "
         f"{a['num_test']} test mosaics with complete labels; no val rows, so `wsml prepare csv` draws 20 % of the "
         "training rows as val and takes their single positive as the complete label set (a practitioner's first "
-        f"try). Every run: `wsml prepare csv` + `wsml train configs/custom/small-cnn.yaml` ({a['epochs']} epochs, "
-        f"56 px, batch 64, Δrel {a['delta_rel']}), then `wsml eval` on test.", "",
-        f"* `--missing`: the top {a['k']} pairs of find-missing on the first LL-R run; the simulated reviewer "
-        f"accepts the {m['accepted']} that are truly positive (precision {100 * m['accepted'] / m['pairs']:.1f} %) "
-        f"and rejects the {m['rejected']} others (exported as known negatives).",
-        f"* `--val`: {v['images']} training images drawn (stratified by observed class) and scored by the same run; "
-        f"the reviewer sets their complete label sets (the pre-filled toggles were already exact for "
-        f"{v['prefill_exact']} of them); exported as `split=val` rows, so the 20 % drawn val returns to training.",
+        "try). Every run: `wsml prepare csv` + `wsml train configs/custom/small-cnn.yaml` with "
+        f"`data.image_size={a['image_size']} model.options={{widths: [{a['widths']}]}} train.epochs={a['epochs']} "
+        f"train.batch_size={a['batch_size']} loss.delta_rel={a['delta_rel']}` (the setting of benchmarks/grids/"
+        f"fashion.yaml), seeds {', '.join(map(str, seeds))} (`train.seed`), then `wsml eval` on test.", "",
+        f"The reviews are made once, on the first LL-R run (seed {seeds[0]}), as a practitioner would:",
+        f"* `--missing`: find-missing's top {a['k']} pairs; the simulated reviewer accepts the {m['accepted']} that "
+        f"are truly positive (precision {100 * m['accepted'] / m['pairs']:.1f} %) and rejects the {m['rejected']} "
+        "others (exported as known negatives).",
+        f"* `--val`: {v['images']} training images drawn (stratified by observed class) and scored by the run; the "
+        f"reviewer sets their complete label sets (the pre-filled toggles were already exact for "
+        f"{v['prefill_exact']} of them); they become `split=val` rows, so the drawn 20 % val returns to training.",
         "* both: one export of the two reviews.", "",
-        "| run | labels CSV | train / val rows | test mAP | Δ vs first LL-R | Δ vs Naive AN | "
-        "test macro F1 (val thresholds) |", "|---|---|---|---:|---:|---:|---:|"]
+        "Test mAP and test macro F1 (per-class thresholds chosen on each run's val split) as mean ± std over the "
+        "seeds; Δ are paired by seed (per seed in brackets).", "",
+        "| run | labels CSV | train / val rows | test mAP | Δ mAP vs first LL-R | Δ mAP vs Naive AN | test macro F1 |",
+        "|---|---|---|---:|---:|---:|---:|"]
     for key, (name, csv) in LABELS.items():
-        x = runs[key]
-        f1 = "n/a" if x["test_macro_f1"] is None else f"{x['test_macro_f1']:.2f}"
-        lines.append(f"| {name} | `{csv}` | {x['train_rows']} / {x['val_rows']} | {x['test_map']:.2f} | "
-                     f"{x['test_map'] - llr:+.2f} | {x['test_map'] - an:+.2f} | {f1} |")
-    lines += ["", "Macro F1 uses the per-class thresholds chosen on each run's val split (max F1): the drawn "
-              "partial val (one positive per image taken as complete) picks them on wrong labels, a reviewed "
-              "complete val on right ones.", "",
+        xs = [by[key][s] for s in seeds]
+        f1 = [x["test_macro_f1"] for x in xs if x["test_macro_f1"] is not None]
+        lines.append(f"| {name} | `{csv}` | {xs[0]['train_rows']} / {xs[0]['val_rows']} | "
+                     f"{_ms([x['test_map'] for x in xs])} | {delta(key, 'll-r')} | {delta(key, 'an')} | "
+                     f"{_ms(f1) if f1 else 'n/a'} |")
+    lines += ["", "Macro F1 depends on the thresholds: the drawn partial val (one positive per image taken as "
+              "complete) picks them on wrong labels, a reviewed complete val on right ones.", "",
               "Paging 100 000 synthetic suggestions through the review API (`MissingReview.page`, 48 per page, mean "
               f"of 20): first page {pg['first']} ms, last page {pg['last']} ms, one class {pg['class']} ms, "
               f"undecided only {pg['undecided']} ms; one decision saved (atomic write) {pg['decide_and_save']} ms.",
@@ -162,10 +180,14 @@ def markdown(r: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/bench-review")
-    ap.add_argument("--num-train", type=int, default=1500)
+    ap.add_argument("--num-train", type=int, default=3000)
     ap.add_argument("--num-test", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--delta-rel", type=float, default=2.0)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--delta-rel", type=float, default=1.5)
+    ap.add_argument("--image-size", type=int, default=28)
+    ap.add_argument("--widths", default="16, 32, 64", help="small_cnn stage widths")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (reviews use the first)")
     ap.add_argument("--k", type=int, default=500)
     ap.add_argument("--n-val", type=int, default=200)
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results/review.json"))
@@ -180,17 +202,20 @@ def main() -> None:
     data = out / "data"
     if not (data / "labels.csv").is_file():
         export_mosaic_csv(str(data), num_train=args.num_train, num_test=args.num_test)
-    rows = [train(data / "labels.csv", out, "ll-r", "ll-r", args), train(data / "labels.csv", out, "an", "an", args)]
-    base = out / "runs" / "ll-r"
+    first = args.seeds[0]
+    base = out / "runs" / f"ll-r-s{first}"  # the practitioner's first LL-R run: the one reviewed
+    rows = [train(data / "labels.csv", out, "ll-r", "ll-r", first, args)]
     miss = review_missing(base, data / "hidden.csv", args.k, data / "labels-missing.csv")
     val = review_val(base, data / "hidden.csv", args.n_val, data / "labels-val.csv")
-    both = data / "labels-both.csv"  # both reviews: the export of RUN/review holds the two
     from wsml.review import export_review
 
-    export_review(base / "review", both)
-    rows += [train(data / "labels-missing.csv", out, "ll-r-missing", "ll-r", args),
-             train(data / "labels-val.csv", out, "ll-r-val", "ll-r", args),
-             train(both, out, "ll-r-both", "ll-r", args)]
+    export_review(base / "review", data / "labels-both.csv")  # both reviews of the run in one CSV
+    for seed in args.seeds:
+        for name, loss, csv in (("ll-r", "ll-r", "labels.csv"), ("an", "an", "labels.csv"),
+                                ("ll-r-missing", "ll-r", "labels-missing.csv"), ("ll-r-val", "ll-r", "labels-val.csv"),
+                                ("ll-r-both", "ll-r", "labels-both.csv")):
+            if (name, seed) != ("ll-r", first):
+                rows.append(train(data / csv, out, name, loss, seed, args))
     result = {"command": "python " + " ".join(sys.argv), "args": vars(args), "runs": rows, "missing_review": miss,
               "val_review": val, "paging_ms": paging_time(), "cpu_s": round(time.process_time() - cpu_start),
               "wall_s": round(time.time() - t_start), "threads": os.environ.get("OMP_NUM_THREADS"),
