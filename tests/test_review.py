@@ -61,7 +61,7 @@ def test_val_review_resumes_and_exports_a_csv_prepare_reads(own):
     review.decide(1, ["dog"], done=False)  # toggled but not accepted yet: stays a training row
     with pytest.raises(ValueError, match="unknown class"):
         review.decide(2, ["unicorn"])
-    again = start_val(run, n=6, seed=0, scorer=None)  # resumed from RUN/review: no model, same items
+    again = start_val(run)  # resumed from RUN/review as saved: no model, same items
     assert again.items == review.items and again.view(0)["done"] and again.counts() == {"items": 6, "done": 1}
     with pytest.raises(ValueError, match="delete it"):
         start_val(run, n=7, seed=0, scorer=scorer)

@@ -59,7 +59,8 @@ def _export(driver) -> dict:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.find_element("id", "export").click()
-    path = WebDriverWait(driver, 10, poll_frequency=0.05).until(lambda d: d.find_element("id", "export").get_attribute("data-done"))
+    wait = WebDriverWait(driver, 10, poll_frequency=0.05)
+    path = wait.until(lambda d: d.find_element("id", "export").get_attribute("data-done"))
     with open(path, newline="") as f:
         return {r["path"]: r for r in csv.DictReader(f)}
 
@@ -68,7 +69,8 @@ def _open(driver, server) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url_of(server))
-    WebDriverWait(driver, 10, poll_frequency=0.05).until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    wait = WebDriverWait(driver, 10, poll_frequency=0.05)
+    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
 
 
 def test_val_page_keyboard_and_export(browser, tmp_path):

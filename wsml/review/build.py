@@ -80,19 +80,21 @@ def draw_val(table, n: int, seed: int = 0) -> list:
     return sorted(chosen, key=position.get)
 
 
-def start_val(run_dir: PathLike, n: int = 200, seed: int = 0, device: str = "auto",
+def start_val(run_dir: PathLike, n: Optional[int] = None, seed: Optional[int] = None, device: str = "auto",
               scorer=None) -> ValReview:
-    """Resume ``RUN/review``'s val review, or draw ``n`` images, score them and save a new one.
+    """Resume ``RUN/review``'s val review, or draw ``n`` images (default 200, ``seed`` default 0), score them
+    and save a new one. Asking a saved review for another ``n`` or ``seed`` is an error.
 
     ``scorer(paths) -> [N, C]`` replaces the run's model (tests, benchmarks with cached scores).
     """
     folder = Path(run_dir) / REVIEW_DIR
     if (folder / "val.json").is_file():
         meta = read_json(folder / "val.json")
-        if (meta.get("n"), meta.get("seed")) != (n, seed):
+        if (n is not None and n != meta.get("n")) or (seed is not None and seed != meta.get("seed")):
             raise ValueError(f"{folder / 'val.json'} holds a review of n={meta.get('n')}, seed={meta.get('seed')}; "
                              f"delete it (and val-decisions.json) to draw n={n}, seed={seed}")
         return ValReview.load(folder)
+    n, seed = 200 if n is None else n, 0 if seed is None else seed
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
     source = run_source(run_dir, device)
@@ -111,18 +113,21 @@ def start_val(run_dir: PathLike, n: int = 200, seed: int = 0, device: str = "aut
     return ValReview.create(folder, source, items, n=n, seed=seed)
 
 
-def start_missing(run_dir: PathLike, k: Optional[int] = None, folds: int = 0, oof_epochs: Optional[int] = None,
-                  device: str = "auto") -> MissingReview:
-    """Resume ``RUN/review``'s missing-label review, or rank the pairs with find-missing and save a new one."""
+def start_missing(run_dir: PathLike, k: Optional[int] = None, folds: Optional[int] = None,
+                  oof_epochs: Optional[int] = None, device: str = "auto") -> MissingReview:
+    """Resume ``RUN/review``'s missing-label review, or rank the pairs with find-missing (``k`` best, default
+    every flagged pair; ``folds``: out-of-fold scores) and save a new one. Asking a saved review for another
+    ``k`` or ``folds`` is an error."""
     from wsml.find_missing import find_missing
 
     folder = Path(run_dir) / REVIEW_DIR
     if (folder / "missing.csv").is_file():
         meta = read_json(folder / "missing.json")
-        if (meta.get("k"), meta.get("folds")) != (k, folds):
+        if (k is not None and k != meta.get("k")) or (folds is not None and folds != meta.get("folds")):
             raise ValueError(f"{folder / 'missing.csv'} holds a review of k={meta.get('k')}, folds={meta.get('folds')};"
                              f" delete missing.csv (and missing-decisions.json) to rank anew with k={k}, folds={folds}")
         return MissingReview.load(folder)
+    folds = folds or 0
     source = run_source(run_dir, device)
     pairs = find_missing(run_dir, k=k, folds=folds, oof_epochs=oof_epochs, device=device, quiet=True)
     return MissingReview.create(folder, source, pairs, known_labels(source.csv), k=k, folds=folds)

@@ -11,8 +11,9 @@ EPILOG = """examples:
   wsml review runs/my-data-ll-r --export-only         # write the reviewed CSV from the saved decisions
 
 Decisions are saved in RUN/review/ as they are made: stop the server or close the tab at any time and run the
-same command again. "Export" (or --export-only) writes <labels>-reviewed.csv next to your labels CSV (the
-original is not touched) plus <labels>-reviewed.labelstudio.json/.xml; then
+same command again (a saved review is resumed as it is; --n/--k that differ from it are an error).
+"Export" (or --export-only) writes <labels>-reviewed.csv next to your labels CSV (the original is not touched)
+plus <labels>-reviewed.labelstudio.json/.xml; then
   wsml prepare csv --root my_data/labels-reviewed.csv --out data/my-data-reviewed
   wsml train configs/custom/default.yaml data.path=data/my-data-reviewed
 
@@ -33,10 +34,10 @@ def build_parser():
     mode.add_argument("--val", action="store_true", help="complete the labels of N drawn training images")
     mode.add_argument("--missing", action="store_true", help="accept or reject find-missing's suggestions")
     mode.add_argument("--export-only", action="store_true", help="export the saved decisions and exit")
-    p.add_argument("--n", type=int, default=200, help="--val: images to draw (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="--val: seed of the stratified draw (default 0)")
+    p.add_argument("--n", type=int, help="--val: images to draw (default 200)")
+    p.add_argument("--seed", type=int, help="--val: seed of the stratified draw (default 0)")
     p.add_argument("--k", type=int, help="--missing: the K best-ranked pairs (default: every flagged pair)")
-    p.add_argument("--folds", type=int, default=0, help="--missing: add K-fold out-of-fold scores (find-missing)")
+    p.add_argument("--folds", type=int, help="--missing: add K-fold out-of-fold scores (find-missing; default 0)")
     p.add_argument("--oof-epochs", type=int, help="--missing: epochs per fold model")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one, printed)")
     p.add_argument("--out", help="reviewed CSV to write (default: <labels>-reviewed.csv next to the labels CSV)")
