@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -46,6 +47,10 @@ def build_parser():
     return p
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args) -> int:
     from pathlib import Path
 
@@ -70,6 +75,7 @@ def run(args) -> int:
     counts = ", ".join(f"{v} {k}" for k, v in review.counts().items())
     print(f"reviewing {review.source.csv} ({review.mode}: {counts}); decisions saved in {review.folder}")
     print(f"open {url_of(server)}  (Ctrl-C stops the server; run the same command to continue)", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C
     try:
         server.serve_forever()
     except KeyboardInterrupt:
