@@ -58,9 +58,11 @@ def train(csv: Path, out: Path, name: str, loss: str, seed: int, args) -> dict:
     ev = evaluate_run(run, "test")
     f1 = thresholded_metrics(run, "test")
     manifest = json.loads((prep / "manifest.json").read_text())
+    trained_s = json.loads((run / "summary.json").read_text())["wall_time_s"]
     return {"run": name, "seed": seed, "loss": loss, "test_map": ev["map"], "test_macro_f1": f1["macro_f1"],
             "train_rows": manifest["splits"]["train"]["num_samples"],
-            "val_rows": manifest["splits"]["val"]["num_samples"], "seconds": round(time.time() - t0, 1)}
+            "val_rows": manifest["splits"]["val"]["num_samples"], "seconds": round(time.time() - t0, 1),
+            "train_wall_s": trained_s}
 
 
 def review_missing(run: Path, hidden: Path, k: int, out_csv: Path) -> dict:
@@ -158,7 +160,9 @@ def markdown(r: dict) -> str:
     lines = [
         "# What a review buys: `wsml review` on the Fashion-MNIST mosaics", "",
         f"Command: `OMP_NUM_THREADS={r['threads']} nice -n 10 {r['command']}`", "",
-        f"{r['machine']}; CPU time {r['cpu_s']} s, wall {r['wall_s']} s.", "",
+        f"{r['machine']}; this invocation: CPU time {r['cpu_s']} s, wall {r['wall_s']} s (finished runs are reused: "
+        f"the {len(r['runs'])} trainings took {sum(x['train_wall_s'] for x in r['runs']) / 60:.0f} min of wall time "
+        "in all, on a machine shared with other jobs).", "",
         f"Data (`benchmarks/mosaic_csv.py`): {a['num_train']} training mosaics written as PNG files + `labels.csv` "
         "with one observed positive each (reference protocol, seed 1200), 10 classes, "
         f"{a['num_test']} test mosaics with complete labels; no val rows, so `wsml prepare csv` draws 20 % of the "
