@@ -200,8 +200,8 @@ def markdown(r: dict) -> str:
               "training rows), not from complete labels. " if same else "") +
               f"What complete val labels buy is the thresholds: test macro F1 {f1['ll-r-val-partial']:.2f} with the "
               f"control's partial val, {f1['ll-r-val']:.2f} with the reviewed one. `--missing` changes the training "
-              "labels, so it moves the test mAP itself. One review, two seeds: seed-to-seed differences of 1-3 mAP "
-              "points are common here, so read the paired Δ with that in mind.", "",
+              f"labels, so it moves the test mAP itself. One review, {len(seeds)} seeds: seed-to-seed differences of "
+              "1-3 mAP points are common here, so read the paired Δ with that in mind.", "",
               "Paging 100 000 synthetic suggestions through the review API (`MissingReview.page`, 48 per page, mean "
               f"of 20): first page {pg['first']} ms, last page {pg['last']} ms, one class {pg['class']} ms, "
               f"undecided only {pg['undecided']} ms; one decision saved (atomic write) {pg['decide_and_save']} ms.",

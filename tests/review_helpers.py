@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from wsml.config import load_config
 from wsml.data import prepare
+from wsml.run_folder import write_config
 
 CLASSES = ["cat", "dog", "owl", "yak"]
 
@@ -38,7 +40,7 @@ def fake_run(data: Path, out: Path) -> Path:
     prepare("csv", out / "prep", root=str(data))
     run = out / "run"
     run.mkdir()
-    (run / "config.yaml").write_text(f"data:\n  path: {out / 'prep'}\n")
+    write_config(load_config(None, [f"data.path={out / 'prep'}"]), run / "config.yaml")
     (run / "best.pt").write_bytes(b"")
     stamp = (run / "best.pt").stat().st_mtime_ns
     (run / "thresholds.json").write_text(json.dumps({"class_names": CLASSES, "thresholds": [0.5] * len(CLASSES),
