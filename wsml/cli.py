@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(see `wsml find-missing --help`)", add_help=False)
     sub.add_parser("bench", help="grid of methods x seeds -> mean ± std tables vs Naive AN "
                    "(see `wsml bench --help`)", add_help=False)
+    sub.add_parser("review", help="complete a val set / accept or reject missing labels in a local web page "
+                   "(see `wsml review --help`)", add_help=False)
     return p
 
 
@@ -220,7 +222,11 @@ COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "predi
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``wsml`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("report", "analyze", "find-missing", "bench"):  # commands with their own parsers
+    if argv and argv[0] in ("report", "analyze", "find-missing", "bench", "review"):  # commands with own parsers
+        if argv[0] == "review":
+            from wsml.review.cli import main as main_review
+
+            return main_review(argv[1:])
         if argv[0] == "bench":
             from wsml.bench import main_bench
 
