@@ -133,6 +133,21 @@ def test_cut_config_yaml_is_detected_and_resume_restores_it(run, capsys):
     assert main(["eval", str(run)]) == 0
 
 
+def test_config_yaml_from_older_wsml_versions_stays_readable(run, capsys):
+    """A config.yaml written before the end marker existed (wsml 0.1), or before a key was added, still loads:
+    the marker tells a whole file from a cut one, and keys added since take their defaults."""
+    from wsml.run_folder import END_MARKER, read_run_config
+
+    text = (run / "config.yaml").read_text()
+    legacy = text.replace(END_MARKER + "\n", "").replace("  early_stop_patience: 0\n", "")
+    assert legacy != text and "early_stop_patience" not in legacy
+    (run / "config.yaml").write_text(legacy)  # 0.1-style: no marker, a key that 0.1 did not have
+    assert read_run_config(run).train.early_stop_patience == 0
+    assert main(["eval", str(run)]) == 0
+    (run / "config.yaml").write_text(legacy.replace("callbacks: []\n", ""))  # cut: the last section is gone
+    assert "config.yaml is incomplete (missing callbacks)" in _error(["eval", str(run)], capsys)
+
+
 def test_resume_imports_callback_code_only_from_the_command_line(run, capsys):
     text = (run / "config.yaml").read_text().replace("callbacks: []", "callbacks:\n- os:getcwd")
     (run / "config.yaml").write_text(text)

@@ -81,20 +81,24 @@ def read_run_config(run_dir: PathLike) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give the folder `wsml train` made")
     data = read_yaml(path)
-    problem = _incomplete(data)
+    problem = _incomplete(path, data)
     if problem:
         raise ValueError(f"{path} is incomplete ({problem}): it was cut short; a resumable run can restore it "
                          f"with `wsml train --resume {run_dir}`")
     return from_dict(data)
 
 
-def _incomplete(data: dict) -> Optional[str]:
-    """Why ``config.yaml`` is not whole, or None: wsml writes every key, so a file cut at a line boundary
-    lacks the last ones (the end marker after them tells a reader the file is whole)."""
-    missing = sorted(set(_key_paths(Config().to_dict())) - set(_key_paths(data)))
-    if missing:
-        return f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
-    return None
+def _incomplete(path: Path, data: dict) -> Optional[str]:
+    """Why ``config.yaml`` is not whole, or None.
+
+    A file that ends with :data:`END_MARKER` is whole; keys it lacks were added to wsml after it was written and
+    take their defaults. A file without the marker was written by wsml 0.1 (before the marker) or cut short: it
+    must hold every section, and a cut at a line boundary loses the last one (``callbacks``) first.
+    """
+    if path.read_text(errors="replace").rstrip().endswith(END_MARKER):
+        return None
+    missing = [section for section in Config().to_dict() if section not in data]
+    return f"missing {', '.join(missing)}" if missing else None
 
 
 def _changes(old: dict, new: dict) -> dict:
@@ -122,7 +126,7 @@ def resume_config(run_dir: PathLike, overrides: list[str]) -> Config:
     path = run_dir / "config.yaml"
     try:
         on_disk = read_yaml(path)
-        problem = _incomplete(on_disk)
+        problem = _incomplete(path, on_disk)
     except (ValueError, FileNotFoundError) as e:
         on_disk, problem = None, str(e)
     if problem:
