@@ -3,9 +3,10 @@
 Measures, in one process and interleaved rep by rep (so machine load hits every method alike), the median
 time of forward + backward for: Naive AN as ``F.binary_cross_entropy_with_logits`` on prepared float targets
 (the baseline), wsml's ``an`` loss (same plus validation and target conversion), wsml's LL-R / LL-Ct / LL-Cp,
-and the straightforward LL-R / LL-Ct algorithm (both loss matrices, observed entries masked to 0, one full
-``topk`` over all B·C entries, as in the paper's released code). Single-positive targets, Δrel = 0.4,
-epoch 5 (rate 1.6 %). Writes a markdown table with the command, torch version, thread count and load.
+and the straightforward LL-R / LL-Ct algorithm (``wsml.losses.reference``: both loss matrices, observed
+entries masked out, one full ``topk`` over all B·C entries, as in the paper's released code).
+Single-positive targets, Δrel = 0.4, epoch 5 (rate 1.6 %). Writes a markdown table with the command, torch
+version, thread count and load.
 
     python benchmarks/bench_losses.py [--reps 300] [--threads 1] [--out benchmarks/results/losses.md]
 """
@@ -26,29 +27,15 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from wsml.losses import build_loss  # noqa: E402
+from wsml.losses import build_loss, reference  # noqa: E402
 
 SIZES = [(16, 80), (64, 5000)]
 
 
 def straightforward(correct: bool, delta_rel: float, epoch: int) -> Callable:
-    """The plain algorithm: full loss matrices, observed entries masked to 0, one topk over all B·C entries."""
-
-    def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        y = (targets == 1).to(logits.dtype)
-        loss_mtx = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
-        corrected = F.binary_cross_entropy_with_logits(logits, torch.ones_like(y), reduction="none")
-        unobs_loss = (loss_mtx * (targets == 0)).flatten().detach()
-        k = math.ceil(min(1.0, (epoch - 1) * delta_rel / 100) * logits.numel())
-        idx = torch.topk(unobs_loss, k).indices
-        sel = torch.zeros(logits.numel(), dtype=torch.bool, device=logits.device)
-        sel[idx] = True
-        sel = sel.view_as(logits)
-        if correct:
-            return torch.where(sel, corrected, loss_mtx).mean()
-        return torch.where(sel, torch.zeros_like(loss_mtx), loss_mtx).mean()
-
-    return loss_fn
+    """The plain algorithm, ``wsml.losses.reference``: full loss matrices, one topk over all B·C entries."""
+    method = "ll-ct" if correct else "ll-r"
+    return lambda logits, targets: reference.large_loss(logits, targets, epoch, method, delta_rel)[0]
 
 
 def make_batch(b: int, c: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

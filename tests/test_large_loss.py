@@ -1,6 +1,6 @@
 """LL-R / LL-Ct / LL-Cp (Kim et al. 2022): schedule, exact selection, values, gradients and LL-Cp memory.
 
-Expected values use an independent float64 numpy formula with a brute-force (full sort) selection.
+Expected values come from the short float64 reference implementation ``wsml.losses.reference`` (full topk).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsml.losses import build_loss
-from wsml.losses.corrections import CorrectionStore
-from wsml.losses.kernels import FUSED_MIN_NUMEL, RejectedBCE, rejected_bce
-from wsml.losses.selection import (
+from wsml.losses import build_loss, reference
+from wsml.losses._corrections import CorrectionStore
+from wsml.losses._kernels import FUSED_MIN_NUMEL, RejectedBCE, rejected_bce
+from wsml.losses._selection import (
     _topk_sampled_numpy,
     _topk_sampled_torch,
     loss_threshold_to_logit,
@@ -26,25 +26,15 @@ from wsml.losses.selection import (
 )
 
 
-def np_bce(z: np.ndarray, y: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64)
-    return np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
-
-
 def brute_topk(zn: np.ndarray, tn: np.ndarray, k: int) -> set[int]:
-    """The k largest AN losses among UNOBS entries, by sorting the loss itself."""
-    flat_loss = np_bce(zn, 0.0).ravel()
-    unobs = np.flatnonzero(tn.ravel() == 0)
-    order = unobs[np.argsort(-flat_loss[unobs], kind="stable")]
-    return set(order[:k].tolist())
+    """The k largest AN losses among UNOBS entries (the reference implementation, float64)."""
+    return set(reference.largest_unobserved(torch.from_numpy(zn).double(), torch.from_numpy(tn), k).tolist())
 
 
 def np_ll(zn: np.ndarray, tn: np.ndarray, sel: set[int], correct: bool) -> float:
-    per = np_bce(zn, (tn == 1).astype(float)).ravel()
-    idx = np.array(sorted(sel), dtype=np.int64)
-    if idx.size:
-        per[idx] = np_bce(zn.ravel()[idx], 1.0) if correct else 0.0
-    return per.mean()
+    """Mean LL loss with the selection ``sel`` (the reference implementation, float64)."""
+    idx = torch.tensor(sorted(sel), dtype=torch.long)
+    return float(reference.per_entry(torch.from_numpy(zn).double(), torch.from_numpy(tn), idx, correct).mean())
 
 
 def single_positive(b: int, c: int, seed: int, neg_rows: int = 0, dtype=torch.float32):
@@ -74,7 +64,7 @@ def test_epoch_one_modifies_nothing(name: str) -> None:
 @pytest.mark.parametrize("b, c", [(6, 5), (128, 600)])  # direct topk + weighted BCE / sampled + fused BCE
 @pytest.mark.parametrize("name", ["ll-r", "ll-ct"])
 def test_relative_schedule_selects_exact_k_largest_unobserved(name: str, b: int, c: int, monkeypatch) -> None:
-    import wsml.losses.selection as selection
+    import wsml.losses._selection as selection
 
     calls = []
     monkeypatch.setattr(selection, "_topk_sampled_numpy",
@@ -96,14 +86,7 @@ def test_relative_schedule_selects_exact_k_largest_unobserved(name: str, b: int,
         # gradient = autograd of the plain formula with the same selection
         value.backward()
         z2 = z.clone().requires_grad_(True)
-        y = (t == 1).float()
-        mask = torch.zeros(b * c, dtype=torch.bool)
-        mask[sorted(sel)] = True
-        mask = mask.view(b, c)
-        per = F.binary_cross_entropy_with_logits(z2, y, reduction="none")
-        alt = torch.zeros_like(per) if name == "ll-r" else F.binary_cross_entropy_with_logits(
-            z2, torch.ones_like(y), reduction="none")
-        torch.where(mask, alt, per).mean().backward()
+        reference.per_entry(z2, t, torch.tensor(sorted(sel)), correct=name == "ll-ct").mean().backward()
         torch.testing.assert_close(zz.grad, z2.grad, rtol=1e-5, atol=1e-9)
     loss.set_epoch(6)
     assert loss.num_modified_epoch == 0
@@ -204,7 +187,9 @@ def test_absolute_schedule_threshold(name: str) -> None:
             rows, classes = loss.corrections()
             tn_now[(rows - 100).numpy(), classes.numpy()] = 1
         value = loss(z, t, idx)
-        expected_sel = set(np.flatnonzero((tn_now.ravel() == 0) & (np_bce(zn, 0.0).ravel() > r)).tolist())
+        ref_sel, _ = reference.select(z.double(), torch.from_numpy(tn_now), epoch, r0=2.0, delta_abs=0.3)
+        expected_sel = set(ref_sel.tolist())
+        assert expected_sel == set(np.flatnonzero((tn_now.ravel() == 0) & (F.softplus(z.double()).numpy().ravel() > r)))
         rows, classes = loss.last_modified
         assert flat(rows - 100, classes, 8) == expected_sel and len(expected_sel) > 0
         assert float(value) == pytest.approx(np_ll(zn, tn_now, expected_sel, correct=name != "ll-r"), rel=1e-5)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsml.losses import build_loss
+from wsml.losses import build_loss, reference
 
 # name, loss, hyper-parameters, rows, classes, rows of rank 0, epochs
 CASES = [
@@ -69,23 +69,17 @@ def role_grad(rows: slice, sync: bool) -> torch.Tensor:
 
 
 def per_entry_losses(case: tuple, single: dict, e: int) -> np.ndarray:
-    """Float64 per-entry loss matrix of epoch call ``e`` given the single process's selections."""
+    """Float64 per-entry loss matrix of epoch call ``e`` given the single process's selections (the reference
+    implementation ``wsml.losses.reference``)."""
     _, name, _, b, c, _, _ = case
     logits, targets, index = make_batch(b, c, seed=b * c)
-    z, y = logits.double().numpy(), (targets.numpy() == 1).astype(float)
+    t = targets.clone()
     row_of = {int(r): i for i, r in enumerate(index)}
     earlier = single["remembered"][e - 1] if name == "ll-cp" and e > 0 else []
     for r, cl in earlier:  # LL-Cp: previous corrections are POS
-        y[row_of[r], cl] = 1.0
-    sel = [(row_of[r], cl) for r, cl in single["modified"][e]]
-    if name != "ll-r":
-        for i, cl in sel:
-            y[i, cl] = 1.0
-    per = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
-    if name == "ll-r":
-        for i, cl in sel:
-            per[i, cl] = 0.0
-    return per
+        t[row_of[r], cl] = 1
+    sel = torch.tensor([row_of[r] * c + cl for r, cl in single["modified"][e]], dtype=torch.long)
+    return reference.per_entry(logits.double(), t, sel, correct=name != "ll-r").numpy()
 
 
 def worker(out: Path) -> None:

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsml.losses._checks import check_bool, check_number
 from wsml.losses.base import PartialLoss
-from wsml.losses.checks import check_bool, check_number
 from wsml.losses.registry import register_loss
 
 

@@ -48,9 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsml.losses._checks import check_int, check_number
+from wsml.losses._corrections import CorrectionStore
 from wsml.losses.base import PartialLoss
-from wsml.losses.checks import check_int, check_number
-from wsml.losses.corrections import CorrectionStore
 from wsml.losses.large_loss import ceil_count
 from wsml.losses.registry import register_loss
 

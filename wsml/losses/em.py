@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsml.losses._checks import check_int, check_number
 from wsml.losses.base import PartialLoss, check_row_ids, check_state_fits
-from wsml.losses.checks import check_int, check_number
 from wsml.losses.distributed import world_size
 from wsml.losses.registry import register_loss
 

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsml.losses._checks import check_int, check_number
 from wsml.losses.asl import safe_pow
 from wsml.losses.base import PartialLoss
-from wsml.losses.checks import check_int, check_number
 from wsml.losses.registry import register_loss
 
 

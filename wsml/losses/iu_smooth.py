@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsml.losses._checks import check_int, check_number
 from wsml.losses.base import PartialLoss, check_state_fits
-from wsml.losses.checks import check_int, check_number
 from wsml.losses.registry import register_loss
 
 

@@ -30,12 +30,12 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from wsml.losses._corrections import CorrectionStore
+from wsml.losses._kernels import rejected_bce
+from wsml.losses._selection import above_threshold_unobserved, topk_unobserved
 from wsml.losses.base import PartialLoss, check_batch_layout, check_finite_logits, check_target_values
-from wsml.losses.corrections import CorrectionStore
 from wsml.losses.distributed import gather_batch, world_size
-from wsml.losses.kernels import rejected_bce
 from wsml.losses.registry import register_loss
-from wsml.losses.selection import above_threshold_unobserved, topk_unobserved
 
 SCHEDULES = ("rel", "abs")
 _EMPTY = torch.empty(0, dtype=torch.long)
