@@ -134,6 +134,31 @@ def test_bfloat16_logits_work() -> None:
     assert value.dtype == torch.bfloat16 and loss.num_modified_epoch == 8 and z.grad.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("hparams", [{"delta_rel": 10.0}, {"schedule": "abs", "r0": 2.0, "delta_abs": 0.3}])
+@pytest.mark.parametrize("name", ["ll-r", "ll-ct", "ll-cp"])
+def test_fast_path_matches_the_reference_over_epochs(name: str, hparams: dict) -> None:
+    """The whole loss against ``reference.large_loss``: selection, value, gradient and LL-Cp's memory, which the
+    reference keeps, as the paper's code does, in the label matrix."""
+    z, t = single_positive(12, 9, seed=11, neg_rows=2)
+    loss = build_loss(name, **hparams)
+    kwargs = {k: v for k, v in hparams.items() if k != "schedule"}
+    idx, labels = torch.arange(12) + 30, t.clone()
+    for epoch in (1, 2, 3, 5):
+        loss.set_epoch(epoch)
+        zz, zr = z.clone().requires_grad_(True), z.double().requires_grad_(True)
+        value = loss(zz, t, idx)
+        expected, sel, remember = reference.large_loss(zr, labels, epoch, name, **kwargs)
+        assert flat(*loss.last_modified, 9) == set((sel + 30 * 9).tolist())
+        assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+        value.backward()
+        expected.backward()
+        torch.testing.assert_close(zz.grad.double(), zr.grad, rtol=1e-4, atol=1e-9)
+        if name == "ll-cp":
+            labels.view(-1)[remember] = 1
+            assert flat(*loss.corrections(), 9) == set((torch.nonzero((labels != t).flatten())[:, 0] + 270).tolist())
+    assert loss.num_modified_epoch > 0
+
+
 # --- selection routines --------------------------------------------------------------------------------------
 def test_selection_paths_agree_with_brute_force() -> None:
     z, t = single_positive(80, 500, seed=5, neg_rows=10)
