@@ -6,13 +6,13 @@ contribute still count in the denominator).
 
 from __future__ import annotations
 
-import numbers
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsml.losses._checks import check_number
 from wsml.losses.base import PartialLoss
 from wsml.losses.registry import register_loss
 
@@ -66,9 +66,7 @@ class LabelSmoothingAN(PartialLoss):
 
     def __init__(self, *, ls_coef: float = 0.1) -> None:
         super().__init__()
-        if not isinstance(ls_coef, numbers.Real) or not 0.0 <= ls_coef < 0.5:
-            raise ValueError(f"ls_coef must be a number in [0, 0.5), got {ls_coef!r}")
-        self.ls_coef = float(ls_coef)
+        self.ls_coef = check_number("ls_coef", ls_coef, 0, 0.5, hi_open=True)
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
         eps = self.ls_coef

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wsml.losses._checks import check_int, check_number
+from wsml.losses._checks import check_choice, check_int, check_number
 from wsml.losses._corrections import CorrectionStore
 from wsml.losses.base import PartialLoss
 from wsml.losses.large_loss import ceil_count
@@ -100,9 +100,7 @@ class CurriculumLabeling(PartialLoss):
     def __init__(self, *, strategy: str = "score-proportion", theta: float = 0.1, threshold: float = 2.0,
                  gamma: float = 1.0, round_epochs: int = 1, num_epochs: int = 0) -> None:
         super().__init__()
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        self.strategy = strategy
+        self.strategy = check_choice("strategy", strategy, STRATEGIES)
         self.theta = check_number("theta", theta, 0.0, 1.0)
         self.threshold = check_number("threshold", threshold, 0.0)
         self.gamma = check_number("gamma", gamma, 0.0, lo_open=True)

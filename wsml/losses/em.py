@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wsml.losses._checks import check_int, check_number
+from wsml.losses._checks import check_choice, check_int, check_number
 from wsml.losses.base import PartialLoss, check_row_ids, check_state_fits
 from wsml.losses.distributed import world_size
 from wsml.losses.registry import register_loss
@@ -116,9 +116,7 @@ class EMAPL(EntropyMaximization):
             raise ValueError(f"num_epochs ({num_epochs}) must be larger than warmup_epoch ({warmup_epoch}): "
                              "APL spreads the pseudo-labels over the epochs after the warm-up")
         self.neg_proportion = check_number("neg_proportion", neg_proportion, 0.0, 1.0)
-        if pseudo_source not in self.SOURCES:
-            raise ValueError(f"pseudo_source must be one of {', '.join(self.SOURCES)}, got {pseudo_source!r}")
-        self.pseudo_source = pseudo_source
+        self.pseudo_source = check_choice("pseudo_source", pseudo_source, self.SOURCES)
         shape = (self.num_samples, self.num_classes)
         self.register_buffer("pseudo", torch.full(shape, -1.0))  # soft pseudo-labels (-1 = none)
         if pseudo_source == "train":  # predictions recorded in the current epoch (-1 = not seen), UNOBS mask

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Optional
 
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsml.losses._checks import check_number
 from wsml.losses.base import PartialLoss
 from wsml.losses.registry import register_loss
 
@@ -20,11 +20,7 @@ def expected_positive_regularizer(probs: Tensor, expected_num_pos: float) -> Ten
 
 def check_expected_num_pos(value: float) -> float:
     """The expected number of positives per image k (EPR, ROLE) as a float; ValueError unless it is > 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(
-            f"expected_num_pos must be a positive number (VOC 1.5, COCO 2.9, NUS 1.9, CUB 31.4), got {value!r}"
-        )
-    return float(value)
+    return check_number("expected_num_pos", value, 0, lo_open=True, hint=" (VOC 1.5, COCO 2.9, NUS 1.9, CUB 31.4)")
 
 
 @register_loss("epr")

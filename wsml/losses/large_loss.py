@@ -24,12 +24,12 @@ row ids from ``index``, or batch positions when index is None), ``num_modified_e
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
+from wsml.losses._checks import check_bool, check_choice, check_number
 from wsml.losses._corrections import CorrectionStore
 from wsml.losses._kernels import rejected_bce
 from wsml.losses._selection import above_threshold_unobserved, topk_unobserved
@@ -39,14 +39,6 @@ from wsml.losses.registry import register_loss
 
 SCHEDULES = ("rel", "abs")
 _EMPTY = torch.empty(0, dtype=torch.long)
-
-
-def _number(name: str, value: Any, lo: Optional[float] = None, hi: Optional[float] = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value!r}")
-    return float(value)
 
 
 def ceil_count(x: float) -> int:
@@ -94,22 +86,18 @@ class LargeLoss(PartialLoss):
         global_selection: bool = True,
     ) -> None:
         super().__init__()
-        self.delta_rel = _number("delta_rel", delta_rel, 0.0, 100.0)
-        if not isinstance(schedule, str) or schedule.lower() not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-        self.schedule = schedule.lower()
+        self.delta_rel = check_number("delta_rel", delta_rel, 0.0, 100.0)
+        self.schedule = check_choice("schedule", schedule, SCHEDULES, lower=True)
         if self.schedule == "abs":
             if r0 is None or delta_abs is None:
                 raise ValueError("schedule='abs' needs r0 and delta_abs (R(t) = r0 - t * delta_abs)")
-            self.r0 = _number("r0", r0)
-            self.delta_abs = _number("delta_abs", delta_abs, 0.0)
+            self.r0 = check_number("r0", r0)
+            self.delta_abs = check_number("delta_abs", delta_abs, 0.0)
         elif r0 is not None or delta_abs is not None:
             raise ValueError("r0 and delta_abs only apply to schedule='abs'")
         else:
             self.r0 = self.delta_abs = None
-        if not isinstance(global_selection, bool):
-            raise ValueError(f"global_selection must be True or False, got {global_selection!r}")
-        self.global_selection = global_selection
+        self.global_selection = check_bool("global_selection", global_selection)
         self.store = CorrectionStore() if self.permanent else None
         self._stats = _Stats()
 
@@ -260,8 +248,7 @@ class LLCp(LargeLoss):
         global_selection: bool = True,
         reference_cp_bug: bool = False,
     ) -> None:
-        if not isinstance(reference_cp_bug, bool):
-            raise ValueError(f"reference_cp_bug must be True or False, got {reference_cp_bug!r}")
+        check_bool("reference_cp_bug", reference_cp_bug)
         super().__init__(
             delta_rel=delta_rel, schedule=schedule, r0=r0, delta_abs=delta_abs, global_selection=global_selection
         )

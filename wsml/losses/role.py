@@ -24,14 +24,13 @@ and pass ``observed_labels`` so that every rank initialises all rows identically
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wsml.losses._checks import check_int, check_number
 from wsml.losses.base import PartialLoss, check_row_ids, check_state_fits
 from wsml.losses.bce import an_targets
 from wsml.losses.epr import check_expected_num_pos, expected_positive_regularizer
@@ -64,16 +63,11 @@ class ROLE(PartialLoss):
         observed_labels: Optional[Any] = None,
     ) -> None:
         super().__init__()
-        for name, v in (("num_samples", num_samples), ("num_classes", num_classes)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(lr_mult, numbers.Real) or not lr_mult > 0:
-            raise ValueError(f"lr_mult must be a positive number, got {lr_mult!r}")
-        if not isinstance(init_width, numbers.Real) or not 0 <= init_width < 0.5:
-            raise ValueError(f"init_width must be in [0, 0.5), got {init_width!r}")
-        self.num_samples, self.num_classes = int(num_samples), int(num_classes)
+        self.num_samples = check_int("num_samples", num_samples)
+        self.num_classes = check_int("num_classes", num_classes)
         self.expected_num_pos = check_expected_num_pos(expected_num_pos)
-        self.lr_mult = float(lr_mult)
+        self.lr_mult = check_number("lr_mult", lr_mult, 0, lo_open=True)
+        init_width = check_number("init_width", init_width, 0, 0.5, hi_open=True)
         gen = torch.Generator().manual_seed(int(seed))
         q = _logit(0.5 + init_width)
         init = (torch.rand(self.num_samples, self.num_classes, generator=gen) * 2.0 - 1.0) * q
