@@ -104,27 +104,76 @@ def validate_batch(logits: Tensor, targets: Tensor, index: Optional[Tensor] = No
     check_finite_logits(logits)
 
 
+class _Modified:
+    """What a loss modified: the flat positions of its last call and the count since ``set_epoch`` (a plain object:
+    ``nn.Module.__setattr__`` is slow on the per-batch path)."""
+
+    __slots__ = ("sel", "index", "num_classes", "count")
+
+    def __init__(self, per_batch: bool) -> None:
+        self.sel: Optional[Tensor] = torch.empty(0, dtype=torch.long) if per_batch else None
+        self.index: Optional[Tensor] = None
+        self.num_classes = 1
+        self.count = 0
+
+
 class PartialLoss(nn.Module):
-    """Base class: ``set_epoch`` (1-based), validated ``forward``, persistent state through ``state_dict``.
+    """Base class: ``set_epoch`` (1-based), validated ``forward``, persistent state through ``state_dict``, and
+    the bookkeeping of modified labels for analysis (``num_modified_epoch``, ``last_modified``).
 
     Subclasses implement ``compute(logits, targets, index)`` on validated inputs. ``needs_index`` makes
     ``index`` mandatory (LL-Cp, ROLE, EM+APL, Curriculum); ``allow_unobserved = False`` rejects UNOBS entries
-    (``full``).
+    (``full``). A loss that changes labels per batch sets ``modifies_labels`` and calls ``record_modified`` (LL,
+    SPLC); one that only counts calls ``count_modified`` (EM+APL; Curriculum with ``modified_count_per_round``).
+    ``example_hparams`` are hyper-parameters with which ``build_loss`` makes a working instance (the registry
+    test builds every loss with them); ``num_samples``/``num_classes``, when needed, must fit a batch of 16
+    rows of row ids 0..15 and 8 classes.
     """
 
     loss_name = "partial"
     needs_index = False
     allow_unobserved = True
+    modifies_labels = False  # True: ``last_modified`` gives the entries modified by the last call
+    modified_count_per_round = False  # True: the count is the latest round's, not reset by ``set_epoch``
+    example_hparams: dict[str, Any] = {}
 
     def __init__(self) -> None:
         super().__init__()
         self.epoch = 1
+        self._modified = _Modified(self.modifies_labels)
 
     def set_epoch(self, epoch: int) -> None:
         """Tell the loss the current epoch (1-based); call at the start of every epoch."""
         if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 1:
             raise ValueError(f"epoch must be an integer >= 1 (1-based), got {epoch!r}")
         self.epoch = int(epoch)
+        if not self.modified_count_per_round:
+            self._modified.count = 0
+
+    @property
+    def num_modified_epoch(self) -> int:
+        """Number of labels this rank modified since the last ``set_epoch`` (0 for losses that modify none)."""
+        return self._modified.count
+
+    @property
+    def last_modified(self) -> Optional[tuple[Tensor, Tensor]]:
+        """(rows, classes) modified by the last call on this rank (rows: dataset ids from ``index``, or batch
+        positions); None for losses without per-batch modifications."""
+        m = self._modified
+        if m.sel is None:
+            return None
+        rows = m.sel // m.num_classes
+        return (rows if m.index is None else m.index.long()[rows]), m.sel % m.num_classes
+
+    def record_modified(self, sel: Tensor, num_classes: int, index: Optional[Tensor]) -> None:
+        """Record the flat positions ``sel`` (into the [B, C] batch) modified by this call and count them."""
+        m = self._modified
+        m.sel, m.index, m.num_classes = sel, index, num_classes
+        m.count += sel.numel()
+
+    def count_modified(self, n: int) -> None:
+        """Count ``n`` modified labels (set the count to ``n`` when ``modified_count_per_round``)."""
+        self._modified.count = n if self.modified_count_per_round else self._modified.count + n
 
     def extra_param_groups(self, base_lr: float) -> list[dict[str, Any]]:
         """Optimizer parameter groups owned by the loss (ROLE's label estimates); empty for most losses.

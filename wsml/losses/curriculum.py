@@ -96,6 +96,7 @@ class CurriculumLabeling(PartialLoss):
     """Partial-BCE + curriculum labelling of easy UNOBS pairs between rounds (permanent; needs ``index``)."""
 
     needs_index = True
+    modified_count_per_round = True  # ``num_modified_epoch``: the labels made by the latest round
 
     def __init__(self, *, strategy: str = "score-proportion", theta: float = 0.1, threshold: float = 2.0,
                  gamma: float = 1.0, round_epochs: int = 1, num_epochs: int = 0) -> None:
@@ -109,7 +110,6 @@ class CurriculumLabeling(PartialLoss):
         self.pos_store = CorrectionStore()
         self.neg_store = CorrectionStore()
         self.labelled_through = 0  # last epoch after which a round was made
-        self.num_modified_epoch = 0
 
     # --- rounds ---------------------------------------------------------------------------------------------
     def _due(self, epoch: int) -> bool:
@@ -133,7 +133,7 @@ class CurriculumLabeling(PartialLoss):
         r, c = rows[sel // C], sel % C
         self.pos_store.add(r[positive], c[positive], C)
         self.neg_store.add(r[~positive], c[~positive], C)
-        self.num_modified_epoch = int(sel.numel())
+        self.count_modified(int(sel.numel()))
         self.labelled_through = self.epoch
 
     def set_epoch(self, epoch: int) -> None:

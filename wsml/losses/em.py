@@ -124,7 +124,6 @@ class EMAPL(EntropyMaximization):
             self.register_buffer("unobserved", torch.zeros(shape, dtype=torch.bool))
             self.register_buffer("seen", torch.zeros(self.num_samples, dtype=torch.bool))
         self.labelled_through = 0  # last epoch whose predictions were turned into pseudo-labels
-        self.num_modified_epoch = 0
 
     # --- pseudo-labelling -----------------------------------------------------------------------------------
     def _due(self, epoch: int) -> bool:
@@ -159,7 +158,6 @@ class EMAPL(EntropyMaximization):
         if self.pseudo_source == "train" and epoch != self.epoch:
             self.recorded.fill_(-1.0)
         super().set_epoch(epoch)
-        self.num_modified_epoch = 0
 
     def _merge_ranks(self) -> None:
         if world_size() > 1:
@@ -203,7 +201,7 @@ class EMAPL(EntropyMaximization):
                 self.recorded[index] = torch.sigmoid(logits.detach()).to(self.recorded.dtype)
         soft = self.pseudo[index].to(logits.dtype)
         labelled = (targets == 0) & (soft >= 0)
-        self.num_modified_epoch += int(labelled.sum())
+        self.count_modified(int(labelled.sum()))
         pl = self.beta * soft_bce(logits, soft.clamp(min=0.0), self.log_eps)
         return torch.where(labelled, pl, em_terms(logits, targets, self.alpha, self.log_eps)).mean()
 

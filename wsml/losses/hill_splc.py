@@ -82,17 +82,13 @@ class SPLC(PartialLoss):
     (rows, classes) corrected in the last call (rows: dataset ids from ``index``, or batch positions).
     """
 
+    modifies_labels = True
+
     def __init__(self, *, tau: float = 0.6, margin: float = 1.0, gamma: float = 2.0, start_epoch: int = 2) -> None:
         super().__init__()
         self.tau = check_number("tau", tau, 0.0, 1.0)
         self.margin, self.gamma = _margin_gamma(margin, gamma)
         self.start_epoch = check_int("start_epoch", start_epoch, 1)
-        self.num_modified_epoch = 0
-        self._last: tuple[Tensor, Optional[Tensor]] = (torch.empty(0, 2, dtype=torch.long), None)
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self.num_modified_epoch = 0
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
         if self.epoch >= self.start_epoch:
@@ -104,17 +100,8 @@ class SPLC(PartialLoss):
             focal_margin_positive(logits, self.margin, self.gamma),
             torch.where(corrected, focal_negative(-logits, self.gamma), focal_negative(logits, self.gamma)),
         )
-        where = corrected.nonzero()
-        self._last = (where, index)
-        self.num_modified_epoch += int(where.shape[0])
+        self.record_modified(torch.nonzero(corrected.reshape(-1))[:, 0], logits.shape[1], index)
         return loss.mean()
-
-    @property
-    def last_modified(self) -> tuple[Tensor, Tensor]:
-        """(rows, classes) corrected to POS by the last call."""
-        where, index = self._last
-        rows = where[:, 0]
-        return (rows if index is None else index.long()[rows]), where[:, 1]
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, tau={self.tau}, margin={self.margin}, gamma={self.gamma}, "

@@ -60,21 +60,12 @@ def strictly_above_kth(z: Tensor, sel: Tensor, k: int) -> Tensor:
     return sel[values > values.min()]
 
 
-class _Stats:
-    """What the last call modified and the running count of the epoch (analysis only)."""
-
-    def __init__(self) -> None:
-        self.sel = _EMPTY
-        self.index: Optional[Tensor] = None
-        self.num_classes = 1
-        self.count = 0
-
-
 class LargeLoss(PartialLoss):
     """Shared machinery of LL-R / LL-Ct / LL-Cp; subclasses set ``correct`` and ``permanent``."""
 
     correct = False  # True: selected entries get target 1; False: loss 0
     permanent = False  # True: LL-Cp memory
+    modifies_labels = True
 
     def __init__(
         self,
@@ -99,18 +90,8 @@ class LargeLoss(PartialLoss):
             self.r0 = self.delta_abs = None
         self.global_selection = check_bool("global_selection", global_selection)
         self.store = CorrectionStore() if self.permanent else None
-        self._stats = _Stats()
 
     # --- schedule -----------------------------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self._stats.count = 0
-
-    @property
-    def num_modified_epoch(self) -> int:
-        """Number of entries this rank modified since the last ``set_epoch``."""
-        return self._stats.count
-
     def rate(self) -> float:
         """Fraction of the batch's B·C entries to modify this epoch (relative schedule)."""
         if self.epoch < 2:
@@ -139,9 +120,7 @@ class LargeLoss(PartialLoss):
         check_finite_logits(logits, loss.item())
         if pending is not None:
             self.store.add(*pending, logits.shape[1])
-        stats = self._stats  # a plain object: nn.Module.__setattr__ is slow on the per-batch path
-        stats.sel, stats.index, stats.num_classes = sel, index, logits.shape[1]
-        stats.count += sel.numel()
+        self.record_modified(sel, logits.shape[1], index)
         return loss
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
@@ -190,14 +169,7 @@ class LargeLoss(PartialLoss):
             sel = sel[(sel >= lo) & (sel < lo + B * C)] - lo
         return sel, pending
 
-    # --- analysis -----------------------------------------------------------------------------------------
-    @property
-    def last_modified(self) -> tuple[Tensor, Tensor]:
-        """(rows, classes) modified by the last call on this rank (rows: dataset ids, or batch positions)."""
-        sel, index, C = self._stats.sel, self._stats.index, self._stats.num_classes
-        rows = sel // C
-        return (rows if index is None else index.long()[rows]), sel % C
-
+    # --- state --------------------------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
         state = super().get_extra_state()
         if self.store is not None:
