@@ -102,6 +102,7 @@ class EMAPL(EntropyMaximization):
 
     needs_index = True
     SOURCES = ("eval", "train")
+    example_hparams = {"num_samples": 16, "num_classes": 8, "warmup_epoch": 1, "num_epochs": 3}
 
     def __init__(self, *, num_samples: int, num_classes: int, alpha: float = 0.1, beta: float = 0.9,
                  warmup_epoch: int = 5, num_epochs: int = 10, neg_proportion: float = 0.9,

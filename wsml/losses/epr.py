@@ -27,6 +27,8 @@ def check_expected_num_pos(value: float) -> float:
 class ExpectedPositiveRegularized(PartialLoss):
     """EPR: −log σ(z) on POS entries (mean over B·C) + ``expected_positive_regularizer(σ(z), k)``."""
 
+    example_hparams = {"expected_num_pos": 1.5}
+
     def __init__(self, *, expected_num_pos: float) -> None:
         super().__init__()
         self.expected_num_pos = check_expected_num_pos(expected_num_pos)

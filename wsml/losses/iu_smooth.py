@@ -73,6 +73,8 @@ def graph_smoothness(values: Tensor, weights: Tensor, dim: int) -> Tensor:
 class IUSmooth(PartialLoss):
     """BCE on observed labels + label-graph and image-graph smoothness of the predictions (see module doc)."""
 
+    example_hparams = {"num_classes": 8}
+
     def __init__(self, *, num_classes: int, lambda_label: float = 0.1, lambda_image: float = 0.1,
                  num_neighbors: int = 3) -> None:
         super().__init__()

@@ -66,6 +66,7 @@ class LargeLoss(PartialLoss):
     correct = False  # True: selected entries get target 1; False: loss 0
     permanent = False  # True: LL-Cp memory
     modifies_labels = True
+    example_hparams = {"delta_rel": 10.0}
 
     def __init__(
         self,

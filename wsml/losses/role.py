@@ -50,6 +50,7 @@ class ROLE(PartialLoss):
     """ROLE loss with learnable label estimates ``label_logits`` [num_samples, num_classes] (needs ``index``)."""
 
     needs_index = True
+    example_hparams = {"num_samples": 16, "num_classes": 8, "expected_num_pos": 1.5}
 
     def __init__(
         self,

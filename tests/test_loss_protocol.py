@@ -1,0 +1,78 @@
+"""The loss protocol, checked for every registered loss (``available_losses()``) with its ``example_hparams``: a
+new loss is tested here without editing this file.
+
+Per loss: three epochs of random batches in the engine's order (``set_epoch``, batches, then the end-of-epoch
+training-set scores for losses that ask for them) give a finite scalar and a finite gradient; a state_dict saved
+and loaded as a checkpoint (``torch.load(weights_only=True)``) into a fresh instance gives the same loss on the
+next batch; and a target value outside {1, 0, -1} is a ValueError naming the value.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from wsml.losses import PartialLoss, available_losses, build_loss
+
+B, C = 16, 8  # example_hparams' num_samples / num_classes fit this batch (row ids 0..15)
+
+
+def example_hparams(name: str) -> dict:
+    """``example_hparams`` of the registered class named ``name`` (found among PartialLoss's subclasses)."""
+    todo = [PartialLoss]
+    while todo:
+        cls = todo.pop()
+        if cls.__dict__.get("loss_name") == name:
+            return cls.example_hparams
+        todo.extend(cls.__subclasses__())
+    raise AssertionError(f"no PartialLoss subclass is registered as {name!r}")
+
+
+def random_batch(seed: int, fully_observed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [B, C] and observed labels: >= 1 POS per row, some NEG, the rest UNOBS (NEG when fully observed)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, C, generator=g) * 2
+    targets = torch.randint(-1, 2, (B, C), generator=g, dtype=torch.int8) * (torch.rand(B, C, generator=g) < 0.3)
+    targets[torch.arange(B), torch.randint(0, C, (B,), generator=g)] = 1
+    if fully_observed:
+        targets[targets == 0] = -1
+    return logits, targets
+
+
+def train_epochs(loss_fn, epochs: range, index: torch.Tensor, full: bool) -> None:
+    for epoch in epochs:
+        loss_fn.set_epoch(epoch)
+        for step in range(2):
+            z, t = random_batch(100 * epoch + step, full)
+            z.requires_grad_(True)
+            value = loss_fn(z, t, index=index)
+            value.backward()
+            assert value.dim() == 0 and bool(torch.isfinite(value)), (epoch, float(value))
+            assert z.grad is not None and bool(torch.isfinite(z.grad).all()), epoch
+        wants = getattr(loss_fn, "wants_train_scores", None)
+        if wants is not None and wants(epoch):  # EM+APL, Curriculum: eval-mode scores of the training set
+            z, t = random_batch(7 * epoch, full)
+            loss_fn.on_train_scores(torch.sigmoid(z), index, t)
+
+
+@pytest.mark.parametrize("name", available_losses())
+def test_every_registered_loss_follows_the_protocol(name: str) -> None:
+    hparams = example_hparams(name)
+    loss_fn = build_loss(name, **hparams)
+    full = not loss_fn.allow_unobserved
+    index = torch.arange(B)
+    train_epochs(loss_fn, range(1, 4), index, full)
+    buf = io.BytesIO()
+    torch.save(loss_fn.state_dict(), buf)
+    buf.seek(0)
+    fresh = build_loss(name, **hparams)
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    assert fresh.epoch == loss_fn.epoch == 3
+    z, t = random_batch(999, full)
+    torch.testing.assert_close(fresh(z, t, index=index), loss_fn(z, t, index=index), rtol=1e-6, atol=0)
+    bad = t.clone()
+    bad[3, 5] = 2
+    with pytest.raises(ValueError, match=r"values \[2\].*row 3, class 5"):
+        loss_fn(z, bad, index=index)
