@@ -76,3 +76,16 @@ def test_every_registered_loss_follows_the_protocol(name: str) -> None:
     bad[3, 5] = 2
     with pytest.raises(ValueError, match=r"values \[2\].*row 3, class 5"):
         loss_fn(z, bad, index=index)
+
+
+def test_hyper_parameters_accept_numpy_scalars_and_reject_booleans() -> None:
+    import numpy as np
+
+    assert build_loss("ll-r", delta_rel=np.float32(0.5)).delta_rel == 0.5
+    assert build_loss("role", num_samples=np.int64(16), num_classes=np.int32(8), expected_num_pos=np.float64(1.5),
+                      lr_mult=np.float32(2.0)).num_samples == 16
+    bad = [("ll-r", "delta_rel", True), ("lsan", "ls_coef", False), ("epr", "expected_num_pos", True),
+           ("role", "num_classes", True), ("asl", "detach_weight", 1), ("ll-cp", "global_selection", 1)]
+    for name, key, value in bad:
+        with pytest.raises(ValueError, match=f"{key} must be"):
+            build_loss(name, **{**example_hparams(name), key: value})
