@@ -4,7 +4,7 @@ Families (one module each): ``bce`` (full, an, iu, wan, lsan), ``epr``, ``role``
 (ll-r, ll-ct, ll-cp) and the later methods ``asl``, ``hill_splc`` (hill, splc), ``em`` (em, em-apl),
 ``curriculum`` and ``iu_smooth`` (iu-smooth: IU + graph smoothness, not IMCL). Every loss is a ``PartialLoss``:
 call ``set_epoch(epoch)`` (1-based) at the start of each epoch and ``loss_fn(logits, targets, index=idx)`` per
-batch; see DESIGN.md §2 for the exact semantics.
+batch; docs/design.md §2 gives the exact semantics and ``reference`` the LL methods in a few readable lines.
 """
 
 from wsml.losses import asl, bce, curriculum, em, epr, hill_splc, iu_smooth, large_loss, role  # noqa: F401  (register)
