@@ -4,7 +4,8 @@ new loss is tested here without editing this file.
 Per loss: three epochs of random batches in the engine's order (``set_epoch``, batches, then the end-of-epoch
 training-set scores for losses that ask for them) give a finite scalar and a finite gradient; a state_dict saved
 and loaded as a checkpoint (``torch.load(weights_only=True)``) into a fresh instance gives the same loss on the
-next batch; and a target value outside {1, 0, -1} is a ValueError naming the value.
+next batch; and malformed batches (a target value 2, wrong shape, NaN logits, wrong dtypes, short index) are
+ValueErrors naming the value or position, at epoch 1 and with state at epoch 3, that leave the state unchanged.
 """
 
 from __future__ import annotations
@@ -57,12 +58,35 @@ def train_epochs(loss_fn, epochs: range, index: torch.Tensor, full: bool) -> Non
             loss_fn.on_train_scores(torch.sigmoid(z), index, t)
 
 
+def assert_bad_inputs_rejected(loss_fn, index: torch.Tensor, full: bool) -> None:
+    """Every malformed batch is a ValueError naming what is wrong (and where), raised before any state changes."""
+    z, t = random_batch(5, full)
+    bad = t.clone()
+    bad[2, 4] = 2
+    with pytest.raises(ValueError, match=r"values \[2\] outside.*row 2, class 4"):
+        loss_fn(z, bad, index=index)
+    with pytest.raises(ValueError, match=rf"shape \({B}, 4\) does not match logits shape \({B}, {C}\)"):
+        loss_fn(z, t[:, :4], index=index)
+    for value in (float("nan"), float("inf"), -float("inf")):
+        zz = z.clone()
+        zz[1, 3] = value
+        with pytest.raises(ValueError, match=r"NaN or inf, first at row 1, class 3"):
+            loss_fn(zz, t, index=index)
+    with pytest.raises(ValueError, match="floating-point"):
+        loss_fn(t, t, index=index)
+    with pytest.raises(ValueError, match="got dtype torch.bool"):
+        loss_fn(z, t > 0, index=index)
+    with pytest.raises(ValueError, match=f"index has 5 entries but the batch has {B} rows"):
+        loss_fn(z, t, index=index[:5])
+
+
 @pytest.mark.parametrize("name", available_losses())
 def test_every_registered_loss_follows_the_protocol(name: str) -> None:
     hparams = example_hparams(name)
     loss_fn = build_loss(name, **hparams)
     full = not loss_fn.allow_unobserved
     index = torch.arange(B)
+    assert_bad_inputs_rejected(build_loss(name, **hparams), index, full)  # epoch 1
     train_epochs(loss_fn, range(1, 4), index, full)
     buf = io.BytesIO()
     torch.save(loss_fn.state_dict(), buf)
@@ -70,12 +94,9 @@ def test_every_registered_loss_follows_the_protocol(name: str) -> None:
     fresh = build_loss(name, **hparams)
     fresh.load_state_dict(torch.load(buf, weights_only=True))
     assert fresh.epoch == loss_fn.epoch == 3
+    assert_bad_inputs_rejected(loss_fn, index, full)  # epoch 3, with state: rejected batches leave it unchanged
     z, t = random_batch(999, full)
     torch.testing.assert_close(fresh(z, t, index=index), loss_fn(z, t, index=index), rtol=1e-6, atol=0)
-    bad = t.clone()
-    bad[3, 5] = 2
-    with pytest.raises(ValueError, match=r"values \[2\].*row 3, class 5"):
-        loss_fn(z, bad, index=index)
 
 
 def test_hyper_parameters_accept_numpy_scalars_and_reject_booleans() -> None:

@@ -105,39 +105,7 @@ def test_register_loss_decorator_adds_and_rejects_conflicts() -> None:
             reg._ALIASES.pop(key, None)
 
 
-# --- validation ----------------------------------------------------------------------------------------------
-LOSS_ARGS = {"an": {}, "iu": {}, "ll-r": {"delta_rel": 10.0}, "ll-cp": {"delta_rel": 10.0},
-             "epr": {"expected_num_pos": 1.5}, "role": {"num_samples": 6, "num_classes": 5, "expected_num_pos": 1.5}}
-
-
-@pytest.mark.parametrize("name", sorted(LOSS_ARGS))
-@pytest.mark.parametrize("epoch", [1, 3])
-def test_bad_inputs_raise_helpful_value_errors(name: str, epoch: int) -> None:
-    loss = build_loss(name, **LOSS_ARGS[name])
-    loss.set_epoch(epoch)
-    z, t = batch()
-    idx = torch.arange(6)
-    bad = t.clone()
-    bad[2, 4] = 2
-    with pytest.raises(ValueError, match=r"values \[2\] outside.*row 2, class 4"):
-        loss(z, bad, idx)
-    with pytest.raises(ValueError, match=r"shape \(6, 4\) does not match logits shape \(6, 5\)"):
-        loss(z, t[:, :4], idx)
-    for value in (float("nan"), float("inf"), -float("inf")):
-        zz = z.clone()
-        zz[1, 3] = value
-        with pytest.raises(ValueError, match=r"NaN or inf, first at row 1, class 3"):
-            loss(zz, t, idx)
-    with pytest.raises(ValueError, match="floating-point"):
-        loss(t, t, idx)
-    with pytest.raises(ValueError, match="got dtype torch.bool"):
-        loss(z, t > 0, idx)
-    with pytest.raises(ValueError, match="index has 5 entries but the batch has 6 rows"):
-        loss(z, t, idx[:5])
-    if name == "ll-cp":
-        assert len(loss.corrections()[0]) == 0  # nothing recorded from rejected batches
-
-
+# --- validation (per loss: tests/test_loss_protocol.py, over available_losses()) ------------------------------
 def test_float_targets_must_be_integral() -> None:
     z, t = batch()
     tt = t.double()
