@@ -55,6 +55,18 @@ def subprocess_env(**extra: str) -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, **extra)
 
 
+def cli_error(argv: list, capsys) -> str:
+    """Run ``wsml argv`` in-process and return its stderr, asserting the CLI's promise for a user error: exit code
+    2 and exactly one line ``wsml: error: ...``, no traceback."""
+    from wsml.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and err.startswith("wsml: error: ") and err.count("\n") == 1, err
+    return err
+
+
 def default_sigint() -> None:
     """``preexec_fn`` for children that must react to Ctrl-C: undo an inherited 'SIGINT ignored'."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cli_error
 from engine_helpers import image_overrides, make_image_index
 
 from wsml.checkpoint import load_checkpoint
@@ -35,32 +36,26 @@ def test_help_has_examples(command, capsys):
     assert f"usage: wsml {command}" in out and "examples:" in out and f"wsml {command} " in out
 
 
-def _error(argv, capsys) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err and err.startswith("wsml: error: ") and err.count("\n") == 1, err
-    return err
 
 
 def test_bad_configs_and_paths_give_one_line_errors(tmp_path, capsys, data):
-    assert "unknown config key 'optim.lrr'; valid keys in 'optim'" in _error(["train", "optim.lrr=1"], capsys)
-    assert "'train.epochs': expected int, got 'ten'" in _error(["train", "train.epochs=ten"], capsys)
-    assert "config file nope.yaml does not exist" in _error(["train", "nope.yaml"], capsys)
+    assert "unknown config key 'optim.lrr'; valid keys in 'optim'" in cli_error(["train", "optim.lrr=1"], capsys)
+    assert "'train.epochs': expected int, got 'ten'" in cli_error(["train", "train.epochs=ten"], capsys)
+    assert "config file nope.yaml does not exist" in cli_error(["train", "nope.yaml"], capsys)
     (tmp_path / "bad.yaml").write_text("loss: {name: ll-x}\n")
-    err = _error(["train", str(tmp_path / "bad.yaml"), f"data.path={data}", "model.backbone=small_cnn",
+    err = cli_error(["train", str(tmp_path / "bad.yaml"), f"data.path={data}", "model.backbone=small_cnn",
                   "model.pretrained=false", f"run.out={tmp_path}"], capsys)
     assert "unknown loss 'll-x'; available:" in err
-    err = _error(["train", f"data.path={tmp_path / 'none'}"], capsys)
+    err = cli_error(["train", f"data.path={tmp_path / 'none'}"], capsys)
     assert "is not a prepared data set (no manifest.json): run `wsml prepare" in err
-    err = _error(["train", f"data.path={data}", "model.backbone=small_cnn", "model.pretrained=false",
+    err = cli_error(["train", f"data.path={data}", "model.backbone=small_cnn", "model.pretrained=false",
                   "model.options={depth: 3}", f"run.out={tmp_path}"], capsys)
     assert "model.options for backbone 'small_cnn'" in err
-    assert "is not a run folder (no config.yaml)" in _error(["eval", str(tmp_path)], capsys)
-    assert "not a resumable run folder" in _error(["train", "--resume", str(tmp_path)], capsys)
-    assert "unknown data set 'imagenet'; available:" in _error(["prepare", "imagenet"], capsys)
-    assert "root folder" in _error(["prepare", "voc", "--root", str(tmp_path / "nothing")], capsys)
-    assert "image nope.png does not exist" in _error(["predict", str(tmp_path), "nope.png"], capsys)
+    assert "is not a run folder (no config.yaml)" in cli_error(["eval", str(tmp_path)], capsys)
+    assert "not a resumable run folder" in cli_error(["train", "--resume", str(tmp_path)], capsys)
+    assert "unknown data set 'imagenet'; available:" in cli_error(["prepare", "imagenet"], capsys)
+    assert "root folder" in cli_error(["prepare", "voc", "--root", str(tmp_path / "nothing")], capsys)
+    assert "image nope.png does not exist" in cli_error(["predict", str(tmp_path), "nope.png"], capsys)
 
 
 def test_train_eval_predict(tmp_path, capsys, data):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cli_error
 from engine_helpers import make_feature_index
 
 from wsml.checkpoint import atomic_write, load_checkpoint
@@ -52,12 +53,6 @@ def run(finished, tmp_path):
     return dst
 
 
-def _error(argv, capsys) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err and err.startswith("wsml: error: ") and err.count("\n") == 1, err
-    return err
 
 
 class _Payload:
@@ -79,24 +74,24 @@ def test_crafted_checkpoints_run_no_code_and_are_refused(run, tmp_path, capsys):
     (tmp_path / "x.png").write_bytes(b"")
     for argv in (["eval", str(run)], ["predict", str(run), str(tmp_path / "x.png")], ["train", "--resume", str(run)],
                  ["find-missing", str(run), "--out", str(tmp_path / "m.csv")]):
-        err = _error(argv, capsys)
+        err = cli_error(argv, capsys)
         assert "cannot be read safely" in err and str(run) in err, err
     assert not marker.exists()
     # a truncated file and a foreign one (a plain state_dict) name the file too
     (run / "best.pt").write_bytes((tmp_path / "run" / "last.pt").read_bytes()[:200])
-    assert f"checkpoint {run / 'best.pt'} cannot be read safely" in _error(["eval", str(run)], capsys)
+    assert f"checkpoint {run / 'best.pt'} cannot be read safely" in cli_error(["eval", str(run)], capsys)
     torch.save({"weight": torch.zeros(3)}, run / "best.pt")
-    assert "is not a wsml checkpoint (no 'model')" in _error(["eval", str(run)], capsys)
+    assert "is not a wsml checkpoint (no 'model')" in cli_error(["eval", str(run)], capsys)
 
 
 def test_resume_refuses_a_different_run_and_keeps_config_yaml(run, capsys):
     before = (run / "config.yaml").read_bytes()
-    err = _error(["train", "--resume", str(run), "loss.name=an", "data.path=elsewhere"], capsys)
+    err = cli_error(["train", "--resume", str(run), "loss.name=an", "data.path=elsewhere"], capsys)
     assert "loss.name ('ll-r' -> 'an')" in err and "data.path" in err and "would change the run" in err
     assert "start a new run" in err
-    err = _error(["train", "--resume", str(run), "train.epochs=1"], capsys)
+    err = cli_error(["train", "--resume", str(run), "train.epochs=1"], capsys)
     assert "already completed 2 epochs" in err
-    err = _error(["train", "--resume", str(run), "model.options={widths: [3]}"], capsys)
+    err = cli_error(["train", "--resume", str(run), "model.options={widths: [3]}"], capsys)
     assert "model.options" in err
     assert (run / "config.yaml").read_bytes() == before  # nothing written by a refused resume
     # a checkpoint from before a setting existed: the setting's default is no change
@@ -113,7 +108,7 @@ def test_resume_refuses_a_different_run_and_keeps_config_yaml(run, capsys):
         check_resume(cfg, stored, run, 3)
     # an edit of config.yaml that changes the run is refused the same way
     (run / "config.yaml").write_text(before.decode().replace("name: ll-r", "name: an"))
-    assert "differs from the config stored in" in _error(["train", "--resume", str(run)], capsys)
+    assert "differs from the config stored in" in cli_error(["train", "--resume", str(run)], capsys)
     # allowed: more epochs, quiet, device; config.yaml is rewritten (atomically, with its end marker)
     (run / "config.yaml").write_bytes(before)
     assert main(["train", "--resume", str(run), "train.epochs=3", "train.device=cpu"]) == 0
@@ -126,7 +121,7 @@ def test_cut_config_yaml_is_detected_and_resume_restores_it(run, capsys):
     lines = (run / "config.yaml").read_text().splitlines(keepends=True)
     cut = "".join(lines[: len(lines) // 2])  # cut at a line boundary: still valid YAML
     (run / "config.yaml").write_text(cut)
-    err = _error(["eval", str(run)], capsys)
+    err = cli_error(["eval", str(run)], capsys)
     assert "config.yaml is incomplete (missing" in err
     assert main(["train", "--resume", str(run)]) == 0  # the checkpoint's config is the reference
     assert "continuing from the config stored in last.pt" in capsys.readouterr().err
@@ -145,16 +140,16 @@ def test_config_yaml_from_older_wsml_versions_stays_readable(run, capsys):
     assert read_run_config(run).train.early_stop_patience == 0
     assert main(["eval", str(run)]) == 0
     (run / "config.yaml").write_text(legacy.replace("callbacks: []\n", ""))  # cut: the last section is gone
-    assert "config.yaml is incomplete (missing callbacks)" in _error(["eval", str(run)], capsys)
+    assert "config.yaml is incomplete (missing callbacks)" in cli_error(["eval", str(run)], capsys)
 
 
 def test_resume_imports_callback_code_only_from_the_command_line(run, capsys):
     text = (run / "config.yaml").read_text().replace("callbacks: []", "callbacks:\n- os:getcwd")
     (run / "config.yaml").write_text(text)
-    err = _error(["train", "--resume", str(run), "run.quiet=true"], capsys)
+    err = cli_error(["train", "--resume", str(run), "run.quiet=true"], capsys)
     assert "imports callbacks only from the command line" in err and "os:getcwd" in err
     # named on the command line, it is imported - and refused: a function is not a callback
-    err = _error(["train", "--resume", str(run), "train.epochs=3", "callbacks=[os:getcwd]"], capsys)
+    err = cli_error(["train", "--resume", str(run), "train.epochs=3", "callbacks=[os:getcwd]"], capsys)
     assert "has none of the callback methods" in err
 
 
@@ -179,7 +174,7 @@ def test_concurrent_runs_with_one_name_get_distinct_folders(data, tmp_path):
 @pytest.mark.parametrize("name", ["..", "a/b", "../x", "."])
 def test_run_name_must_be_one_folder(data, tmp_path, capsys, name):
     out = tmp_path / "runs"
-    err = _error(["train", *_overrides(data, out, name), "run.overwrite=true"], capsys)
+    err = cli_error(["train", *_overrides(data, out, name), "run.overwrite=true"], capsys)
     assert "must be a single folder name" in err
     assert not out.exists() or not any(out.iterdir())
 
@@ -194,7 +189,7 @@ def test_stale_temporaries_are_removed_and_full_disk_is_one_line(run, data, tmp_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("wsml.checkpoint.torch.save", full_disk)
-    err = _error(["train", *_overrides(data, tmp_path / "out", "full")], capsys)
+    err = cli_error(["train", *_overrides(data, tmp_path / "out", "full")], capsys)
     assert "no space left on device while writing" in err and "best.pt" in err
     assert not list((tmp_path / "out" / "full").glob(".*.tmp"))
 
@@ -203,11 +198,11 @@ def test_state_mismatch_and_wrong_optimizer_state_are_one_line(run, capsys):
     ckpt = load_checkpoint(run / "best.pt")
     ckpt["model"] = {k: torch.zeros(2, 2) for k in ckpt["model"]}
     torch.save(ckpt, run / "best.pt")
-    assert "best.pt: its model state does not fit this run" in _error(["eval", str(run)], capsys)
+    assert "best.pt: its model state does not fit this run" in cli_error(["eval", str(run)], capsys)
     last = load_checkpoint(run / "last.pt")
     last["optimizer"]["param_groups"].append(dict(last["optimizer"]["param_groups"][0], params=[99]))
     torch.save(last, run / "last.pt")
-    assert "its optimizer state does not fit" in _error(["train", "--resume", str(run), "train.epochs=3"], capsys)
+    assert "its optimizer state does not fit" in cli_error(["train", "--resume", str(run), "train.epochs=3"], capsys)
 
 
 class _InterruptAt:
@@ -248,7 +243,7 @@ def test_eval_never_prepares_data(run, tmp_path, capsys, monkeypatch):
     cfg = read_run_config(run)
     cfg.data.path, cfg.data.dataset = "data/yeast", "yeast"  # training would prepare it; eval must not
     write_config(cfg, run / "config.yaml")
-    assert "is not a prepared data set" in _error(["eval", str(run)], capsys)
+    assert "is not a prepared data set" in cli_error(["eval", str(run)], capsys)
     assert not (tmp_path / "data").exists()
 
 
@@ -293,7 +288,7 @@ def test_prepared_data_damage_is_one_line(data, tmp_path, capsys):
     manifest["splits"].pop("val")
     (d / "manifest.json").write_text(json.dumps(manifest))
     (d / "val" / "labels_full.npy").unlink()
-    err = _error(["train", *_overrides(d, tmp_path, "noval")], capsys)
+    err = cli_error(["train", *_overrides(d, tmp_path, "noval")], capsys)
     assert "has no split 'val'" in err
 
 
