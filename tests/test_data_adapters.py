@@ -320,7 +320,10 @@ def test_csv_without_split_column_follows_reference_protocol(tmp_path):
     user = build_dataset("csv", str(tmp_path), csv="all.csv", missing_images="ignore")
     tr, va = split_train_val(20, 0.2, 1200)
     assert np.array_equal(user["train"].observed, full[tr].astype(np.int8)) and user["train"].full is None
-    assert np.array_equal(user["val"].full, full[va]) and "test" not in user.splits
+    # val drawn from training rows keeps their labels as they are: partial, never "complete" (issue 12)
+    assert user["val"].full is None and np.array_equal(user["val"].observed, full[va].astype(np.int8))
+    assert user.meta["label_sets"] == {"train": "partial", "val": "partial"} and "test" not in user.splits
+    assert index.meta["label_sets"] == {"train": "partial", "val": "complete", "test": "complete"}
 
 
 @pytest.mark.parametrize("row, message", [
@@ -339,11 +342,13 @@ def test_csv_unknown_class_and_missing_image(tmp_path):
     write_csv(tmp_path / "labels.csv", [["y.jpg", "a", "", "train"], ["z.jpg", "q", "", "train"]])
     with pytest.raises(ValueError, match=r"labels\.csv, line 3: class 'q' is not in the class list"):
         build_dataset("csv", str(tmp_path), classes=["a", "b"], missing_images="ignore")
-    with pytest.raises(FileNotFoundError, match="2 of 2 images are missing"):
+    with pytest.raises(ValueError, match=r"2 of 2 images under .* are bad \(2 missing\).*on_bad_image=drop"):
         build_dataset("csv", str(tmp_path))
     write_csv(tmp_path / "bad.csv", [["y.jpg"]], header=("path", "label"))
-    with pytest.raises(ValueError, match=r"bad\.csv, line 1: the header must have the columns 'path' and 'labels'"):
+    with pytest.raises(ValueError, match=r"bad\.csv, line 1: unknown column\(s\) \['label'\]; the known columns"):
         build_dataset("csv", str(tmp_path), csv="bad.csv")
+    with pytest.raises(ValueError, match=r"bad\.csv, line 1: the header must have the columns 'path' and 'labels'"):
+        build_dataset("csv", str(tmp_path), csv="bad.csv", ignore_columns="label")
 
 
 def test_folder_multi_label_and_single_label(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -166,9 +167,12 @@ def test_eval_reports_thresholded_f1(run, capsys):
     assert "test mAP" in printed and "macro F1" in printed
     result = json.loads((run / "eval_test.json").read_text())
     assert 0 <= result["macro_f1"] <= 100
+    per_class = {r["class"]: r for r in result["per_class"]}  # AP and F1 per class, printed and stored
+    assert list(per_class) == CLASSES and all(0 <= r["ap"] <= 100 for r in per_class.values())
+    assert all(f"  {c} " in printed for c in CLASSES) and "threshold" in printed
 
 
-def test_find_missing(run, own_data, tmp_path):
+def test_find_missing(run, own_data, tmp_path, capsys):
     table = {r["path"]: r for r in _rows(own_data / "labels.csv") if r["split"] == "train"}
     out = tmp_path / "missing.csv"
     n = torch.get_num_threads()
@@ -199,6 +203,29 @@ def test_find_missing(run, own_data, tmp_path):
     top = tmp_path / "top5.csv"
     assert main(["find-missing", str(run), "--out", str(top), "--k", "5"]) == 0  # in-sample scores, no folds
     assert [r["rank"] for r in _rows(top)] == ["1", "2", "3", "4", "5"]
+    captured = capsys.readouterr()
+    assert "wrote 5 ranked pairs" in captured.out and "warning" not in captured.err  # LL-R: no warning
+    an_run = tmp_path / "an-run"  # the same run relabelled as Naive AN: its in-sample scores are memorised
+    shutil.copytree(run, an_run)
+    cfg = (an_run / "config.yaml").read_text()
+    (an_run / "config.yaml").write_text(cfg.replace("name: ll-r", "name: an", 1))
+    assert main(["find-missing", str(an_run), "--out", str(top), "--k", "5"]) == 0
+    assert "loss 'an', not an LL method" in capsys.readouterr().err
+    from wsml.analysis.report import build_report
+
+    text = build_report([run, an_run], tmp_path / "report.md").read_text()  # Δrel only where the loss has it
+    assert "| mine | ll-r | 5.0 |" in text and "| an-run | an | – |" in text
+    assert "## Evaluation and find-missing" in text and "ranked pairs" in text
+
+
+def test_predict_accepts_a_folder(run, own_data, tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(own_data / "img" / "080.png", folder / "a.png")
+    shutil.copy(own_data / "img" / "081.png", folder / "sub" / "b.png")
+    (folder / "notes.txt").write_text("not an image")
+    assert main(["predict", str(run), str(folder), "--out", str(tmp_path / "p.csv"), "--top-k", "1"]) == 0
+    assert [r["image"] for r in _rows(tmp_path / "p.csv")] == [str(folder / "a.png"), str(folder / "sub" / "b.png")]
 
 
 def test_csv_without_split_column_trains_without_test(own_data, tmp_path):
@@ -218,5 +245,8 @@ def test_csv_without_split_column_trains_without_test(own_data, tmp_path):
         img = str(own_data / "img" / "000.png")
         assert main(["predict", str(tmp_path / "nosplit"), img, "--out", str(tmp_path / "p.csv")]) == 0
         assert len(_rows(tmp_path / "p.csv")) == 4
+        thr = json.loads((tmp_path / "nosplit" / "thresholds.json").read_text())  # partial val: the PU rule
+        assert thr["criterion"].startswith("PU rule") and set(thr["source"]) <= {"pu", "default"}
+        assert summary["val_labels"] == "partial" and summary["val_criterion"] == "pu-auc"
     finally:
         torch.set_num_threads(n)

@@ -103,6 +103,9 @@ def build_loss_fn(cfg: Config, index, log=print) -> torch.nn.Module:
     if ignored:
         log(f"note: loss {cfg.loss.name!r} has no hyper-parameter(s) {', '.join(ignored)}; ignored")
     hp = {k: v for k, v in hp.items() if k not in ignored}
+    from wsml.delta_auto import resolve_delta_rel
+
+    hp = resolve_delta_rel(cfg, index, hp, log)  # loss.delta_rel=auto: from the missing positives per image
     auto = {"num_samples": lambda: len(index["train"]), "num_classes": lambda: index.num_classes,
             "num_epochs": lambda: cfg.train.epochs, "observed_labels": lambda: index["train"].train_targets()}
     for k, value in auto.items():
@@ -130,10 +133,11 @@ def make_sampler(data: Any, dist_info: DistInfo, *, shuffle: bool, seed: int) ->
 
 
 def build_loader(cfg: Config, index, split: str, dist_info: DistInfo, *, train: bool,
-                 mean_std: Optional[tuple] = None) -> DataLoader:
+                 mean_std: Optional[tuple] = None, on_bad_image: Optional[str] = None) -> DataLoader:
     """The loader of ``split``: training ones shuffle (seeded per epoch) and augment, eval ones do not.
 
-    ``mean_std``: the normalisation the (pretrained) backbone expects (``model.default_mean_std``).
+    ``mean_std``: the normalisation the (pretrained) backbone expects (``model.default_mean_std``);
+    ``on_bad_image`` overrides ``cfg.data.on_bad_image`` (the final test evaluation skips bad images).
     """
     from wsml.data.loading import make_loader
 
@@ -141,11 +145,21 @@ def build_loader(cfg: Config, index, split: str, dist_info: DistInfo, *, train: 
     bs = per_rank_batch(gb, dist_info) if train else max(1, math.ceil(gb / dist_info.world_size))
     image_size = cfg.data.image_size if index.kind == "images" else None
     return make_loader(index, split, batch_size=bs, train=train, image_size=image_size,
-                       num_workers=cfg.data.num_workers, seed=cfg.train.seed, drop_last=train and cfg.train.drop_last,
+                       num_workers=resolve_workers(cfg.data.num_workers), seed=cfg.train.seed,
+                       drop_last=train and cfg.train.drop_last,
                        sampler=lambda ds: make_sampler(ds, dist_info, shuffle=train, seed=cfg.train.seed),
-                       channels=channels_for(cfg, index), on_bad_image=cfg.data.on_bad_image,
+                       channels=channels_for(cfg, index), on_bad_image=on_bad_image or cfg.data.on_bad_image,
+                       max_pixels=cfg.data.max_pixels,
                        mean=mean_std[0] if mean_std else None, std=mean_std[1] if mean_std else None,
                        pin_memory=torch.cuda.is_available())
+
+
+def resolve_workers(num_workers: int) -> int:
+    """``data.num_workers``; -1 means min(CPU cores, 4): the own-data default (decoding keeps up, no
+    oversubscription)."""
+    import os
+
+    return min(os.cpu_count() or 1, 4) if num_workers < 0 else num_workers
 
 
 def start_epoch(loader: DataLoader, epoch: int, seed: int, rank: int) -> None:

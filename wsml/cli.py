@@ -51,13 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("prepare", help="convert a data set into wsml's prepared format and print its statistics",
                         description="Read a data set in its public layout, draw the observed labels with the "
-                        "reference protocol (one positive per training image, seed 1200; 20%% of train -> val) "
+                        "reference protocol (one positive per training image, seed 1200; 20% of train -> val) "
                         "and write a prepared folder that `wsml train` reads.",
                         epilog=EPILOG_PREPARE.format(datasets=", ".join(available_datasets())), formatter_class=fmt)
     sp.add_argument("dataset", help="data set name (see below)")
     sp.add_argument("--root", help="folder with the raw files (not needed for fashion-mosaic and yeast)")
     sp.add_argument("--out", help="output folder (default: data/<dataset>)")
-    sp.add_argument("options", nargs="*", metavar="key=value", help="adapter options, e.g. num_pos=1 seed=1200")
+    sp.add_argument("options", nargs="*", metavar="key=value", help="adapter options, e.g. num_pos=1 seed=1200; "
+                    "`wsml prepare DATASET --help` lists them")
 
     sp = sub.add_parser("train", help="train a model (from a YAML config plus key=value overrides)",
                         description="Train a multi-label classifier from partial labels. The config is built from "
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "reaches the per-class threshold chosen on the val split (max F1; thresholds.json in the "
                         "run folder).", epilog=EPILOG_PREDICT, formatter_class=fmt)
     sp.add_argument("run_dir", metavar="RUN_DIR")
-    sp.add_argument("images", nargs="+", metavar="IMAGE")
+    sp.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (their images, recursively)")
     sp.add_argument("--top-k", type=int, default=5, help="classes listed per image (default 5; 0 = all)")
     sp.add_argument("--out", metavar="FILE", help="write the results to FILE.csv or FILE.json")
     sp.add_argument("--wide", action="store_true", help="CSV with one row per image: path, predicted labels, "
@@ -120,7 +121,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     except TypeError as e:  # an option the adapter does not take
         if "keyword argument" not in str(e):
             raise
-        raise ValueError(f"{args.dataset}: {e}") from None
+        raise ValueError(f"{args.dataset}: {e}; `wsml prepare {args.dataset} --help` lists the options") from None
+    except ValueError as e:
+        if "unknown option" in str(e):
+            raise ValueError(f"{e}; `wsml prepare {args.dataset} --help` lists all options") from None
+        raise
     print(f"prepared {index.name} -> {out}  ({index.num_classes} classes, kind {index.kind})")
     for split, st in index.meta.get("stats", {}).items():
         parts = [f"{st.get('rows', len(index[split]))} samples"]
@@ -129,6 +134,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             if key in st:
                 parts.append(f"{st[key]:.3f} {label}")
         print(f"  {split:<5}: " + ", ".join(parts))
+    from wsml.data.custom import prepare_notes
+
+    for line in prepare_notes(index):  # own data: positives per class and split, and what to check
+        print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout)
     print(f"train with: wsml train <config.yaml> data.path={out}")
     return 0
 
@@ -162,8 +171,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from wsml.thresholds import thresholded_metrics
 
     r = evaluate_run(args.run_dir, args.split, device=args.device)
-    print(f"{args.run_dir}: {r['split']} mAP {r['map']:.2f} over {r['num_samples']} samples "
-          f"(best checkpoint, epoch {r['checkpoint_epoch']})")
+    m = f"{r['map']:.2f}" if r["map"] is not None else r.get("message", "not available")
+    note = f" (partial labels: {r['classes_left_out']} classes left out)" if r["policy"] == "partial-labels" else ""
+    print(f"{args.run_dir}: {r['split']} mAP {m} over {r['num_samples']} samples "
+          f"(best checkpoint, epoch {r['checkpoint_epoch']}){note}")
     if "group_map" in r:
         print("  per class group (G1 = fewest annotated training images): "
               + ", ".join(f"{g} {v:.2f}" for g, v in r["group_map"].items()))
@@ -172,6 +183,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         note = " (optimistic: the thresholds were chosen on val)" if args.split == "val" else ""
         print(f"  with the val thresholds: macro F1 {t['macro_f1']:.2f}, precision {t['macro_precision'] or 0:.2f}, "
               f"recall {t['macro_recall'] or 0:.2f}{note}")
+    from wsml.thresholds import per_class_lines
+
+    for line in per_class_lines(args.run_dir, args.split):  # AP and F1 per class (also in eval_<split>.json)
+        print(line)
     return 0
 
 
@@ -196,11 +211,9 @@ def _thresholds(run_dir: str, device: str) -> tuple[list, list]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from wsml.prediction_files import prediction_records, score_images, write_predictions
+    from wsml.prediction_files import expand_images, prediction_records, score_images, write_predictions
 
-    for img in args.images:
-        if not Path(img).is_file():
-            raise FileNotFoundError(f"image {img} does not exist")
+    args.images = expand_images(args.images)  # folders: their image files, sorted
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise ValueError(f"--out must end in .csv or .json, got {args.out}")
     if args.top_k < 0:
@@ -239,6 +252,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return (analysis_cli.main_report if argv[0] == "report" else analysis_cli.main_analyze)(argv[1:])
     debug = "--debug" in argv  # accepted before or after the command
+    if len(argv) >= 3 and argv[0] == "prepare" and ({"-h", "--help"} & set(argv[2:])):
+        from wsml.data import ADAPTERS
+        from wsml.data.options_help import options_text
+
+        key = argv[1].lower().replace("_", "-")
+        if key in ADAPTERS:  # `wsml prepare csv --help`: that adapter's options
+            print(options_text(key, ADAPTERS[key]))
+            return 0
     parser = build_parser()
     args, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
     args.debug = debug

@@ -45,8 +45,9 @@ class DataConfig:
     root: Optional[str] = None  # raw files the adapter reads (VOCdevkit, COCO, ...)
     options: dict = field(default_factory=dict)  # adapter options, e.g. {num_pos: 1, seed: 1200}
     image_size: int = 448
-    num_workers: int = 0
-    on_bad_image: str = "error"
+    num_workers: int = 0  # loader processes; -1 = min(CPU cores, 4)
+    on_bad_image: str = "error"  # an unreadable image while training: "error" (stop, naming it) or "skip" (warn)
+    max_pixels: int = 64_000_000  # images with more pixels are refused before decoding (decompression bombs)
 
 
 @dataclass
@@ -67,7 +68,7 @@ class LossConfig:
     """The loss (wsml.losses.build_loss) and its hyper-parameters; unset (null) ones keep the loss default."""
 
     name: str = "an"
-    delta_rel: Optional[float] = None  # LL-R/Ct/Cp: Δrel, percent of the batch's entries per epoch
+    delta_rel: Union[float, str, None] = None  # LL-R/Ct/Cp: Δrel, % of the batch's entries per epoch, or "auto"
     schedule: Optional[str] = None  # LL-*: "rel" (default) or "abs"
     r0: Optional[float] = None  # LL-* absolute variant: R(t) = r0 - t * delta_abs
     delta_abs: Optional[float] = None
@@ -103,7 +104,7 @@ class TrainConfig:
     """The training scheme and loop settings (paper §4 / appendix A)."""
 
     scheme: str = "end-to-end"  # or "linearinit": frozen-backbone head training, then fine-tuning
-    epochs: int = 10  # end-to-end epochs, or LinearInit stage-2 (fine-tuning) epochs
+    epochs: int = 10  # end-to-end epochs, or LinearInit stage-2 (fine-tuning) epochs (0 = no fine-tuning)
     linear_epochs: int = 25  # LinearInit stage 1 (head only, on cached backbone features)
     stage2_loss: str = "restart"  # LinearInit: "restart" the loss schedule in stage 2, or "continue" it
     batch_size: int = 16  # global batch: under torchrun each of N processes gets batch_size / N
@@ -184,7 +185,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, args[0], key)
+        for arg in args[:-1]:  # Union[float, str]: the first type that takes the value
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        return _coerce(value, args[-1], key)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -237,11 +243,13 @@ def validate(cfg: Config) -> None:
     _check_choice("train.amp", cfg.train.amp, AMP_MODES)
     _check_choice("train.device", cfg.train.device, DEVICES)
     _check_choice("train.stage2_loss", cfg.train.stage2_loss, STAGE2_LOSS)
-    for key, value, low in (("train.epochs", cfg.train.epochs, 1), ("train.batch_size", cfg.train.batch_size, 1),
+    min_epochs = 0 if cfg.train.scheme == "linearinit" else 1  # LinearInit may stop after stage 1
+    for key, value, low in (("train.epochs", cfg.train.epochs, min_epochs),
+                            ("train.batch_size", cfg.train.batch_size, 1),
                             ("train.linear_epochs", cfg.train.linear_epochs, 1),
                             ("train.eval_batch_size", cfg.train.eval_batch_size, 0),
-                            ("data.image_size", cfg.data.image_size, 1), ("data.num_workers", cfg.data.num_workers, 0),
-                            ("optim.step_size", cfg.optim.step_size, 1),
+                            ("data.image_size", cfg.data.image_size, 1), ("data.num_workers", cfg.data.num_workers, -1),
+                            ("data.max_pixels", cfg.data.max_pixels, 1), ("optim.step_size", cfg.optim.step_size, 1),
                             ("train.early_stop_patience", cfg.train.early_stop_patience, 0)):
         if value < low:
             raise ConfigError(f"config key {key!r}: {value} must be >= {low}")
@@ -255,6 +263,8 @@ def validate(cfg: Config) -> None:
                        ("train.linear_batch_size", t.linear_batch_size), ("train.early_stop_drop", t.early_stop_drop)):
         if value < 0:
             raise ConfigError(f"config key {key!r}: {value} must be >= 0")
+    if isinstance(cfg.loss.delta_rel, str) and cfg.loss.delta_rel != "auto":
+        raise ConfigError(f"config key 'loss.delta_rel': expected a number or 'auto', got {cfg.loss.delta_rel!r}")
     if not cfg.optim.lr > 0:
         raise ConfigError(f"config key 'optim.lr': {cfg.optim.lr} must be > 0")
     if cfg.model.boostlu_alpha is not None and not cfg.model.boostlu_alpha > 0:

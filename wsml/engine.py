@@ -28,6 +28,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -58,7 +59,9 @@ from wsml.distributed import (
     init_distributed,
 )
 from wsml.epoch_end import feed_train_scores, patience_exhausted, wants_train_scores
-from wsml.evaluation import predict_split, save_predictions, split_classes_left_out, split_group_map, split_map
+from wsml.evaluation import predict_split, save_predictions, split_group_map
+from wsml.partial_val import describe, final_line, final_test_scores, score_val, test_summary, val_summary
+from wsml.progress import run_folder_line
 from wsml.run_folder import LAST_KEYS, check_resume, new_run_dir, saved_epoch, start_files
 from wsml.stages import begin_stage2, carry_over, early_stop, stage_config, stage_done
 
@@ -72,9 +75,10 @@ class Stage:
 
 
 def plan_stages(cfg: Config) -> list[Stage]:
-    if cfg.train.scheme == "linearinit":
+    if cfg.train.scheme == "linearinit":  # train.epochs=0: the head on cached features only (CPU own-data default)
         e1 = cfg.train.linear_epochs
-        return [Stage("linear", 1, e1, cached=True), Stage("finetune", e1 + 1, e1 + cfg.train.epochs)]
+        return [Stage("linear", 1, e1, cached=True)] + (
+            [Stage("finetune", e1 + 1, e1 + cfg.train.epochs)] if cfg.train.epochs else [])
     return [Stage("end-to-end", 1, cfg.train.epochs)]
 
 
@@ -93,7 +97,7 @@ def train(cfg: Config, *, resume: Optional[Union[str, Path]] = None, callbacks: 
 def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> dict:
     started = time.time()
     main = dist_info.is_main
-    say = print if main and not cfg.run.quiet else (lambda *a, **k: None)
+    say = partial(print, flush=True) if main and not cfg.run.quiet else (lambda *a, **k: None)
     device = B.resolve_device(cfg.train.device, dist_info)
     B.configure_determinism(cfg.train.deterministic, device)
     dtype = B.amp_dtype(cfg.train.amp, device)
@@ -117,6 +121,8 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
     config_written = not main
     if main and ckpt is None:
         config_written = start_files(cfg, run_dir)
+    requested = cfg.run.name or f"{Path(cfg.data.path).name}-{cfg.loss.name.lower()}-{cfg.train.scheme}"
+    say(run_folder_line(run_dir, run_dir.name if resume is not None else requested))
     ctx = TrainContext(cfg, model, loss_fn, index, run_dir, device, dist_info.rank, dist_info.world_size)
     state = {"epoch": 0, "best_val_map": -math.inf, "best_epoch": 0, "history": []}
     pending_rng = None
@@ -184,7 +190,8 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
 
             # 4. The epochs of this stage.
             for epoch in range(max(stage.first, state["epoch"] + 1), stage.last + 1):
-                if patience_exhausted([r for r in state["history"] if r["stage"] == stage.name],
+                if patience_exhausted([{**r, "val_map": r.get("val_score", r["val_map"])}  # partial val: PU-AUC
+                                       for r in state["history"] if r["stage"] == stage.name],
                                       cfg.train.early_stop_patience):  # also when resuming a stopped run
                     say(f"early stop: no better val mAP for {cfg.train.early_stop_patience} epoch(s)")
                     break
@@ -207,10 +214,12 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                                                                                 train=False, mean_std=mean_std)
                     feed_train_scores(loss_fn, forward_eval, scoring, index["train"], device)
                 scores, rows = predict_split(forward_eval, stage_val_loader, device)
-                val_map = split_map(index["val"], scores, rows)
+                val = score_val(index, scores, rows)  # mAP, or PU-AUC when val labels are partial (own data)
+                val_map = val["select"]
 
                 row = {"epoch": epoch, "stage": stage.name, "train_loss": all_reduce_mean(train_loss, device),
-                       "val_map": val_map, "num_modified": modified, "lr": lr, "time_s": round(time.time() - t0, 3)}
+                       "val_map": val["map"], "val_score": val_map, "val_criterion": val["criterion"],
+                       "num_modified": modified, "lr": lr, "time_s": round(time.time() - t0, 3)}
                 row.update(cbs.on_epoch_end(ctx, epoch))
                 state["history"].append(row)
                 state["epoch"] = epoch
@@ -223,7 +232,8 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 if main:
                     if improved:
                         save_checkpoint({"model": model.state_dict(), "loss": loss_fn.state_dict(), "epoch": epoch,
-                                         "stage": stage.name, "val_map": val_map, "config": cfg.to_dict(),
+                                         "stage": stage.name, "val_map": val_map, "val_map_value": val["map"],
+                                         "val_criterion": val["criterion"], "config": cfg.to_dict(),
                                          "model_info": info}, run_dir / "best.pt")
                     save_checkpoint({"model": model.state_dict(), "loss": loss_fn.state_dict(),
                                      "optimizer": optimizer.state_dict(),
@@ -234,7 +244,7 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                                     run_dir / "last.pt")
                     write_csv(run_dir / "metrics.csv", state["history"])
                 barrier()
-                say(f"epoch {epoch:>3}/{total} {stage.name:<10} loss {row['train_loss']:.4f}  val mAP {val_map:6.2f}"
+                say(f"epoch {epoch:>3}/{total} {stage.name:<10} loss {row['train_loss']:.4f}  {describe(val)}"
                     f"  modified {modified:>6}  lr {lr:.2e}  {row['time_s']:6.1f}s{'  *best' if improved else ''}")
                 if stop:
                     say(f"early stop: val mAP {val_map:.2f} is more than {cfg.train.early_stop_drop} below the "
@@ -256,8 +266,7 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
     summary["wall_time_s"] = round(time.time() - started, 2)
     if main:
         write_json(run_dir / "summary.json", summary)
-    test = f", test mAP {summary['test_map']:.2f}" if "test_map" in summary else " (no test split)"
-    say(f"best epoch {summary['best_epoch']}: val mAP {summary['val_map']:.2f}{test}  ({run_dir})")
+    say(final_line(summary, "test" in index.splits))
     return summary
 
 
@@ -284,30 +293,31 @@ def _finish(cfg: Config, run_dir: Path, index, model, device, dtype, dist_info: 
     model.eval()
     summary = {"run_dir": str(run_dir), "dataset": index.name, "loss": cfg.loss.name, "scheme": cfg.train.scheme,
                "backbone": cfg.model.backbone, "epochs": total, "best_epoch": best["epoch"],
-               "best_stage": best["stage"], "val_map": best["val_map"], "world_size": dist_info.world_size}
+               "best_stage": best["stage"], "val_map": best["val_map"], "world_size": dist_info.world_size,
+               **val_summary(best)}
     if "test" in index.splits:  # a user's own data may come without a test split: no test_map then
-        test_loader = B.build_loader(cfg, index, "test", dist_info, train=False, mean_std=mean_std)
-        scores, rows = predict_split(model, test_loader, device)
-        summary.update(test_map=split_map(index["test"], scores, rows), num_test=int(len(rows)),
-                       test_classes_left_out=split_classes_left_out(index["test"], rows))  # no annotated entry
-        groups = split_group_map(index, "test", scores, rows)  # OpenImages: mAP per class group (Table 3)
-        if groups is not None:
-            summary["test_group_map"] = groups
-        if main:
-            save_predictions(run_dir / "predictions_test.npz", scores, rows, index.class_names)
+        test_loader = B.build_loader(cfg, index, "test", dist_info, train=False, mean_std=mean_std,
+                                     on_bad_image="skip")  # a bad test image never throws the run away
+        scores, rows = final_test_scores(model, test_loader, device, summary, run_dir)
+        if rows is not None:
+            summary.update(test_summary(index, scores, rows))  # mAP under the policy the test labels call for
+            groups = split_group_map(index, "test", scores, rows)  # OpenImages: mAP per class group (Table 3)
+            if groups is not None:
+                summary["test_group_map"] = groups
+            if main:
+                save_predictions(run_dir / "predictions_test.npz", scores, rows, index.class_names)
     return summary
 
 
 def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: Config, device: torch.device,
                     dtype: Optional[torch.dtype], cbs: CallbackList, ctx: TrainContext, desc: str = "") -> tuple:
     """One pass over the training loader; returns (mean loss of this process, labels modified by the loss)."""
-    from tqdm.auto import tqdm
+    from wsml.progress import progress
 
     net.train()
     own = getattr(loss_fn, "own_optimizer", None)  # ROLE's estimates: their own Adam (Cole et al.)
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
-    quiet = cfg.run.quiet or ctx.rank != 0 or not sys.stderr.isatty()
-    for batch in tqdm(loader, desc=desc, leave=False, disable=quiet, dynamic_ncols=True):
+    for batch in progress(loader, desc, enabled=not cfg.run.quiet and ctx.rank == 0):
         if batch is None:
             continue
         x = batch["input"].to(device, non_blocking=True)

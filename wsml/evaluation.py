@@ -131,9 +131,10 @@ def evaluate_run(run_dir: PathLike, split: str = "test", device: str = "auto", w
         raise ValueError(f"data set {index.name!r} has no split {split!r} (has: {', '.join(sorted(index.splits))})")
     loader = build_loader(cfg, index, split, DistInfo(), train=False, mean_std=model.default_mean_std)
     scores, rows = predict_split(model, loader, dev)
-    result = {"split": split, "map": split_map(index[split], scores, rows), "num_samples": int(len(rows)),
-              "classes_left_out": split_classes_left_out(index[split], rows),
-              "checkpoint_epoch": int(ckpt.get("epoch", 0))}
+    from wsml.partial_val import score_split
+
+    result = {"split": split, **score_split(index, split, scores, rows), "num_samples": int(len(rows)),
+              "checkpoint_epoch": int(ckpt.get("epoch", 0))}  # partial own-data labels: partial-labels policy
     groups = split_group_map(index, split, scores, rows)
     if groups is not None:
         result["group_map"] = groups

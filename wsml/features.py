@@ -106,14 +106,14 @@ def extract_features(model: MultiLabelModel, loader, cache_dir: Union[str, Path]
     hit = _read_cache(stem)
     if hit is not None:
         return hit
-    from tqdm.auto import tqdm
+    from wsml.progress import progress as show
 
     was_training = model.training
     model.to(device).eval()
     feats, rows = [], []
     try:
         with torch.inference_mode():
-            for batch in tqdm(loader, desc="features", disable=not progress, leave=False):
+            for batch in show(loader, "features", enabled=progress):
                 if batch is None:  # every item of the batch failed to load (on_bad_image="skip")
                     continue
                 if not isinstance(batch, dict) or "input" not in batch or "index" not in batch:

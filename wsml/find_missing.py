@@ -17,7 +17,9 @@ ranking in benchmarks/results/find_missing.md; ``rank_by`` chooses). A pair is *
 the model's score reaches the class's val threshold (:mod:`wsml.thresholds`, per-class F1 on val), by
 ``oof`` when the OOF score reaches the val threshold of the fold model that produced it, and by ``ll-cp``
 when it was corrected. Without ``k`` the
-output lists every flagged pair; with ``k`` the k best-ranked unobserved pairs, flagged or not. Observed
+output lists every flagged pair; with ``k`` the k best-ranked unobserved pairs, flagged or not. Equal scores
+are ordered by training row id, then class id (deterministic). A run whose loss is not an LL method gets a
+warning (its in-sample scores are memorised). Observed
 negatives are never candidates. The output CSV has ``rank,row,image,class,score,model_score,oof_score,
 an_loss,threshold,sources`` (``row``: the training split's row id; ``an_loss`` = -log(1 - score)).
 """
@@ -34,6 +36,7 @@ from wsml.labels import UNOBS, SparseLabels
 
 PathLike = Union[str, Path]
 RANK_BY = ("auto", "model", "oof", "mean")
+LL_LOSSES = ("ll-r", "ll-ct", "ll-cp")  # losses that stop fitting large assumed-negative losses
 COLUMNS = ("rank", "row", "image", "class", "score", "model_score", "oof_score", "an_loss", "threshold", "sources")
 
 
@@ -125,14 +128,21 @@ def find_missing(run_dir: PathLike, *, k: Optional[int] = None, folds: int = 0, 
 
     ``folds >= 2`` adds out-of-fold scores (K extra trainings of ``oof_epochs`` epochs; cached in the run).
     """
+    import sys
+
     from wsml.builders import load_index
     from wsml.evaluation import load_run_config
+    from wsml.losses import resolve_loss_name
     from wsml.thresholds import ensure_thresholds
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     if folds == 1 or folds < 0:
         raise ValueError(f"--folds must be 0 (no out-of-fold scores) or >= 2, got {folds}")
+    if resolve_loss_name(cfg.loss.name) not in LL_LOSSES and folds < 2:
+        print(f"warning: {run_dir} was trained with loss {cfg.loss.name!r}, not an LL method: such a model "
+              f"memorises its training labels (unobserved = absent), so its own scores rank missing labels poorly; "
+              f"use an LL-R run or add --folds 3", file=sys.stderr)
     index = load_index(cfg.data)
     train = index["train"]
     obs = train.train_targets()
@@ -175,6 +185,16 @@ def write_missing(path: PathLike, rows: list[dict]) -> Path:
     return path
 
 
+def record_run(args, rows: list[dict]) -> None:
+    """``find_missing.json`` in the run folder: what was written where (``wsml report`` shows it)."""
+    from wsml.checkpoint import write_json
+
+    write_json(Path(args.run_dir) / "find_missing.json", {
+        "out": str(Path(args.out).resolve()), "pairs": len(rows), "k": args.k, "folds": args.folds,
+        "rank_by": args.rank_by, "what": "ranked pairs" if args.k is not None else "flagged pairs",
+        "top": [{k: r[k] for k in ("rank", "image", "class", "score", "sources")} for r in rows[:10]]})
+
+
 # ------------------------------------------------------------------------------------------ the command
 
 EPILOG = """examples:
@@ -215,6 +235,7 @@ def main(argv=None) -> int:
         rows = find_missing(args.run_dir, k=args.k, folds=args.folds, oof_epochs=args.oof_epochs,
                             oof_seed=args.oof_seed, rank_by=args.rank_by, device=args.device, quiet=False)
         write_missing(args.out, rows)
+        record_run(args, rows)
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
@@ -226,5 +247,7 @@ def main(argv=None) -> int:
         print(f"{r['rank']:>4}  {r['image']}  {r['class']}  score {r['score']:.3f}  [{r['sources'] or '-'}]")
     if len(rows) > 10:
         print(f"   ... {len(rows) - 10} more")
-    print(f"wrote {len(rows)} likely-missing labels to {args.out}")
+    what = (f"{len(rows)} ranked pairs (the best-ranked unobserved pairs, flagged or not)" if args.k is not None
+            else f"{len(rows)} flagged likely-missing labels")
+    print(f"wrote {what} to {args.out}")
     return 0

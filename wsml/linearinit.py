@@ -8,7 +8,6 @@ only runs the linear head on the cached vectors. Under torchrun rank 0 extracts,
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -63,7 +62,7 @@ def cached_feature_loaders(cfg: Config, model: nn.Module, index: Any, dist_info:
         loader = build_loader(cfg, index, split, single, train=False, mean_std=mean_std)
         if dist_info.is_main:
             caches[split] = extract_features(model, loader, cache_dir, device=device,
-                                             progress=not cfg.run.quiet and sys.stderr.isatty())
+                                             progress=not cfg.run.quiet)
             say(f"LinearInit stage 1: {split} features {'read from' if caches[split]['cached'] else 'cached in'} "
                 f"{caches[split]['path']}")
         barrier()

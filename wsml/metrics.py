@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -171,6 +172,39 @@ def mean_average_precision(
     if not keep.any():
         raise ValueError("mean_average_precision: no class has a counted entry (the mask removes everything)")
     return float(ap[keep].mean() * 100.0)
+
+
+@dataclass
+class MaskedMAP:
+    """Result of :func:`partial_labels_map`: mAP ×100 over the scorable classes, or None = not available."""
+
+    value: Optional[float]
+    num_scored: int  # classes that have a counted positive and a counted negative
+    left_out: list[int]  # class ids left out (no counted positive or no counted negative)
+    message: str = ""  # why the value is not available (empty when it is)
+
+
+def partial_labels_map(
+    scores: ArrayOrTensor, labels: ArrayOrTensor, mask: Optional[ArrayOrTensor] = None
+) -> MaskedMAP:
+    """mAP under the *partial-labels* policy (a user's partial evaluation labels, DESIGN.md §2 Metrics).
+
+    A class lacking either a counted positive or a counted negative cannot be scored — its AP would be a
+    fixed 0 or 100 whatever the model does — so it is left out and counted; with no class left the value is
+    None ("not available") with a message, never 100. The reproduction policy of the paper configs stays
+    :func:`mean_average_precision`.
+    """
+    S = _check_scores(scores)
+    Y = _check_binary(labels, S.shape, "labels")
+    M = np.ones(S.shape, bool) if mask is None else _check_binary(mask, S.shape, "mask")
+    pos, neg = (Y & M).sum(0), (~Y & M).sum(0)
+    ok = (pos > 0) & (neg > 0)
+    left = np.flatnonzero(~ok).tolist()
+    if not ok.any():
+        return MaskedMAP(None, 0, left, f"not available: none of the {S.shape[1]} classes has both a known "
+                         "positive and a known negative among the counted entries")
+    ap = average_precision_per_class(S[:, ok], Y[:, ok], M[:, ok])
+    return MaskedMAP(float(ap.mean() * 100.0), int(ok.sum()), left)
 
 
 def class_groups(known_counts: Union[ArrayOrTensor, SparseLabels], num_groups: int = 5) -> list[np.ndarray]:

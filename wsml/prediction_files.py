@@ -26,6 +26,30 @@ from wsml.thresholds import apply_thresholds
 PathLike = Union[str, Path]
 
 
+def expand_images(items: Sequence[PathLike]) -> list[str]:
+    """Image files from ``items``: files as given, folders replaced by their image files (recursive, sorted,
+    hidden entries skipped); a missing path, or a folder without images, is an error naming it."""
+    import os
+
+    from wsml.data._io import IMAGE_EXTENSIONS
+
+    out = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(Path(d) / f) for d, dirs, files in os.walk(p) for f in files
+                           if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(part.startswith(".") for part in Path(d).relative_to(p).parts))
+            if not found:
+                raise FileNotFoundError(f"folder {p} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+            out += found
+        elif p.is_file():
+            out.append(str(p))
+        else:
+            raise FileNotFoundError(f"image {p} does not exist")
+    return out
+
+
 def score_images(run_dir: PathLike, images: Sequence[PathLike], class_names: Sequence[str],
                  device: str = "auto") -> np.ndarray:
     """Sigmoid scores float64 [N, C] (columns in ``class_names`` order) of image files, best checkpoint."""

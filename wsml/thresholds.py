@@ -13,8 +13,8 @@ entries keeps ``DEFAULT_THRESHOLD`` (0.5), recorded with ``"source": "default"``
 
 Thresholds are chosen lazily: ``wsml predict`` / ``wsml eval`` (or :func:`ensure_thresholds`) score the
 val split once and write ``thresholds.json`` in the run folder; they are recomputed when ``best.pt``
-changes (its modification time is stored). Val splits with only observed labels (``complete_eval=False``)
-count only their observed entries, as evaluation does.
+changes (its modification time is stored). When the val labels are partial (own data without complete val
+rows, ``wsml.partial_val``), F1 cannot be measured there and :func:`best_pu_threshold` is used instead.
 """
 
 from __future__ import annotations
@@ -76,6 +76,41 @@ def choose_thresholds(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.
     return out
 
 
+def best_pu_threshold(scores: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
+    """(threshold, criterion) for one class when only some positives are known (partial val labels).
+
+    F1 needs the false positives, which partial labels hide. With the observed positives a random sample of
+    all positives, their recall r(t) estimates the true recall, and precision · recall = π · r(t)² / q(t),
+    q(t) the share of val entries scored >= t and π the (unknown, constant) class prior. So the cut that
+    maximises r(t)² / q(t) (Lee & Liu, ICML 2003) maximises precision · recall, a close cousin of F1, from
+    observed positives alone. (0.5, nan) without an observed positive.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(positive).ravel().astype(bool)
+    num_pos = int(y.sum())
+    if num_pos == 0 or len(s) == 0:
+        return DEFAULT_THRESHOLD, float("nan")
+    order = np.argsort(-s, kind="stable")
+    s_sorted, tp = s[order], np.cumsum(y[order])
+    cut = np.nonzero(np.append(s_sorted[:-1] > s_sorted[1:], True))[0]
+    crit = (tp[cut] / num_pos) ** 2 / ((cut + 1) / len(s))
+    i = int(cut[int(np.argmax(crit))])
+    thr = s_sorted[i] if i == len(s) - 1 else 0.5 * (s_sorted[i] + s_sorted[i + 1])
+    return float(thr), float(crit.max())
+
+
+def choose_pu_thresholds(scores: np.ndarray, positive: np.ndarray) -> dict:
+    """Per-class :func:`best_pu_threshold` (``source`` "pu" or "default"); ``f1`` is None: not measurable."""
+    out: dict = {"thresholds": [], "f1": [], "num_pos": [], "source": []}
+    for c in range(scores.shape[1]):
+        thr, crit = best_pu_threshold(scores[:, c], positive[:, c])
+        out["thresholds"].append(thr)
+        out["f1"].append(None)
+        out["num_pos"].append(int(np.asarray(positive[:, c]).sum()))
+        out["source"].append("default" if np.isnan(crit) else "pu")
+    return out
+
+
 def apply_thresholds(scores: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
     """uint8 {0,1} [N, C]: ``scores >= thresholds`` per class."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -127,6 +162,8 @@ def ensure_thresholds(run_dir: PathLike, device: str = "auto") -> dict:
     from wsml.builders import load_index
     from wsml.checkpoint import write_json
     from wsml.evaluation import evaluate_run, load_run_config, targets_at
+    from wsml.labels import POS
+    from wsml.partial_val import PARTIAL, dense_observed, split_labels
 
     run_dir = Path(run_dir)
     cached = load_thresholds(run_dir)
@@ -137,8 +174,13 @@ def ensure_thresholds(run_dir: PathLike, device: str = "auto") -> dict:
     pred = np.load(run_dir / "predictions_val.npz")
     index = load_index(load_run_config(run_dir).data)
     rows = pred["rows"]
-    chosen = choose_thresholds(pred["scores"], *targets_at(index["val"], rows))
-    data = {"split": "val", "criterion": "per-class F1", "checkpoint_epoch": result["checkpoint_epoch"],
+    if split_labels(index, "val") == PARTIAL:  # F1 is not measurable on partial labels: the PU rule
+        chosen = choose_pu_thresholds(pred["scores"], dense_observed(index["val"], rows) == POS)
+        criterion = "PU rule: max recall(observed positives)^2 / predicted-positive rate (partial val labels)"
+    else:
+        chosen = choose_thresholds(pred["scores"], *targets_at(index["val"], rows))
+        criterion = "per-class F1"
+    data = {"split": "val", "criterion": criterion, "checkpoint_epoch": result["checkpoint_epoch"],
             "num_samples": int(len(rows)), "class_names": list(index.class_names), **chosen,
             "best_pt_mtime_ns": stamp}
     write_json(run_dir / FILE_NAME, data)
@@ -182,3 +224,29 @@ def thresholded_metrics(run_dir: PathLike, split: str = "test", device: str = "a
         data.update({k: v for k, v in out.items() if k != "split"})
         write_json(ev, data)
     return out
+
+
+def per_class_lines(run_dir: PathLike, split: str = "test") -> list[str]:
+    """A per-class table (AP, F1 at the val threshold, threshold) from ``eval_<split>.json``; also stores it there
+    as ``per_class`` (what ``wsml eval`` prints)."""
+    from wsml.checkpoint import write_json
+
+    path = Path(run_dir) / f"eval_{split}.json"
+    data = json.loads(path.read_text())
+    thr = load_thresholds(run_dir) or {}
+    names = thr.get("class_names") or [str(c) for c in range(len(data.get("f1_per_class", [])))]
+    ap, f1, t = data.get("ap_per_class") or [None] * len(names), data.get("f1_per_class") or [None] * len(names), \
+        thr.get("thresholds") or [None] * len(names)
+    rows = [{"class": n, "ap": a, "f1": None if f is None else round(100 * f, 4), "threshold": th}
+            for n, a, f, th in zip(names, ap, f1, t)]
+    data["per_class"] = rows
+    write_json(path, data)
+
+    def num(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    width = max([len(n) for n in names] + [5])
+    lines = [f"  {'class':<{width}}  {'AP':>6}  {'F1':>6}  threshold"]
+    lines += [f"  {r['class']:<{width}}  {num(r['ap'], '6.2f')}  {num(r['f1'], '6.2f')}  {num(r['threshold'], '.4f')}"
+              for r in rows]
+    return lines

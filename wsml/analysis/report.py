@@ -59,13 +59,32 @@ def _metrics_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
     for r in runs:
         ep, val, test = best_epoch(r)
         n_ep = len(r.metrics.get("epoch", [])) or len(next(iter(r.metrics.values()), []))
-        dr = r.config.get("loss", {}).get("delta_rel")
+        dr = r.delta_rel  # only for losses that have a Δrel
         rows.append([r.path.name, r.loss_name, "–" if dr is None else str(dr), n_ep, ep, val, test])
     doc.table(["run", "loss", "Δrel", "epochs", "best epoch", "val mAP", "test mAP (best val epoch)"], rows)
+    _outputs_section(doc, runs)
     cols = _curve_columns(runs)
     if cols:
         png = plot_training_curves({r.label: r.metrics for r in runs}, assets / "training_curves.png", cols)
         doc.image(png, "Training curves")
+
+
+def _outputs_section(doc: Document, runs: list[RunInfo]) -> None:
+    """What ``wsml eval`` and ``wsml find-missing`` wrote into the run folders, when they did."""
+    rows = []
+    for r in runs:
+        ev = r.path / "eval_test.json"
+        fm = r.path / "find_missing.json"
+        if not ev.is_file() and not fm.is_file():
+            continue
+        e = json.loads(ev.read_text()) if ev.is_file() else {}
+        f = json.loads(fm.read_text()) if fm.is_file() else {}
+        rows.append([r.path.name, e.get("map"), e.get("macro_f1"), e.get("policy", "–"),
+                     f.get("pairs", "–"), f.get("what", "–"), f.get("out", "–")])
+    if rows:
+        doc.heading("Evaluation and find-missing")
+        doc.table(["run", "test mAP (wsml eval)", "macro F1", "mAP policy", "find-missing pairs", "kind", "file"],
+                  rows)
 
 
 def _memorization_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:

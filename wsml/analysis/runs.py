@@ -50,12 +50,23 @@ class RunInfo:
         return str(self.config.get("loss", {}).get("name", "?"))
 
     @property
-    def label(self) -> str:
-        """A short name: the loss (with Δrel when set) and the folder name."""
+    def delta_rel(self) -> Optional[Any]:
+        """Δrel of the run when its loss has one (LL-R/Ct/Cp); None otherwise, even if the config sets it."""
+        from wsml.losses.registry import loss_hparams
+
         loss = self.config.get("loss", {})
-        name = str(loss.get("name", "?"))
-        if loss.get("delta_rel") is not None:
-            name += f" Δrel={loss['delta_rel']}"
+        try:
+            has = "delta_rel" in loss_hparams(str(loss.get("name", "")))
+        except ValueError:  # a loss this wsml does not know
+            has = False
+        return loss.get("delta_rel") if has else None
+
+    @property
+    def label(self) -> str:
+        """A short name: the loss (with Δrel when it has one) and the folder name."""
+        name = str(self.config.get("loss", {}).get("name", "?"))
+        if self.delta_rel is not None:
+            name += f" Δrel={self.delta_rel}"
         return f"{name} ({self.path.name})"
 
     def column(self, name: str) -> Optional[list[float]]:

@@ -20,7 +20,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 def require_root(root: Optional[PathLike], name: str) -> Path:
     """``root`` as an absolute existing directory, or a clear error saying what the adapter expects."""
     if root is None or str(root) == "":
-        raise ValueError(f"{name}: a root folder is required (root=...)")
+        raise ValueError(f"{name}: a root folder is required (--root on the command line; data.root in a config)")
     path = Path(root).expanduser().resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"{name}: root folder {path} does not exist")

@@ -8,81 +8,37 @@ Label semantics (both adapters):
   (``observe_labels(num_pos, num_neg, seed)``), to study the paper's setting on one's own data.
 * Val/test rows: with ``complete_eval=True`` (default) the listed positives are assumed complete (unlisted =
   negative) and become full labels; with ``complete_eval=False`` they stay observed labels and evaluation
-  counts only the given entries (as OpenImages).
+  counts only the given entries under the partial-labels policy (``wsml.partial_val``).
 * Splits: an explicit split (CSV ``split`` column, or ``train/``, ``val/``, ``test/`` folders) is used as
   given; without an explicit val split, val is 20 % of train via ``split_train_val(seed)`` exactly as in the
-  reference protocol (``reference_splits``). Test is optional (CSV: ``split`` column or ``test_csv``).
+  reference protocol (``reference_splits``) and keeps those rows' *partial* labels. Test is optional (CSV:
+  ``split`` column or ``test_csv``). ``meta["label_sets"]`` records per split "complete" or "partial".
+* Checks at prepare time: every image is opened (missing, undecodable, over ``max_pixels``), image paths stay
+  inside the data root, and every class needs a training positive (strict label files: ``label_files``).
 """
 
 from __future__ import annotations
 
-import csv as csvlib
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from wsml.data._io import IMAGE_EXTENSIONS, check_images, need_file, protocol_options, read_names, require_root
+from wsml.data._io import IMAGE_EXTENSIONS, protocol_options, read_names, require_root
+from wsml.data.image_check import inspect_images
 from wsml.data.index import SPLITS, DatasetIndex, Split
+from wsml.data.label_files import Table, read_label_file
+from wsml.data.loading import DEFAULT_MAX_PIXELS
 from wsml.data.protocol import label_statistics, reference_splits
 from wsml.labels import NEG, POS, observe_labels, subsample
 
-
-class Table:
-    """Rows read from a user's files: path, positive and negative class names, split (None = unspecified)."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        self.pos: list[list[str]] = []
-        self.neg: list[list[str]] = []
-        self.split: list[Optional[str]] = []
-        self.where: list[str] = []  # "file, line N" for error messages
-
-    def add(self, path: str, pos: list[str], neg: list[str], split: Optional[str], where: str) -> None:
-        if not path:
-            raise ValueError(f"{where}: empty image path")
-        both = sorted(set(pos) & set(neg))
-        if both:
-            raise ValueError(f"{where}: class(es) {both} listed both as label and as negative")
-        self.paths.append(path)
-        self.pos.append(pos)
-        self.neg.append(neg)
-        self.split.append(split)
-        self.where.append(where)
-
-
-def _names(field: Optional[str]) -> list[str]:
-    return [s.strip() for s in (field or "").split(";") if s.strip()]
-
-
-def read_label_csv(path: Path, table: Table, only_split: Optional[str] = None) -> None:
-    """Append the rows of a ``path,labels[,negatives][,split]`` CSV to ``table``."""
-    need_file(path, "labels CSV")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csvlib.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
-        if "path" not in header or "labels" not in header:
-            raise ValueError(f"{path}, line 1: the header must have the columns 'path' and 'labels', got {header}")
-        for row in reader:
-            where = f"{path}, line {reader.line_num}"
-            if None in row:
-                raise ValueError(f"{where}: more fields than the header has columns")
-            split = None
-            if "split" in header:
-                split = (row["split"] or "").strip().lower()
-                if split not in SPLITS:
-                    raise ValueError(f"{where}: split must be one of {list(SPLITS)}, got {row['split']!r}")
-            if only_split and split not in (None, only_split):
-                raise ValueError(f"{where}: this file holds {only_split} rows only, got split {split!r}")
-            table.add((row["path"] or "").strip(), _names(row["labels"]), _names(row.get("negatives")),
-                      only_split or split, where)
+FEW_POSITIVES = 5  # prepare warns about classes with fewer training positives
 
 
 def _class_list(classes: Union[None, str, Path, Sequence[str]], base: Path, table: Table) -> list[str]:
     if classes is None:
-        return sorted({c for names in table.pos + table.neg for c in names})
+        return table.columns or sorted({c for names in table.pos + table.neg for c in names})
     if isinstance(classes, (str, Path)):
         p = Path(classes) if Path(classes).is_absolute() else base / classes
         classes = read_names(p, "class list")
@@ -112,8 +68,47 @@ def _split(table: Table, rows: np.ndarray, class_id: dict, as_full: bool) -> Spl
                  observed=None if as_full else obs)
 
 
+class Checks:
+    """The strictness options shared by both adapters (see :func:`build_csv`)."""
+
+    def __init__(self, on_bad_image: str = "error", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 allow_outside_root: bool = False, allow_unseen_classes: bool = False,
+                 missing_images: Optional[str] = None) -> None:
+        if missing_images is not None:  # the older name of on_bad_image ("drop"/"ignore" keep their meaning)
+            on_bad_image = missing_images
+        self.on_bad_image, self.max_pixels = on_bad_image, max_pixels
+        self.allow_outside_root, self.allow_unseen_classes = allow_outside_root, allow_unseen_classes
+
+
+def confine(table: Table, image_root: Path, allow_outside_root: bool) -> None:
+    """Image paths must stay inside the data root: absolute paths and ``..`` escapes are errors unless allowed."""
+    if allow_outside_root:
+        return
+    for p, w in zip(table.paths, table.where):
+        norm = os.path.normpath(p.replace("\\", "/"))
+        if os.path.isabs(p) or norm == ".." or norm.startswith("../"):
+            raise ValueError(f"{w}: image path {p!r} is outside the data root {image_root}; give paths relative to "
+                             f"it, or pass allow_outside_root=true to read files elsewhere")
+
+
+def _positives(split: Split) -> np.ndarray:
+    """Positives per class of a split (full labels when known, else observed positives)."""
+    if split.full is not None:
+        return split.full.sum(0).astype(np.int64)
+    return (np.asarray(split.observed) == POS).sum(0).astype(np.int64)
+
+
+def _check_unseen(index: DatasetIndex, allow: bool) -> None:
+    train_pos = _positives(index["train"])
+    unseen = [index.class_names[c] for c in np.flatnonzero(train_pos == 0)]
+    if unseen and not allow:
+        raise ValueError(f"{index.name}: class(es) {unseen[:10]} have no positive in the training rows (a typo, or "
+                         f"present only in val/test rows or as negatives): the model cannot learn them. Fix the "
+                         f"labels, add training rows, or pass allow_unseen_classes=true")
+
+
 def assemble(name: str, table: Table, class_names: list[str], image_root: Path, *, complete_eval: bool,
-             simulate_partial: bool, missing_images: str, meta: dict, **options: Any) -> DatasetIndex:
+             simulate_partial: bool, checks: Checks, meta: dict, **options: Any) -> DatasetIndex:
     """Turn the rows of ``table`` into train/val/test following the module's label semantics."""
     opts = protocol_options(name, options)
     seen: dict[str, str] = {}
@@ -121,9 +116,12 @@ def assemble(name: str, table: Table, class_names: list[str], image_root: Path, 
         if p in seen:
             raise ValueError(f"{w}: image {p!r} is listed twice (first at {seen[p]})")
         seen[p] = w
-    keep = check_images(image_root, table.paths, missing_images, name)
-    meta = {"source": {**meta, "rows": len(table.paths), "dropped_missing_image": int((~keep).sum()),
-                       "complete_eval": complete_eval, "simulate_partial": simulate_partial}}
+    confine(table, image_root, checks.allow_outside_root)
+    keep, bad = inspect_images(image_root, table.paths, checks.on_bad_image, name, checks.max_pixels)
+    meta = {"source": {**meta, "rows": len(table.paths), "dropped_bad_images": len(bad),
+                       "bad_images": [f"{p} ({r})" for p, r in bad[:100]], "complete_eval": complete_eval,
+                       "simulate_partial": simulate_partial, "max_pixels": checks.max_pixels,
+                       "allow_outside_root": checks.allow_outside_root}}
     class_id = {c: i for i, c in enumerate(class_names)}
     split = np.array([s or "train" for s in table.split], dtype=object)
     rows = {s: np.nonzero((split == s) & keep)[0] for s in SPLITS}
@@ -131,12 +129,9 @@ def assemble(name: str, table: Table, class_names: list[str], image_root: Path, 
         raise ValueError(f"{name}: no training rows")
     train = _split(table, rows["train"], class_id, as_full=simulate_partial)
     test = _split(table, rows["test"], class_id, as_full=complete_eval) if len(rows["test"]) else None
-    if not len(rows["val"]):  # val drawn from train: the reference protocol
+    if not len(rows["val"]):  # val drawn from train (the reference protocol): its labels are as partial as train's
         index = reference_splits(name, class_names, train, test or Split(samples=[]), root=str(image_root),
                                  meta=meta, **opts)
-        val = index.splits["val"]
-        if complete_eval and val.full is None:
-            val.full, val.observed = (val.observed == POS).astype(np.uint8), None
         if test is None:
             del index.splits["test"]
     else:
@@ -149,39 +144,78 @@ def assemble(name: str, table: Table, class_names: list[str], image_root: Path, 
             splits["test"] = test
         meta["protocol"] = {"explicit_val": True, **opts, "train_rows": len(tr)}
         index = DatasetIndex(name, class_names, splits, root=str(image_root), meta=meta)
+    # what evaluation may assume of each split (wsml.partial_val): complete label sets, or partial ones
+    index.meta["label_sets"] = {s: "partial" if s == "train" or index[s].full is None else "complete"
+                                for s in index.splits}
+    index.meta["class_positives"] = {s: _positives(index[s]).tolist() for s in index.splits}
+    _check_unseen(index, checks.allow_unseen_classes)
     index.meta["stats"] = label_statistics(index)
     return index
 
 
+def prepare_notes(index: DatasetIndex) -> list[str]:
+    """What ``wsml prepare`` prints for own data: classes with positives per split, and warnings."""
+    counts = index.meta.get("class_positives")
+    if not counts:
+        return []
+    splits = list(counts)
+    width = max(len(c) for c in index.class_names)
+    lines = [f"  {'class':<{width}}  " + "  ".join(f"{s:>6}" for s in splits) + "   (positives per split)"]
+    for c, cname in enumerate(index.class_names):
+        lines.append(f"  {cname:<{width}}  " + "  ".join(f"{counts[s][c]:>6}" for s in splits))
+    few = [f"{n} ({counts['train'][c]})" for c, n in enumerate(index.class_names) if counts["train"][c] < FEW_POSITIVES]
+    if few:
+        lines.append(f"warning: class(es) with fewer than {FEW_POSITIVES} training positives: {', '.join(few)}; "
+                     f"check their spelling, or add examples")
+    if index.meta.get("label_sets", {}).get("val") == "partial":
+        lines.append("warning: the val split has partial labels (drawn from the training rows, or "
+                     "complete_eval=false): val mAP and per-class F1 cannot be measured there, so epochs are chosen "
+                     "by PU-AUC and thresholds by the PU rule (README: Your own data). Give a few hundred fully "
+                     "labelled rows split=val for honest val numbers")
+    return lines
+
+
 def build_csv(root: Optional[str] = None, *, csv: Optional[str] = None, images: Optional[str] = None,
               classes: Union[None, str, Sequence[str]] = None, test_csv: Optional[str] = None,
-              complete_eval: bool = True, simulate_partial: bool = False, missing_images: str = "error",
+              format: str = "labels", ignore_columns: Union[str, Sequence[str]] = (), minus_one: str = "error",
+              complete_eval: bool = True, simulate_partial: bool = False, on_bad_image: str = "error",
+              max_pixels: int = DEFAULT_MAX_PIXELS, allow_outside_root: bool = False,
+              allow_unseen_classes: bool = False, missing_images: Optional[str] = None,
               **options: Any) -> DatasetIndex:
-    """A labels CSV (header ``path,labels[,negatives][,split]``; class names ``;``-separated).
+    """A labels CSV: ``path,labels[,negatives][,split]`` (class names ``;``-separated), or with ``format="wide"``
+    ``path[,split],<class>...`` with one cell per class: 1 present, 0 absent, empty unknown (``minus_one``:
+    how to read -1: "error", "unknown" or "negative").
 
     ``root``: the CSV file, or a folder (then ``csv`` defaults to ``labels.csv`` in it). Relative ``csv``,
     ``test_csv``, ``images`` and ``classes`` paths are taken from that folder; image paths in the CSV are
-    relative to ``images`` (default: the folder). ``classes``: list or text file (one name per line); by
-    default all names seen, sorted. ``options``: num_pos, num_neg, seed, val_frac, train_frac, train_frac_seed.
+    relative to ``images`` (default: the folder) and may not leave it unless ``allow_outside_root``.
+    ``classes``: list or text file (one name per line); by default all names seen, sorted (wide: the column
+    order). ``ignore_columns``: extra columns to skip. ``on_bad_image``: "error" | "drop" | "ignore" for
+    missing, undecodable or over-``max_pixels`` images. ``options``: num_pos, num_neg, seed, val_frac,
+    train_frac, train_frac_seed.
     """
+    protocol_options("csv", options)  # an unknown option fails before any file is read
     if root is None and csv is None:
-        raise ValueError("csv: give root= (a CSV file or its folder) or csv=")
+        raise ValueError("csv: give --root (a CSV file or its folder) or csv=")
     if root is not None and Path(root).is_file():
         csv_path = Path(root).resolve()
         base = csv_path.parent
     else:
         base = require_root(root, "csv") if root is not None else Path.cwd()
         csv_path = (base / (csv or "labels.csv")).resolve()
+    ignore = [c for c in ignore_columns.split(",")] if isinstance(ignore_columns, str) else list(ignore_columns)
     table = Table()
-    read_label_csv(csv_path, table)
+    read = {"fmt": format, "ignore_columns": ignore, "minus_one": minus_one}
+    read_label_file(csv_path, table, **read)
     if test_csv is not None:
         if any(s == "test" for s in table.split):
             raise ValueError(f"{csv_path}: has test rows in its split column and test_csv is given too: choose one")
-        read_label_csv((base / test_csv).resolve(), table, only_split="test")
+        read_label_file((base / test_csv).resolve(), table, only_split="test", **read)
     image_root = (base / images).resolve() if images else base
+    checks = Checks(on_bad_image, max_pixels, allow_outside_root, allow_unseen_classes, missing_images)
     return assemble("csv", table, _class_list(classes, base, table), image_root, complete_eval=complete_eval,
-                    simulate_partial=simulate_partial, missing_images=missing_images,
-                    meta={"format": "csv", "csv": str(csv_path), "test_csv": test_csv}, **options)
+                    simulate_partial=simulate_partial, checks=checks,
+                    meta={"format": f"csv ({format})", "csv": str(csv_path), "test_csv": test_csv}, **options)
 
 
 def _scan_classes(folder: Path, prefix: str, multi_label: bool, table: Table, skipped: list) -> None:
@@ -209,13 +243,16 @@ def _scan_classes(folder: Path, prefix: str, multi_label: bool, table: Table, sk
 
 def build_folder(root: Optional[str], *, layout: str = "auto", multi_label: bool = True,
                  classes: Union[None, str, Sequence[str]] = None, complete_eval: bool = True,
-                 simulate_partial: bool = False, **options: Any) -> DatasetIndex:
+                 simulate_partial: bool = False, on_bad_image: str = "error", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 allow_unseen_classes: bool = False, **options: Any) -> DatasetIndex:
     """An image-folder tree ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>``.
 
     ``layout``: "flat", "split" or "auto" (split when the only sub-folders are train/val/test). With
     ``multi_label=True`` files with the same name (and size) in several class folders are one image with
     several positives; with ``multi_label=False`` every file is its own image with a single positive.
+    ``on_bad_image``, ``max_pixels``, ``allow_unseen_classes``: as for :func:`build_csv`.
     """
+    protocol_options("folder", options)
     base = require_root(root, "folder")
     subdirs = {d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")}
     if layout == "auto":
@@ -228,6 +265,7 @@ def build_folder(root: Optional[str], *, layout: str = "auto", multi_label: bool
     if not table.paths:
         raise ValueError(f"folder: no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {base}/<class>/")
     return assemble("folder", table, _class_list(classes, base, table), base, complete_eval=complete_eval,
-                    simulate_partial=simulate_partial, missing_images="error",
+                    simulate_partial=simulate_partial,
+                    checks=Checks(on_bad_image, max_pixels, allow_unseen_classes=allow_unseen_classes),
                     meta={"format": f"image folders ({layout})", "multi_label": multi_label,
                           "skipped_files": len(skipped)}, **options)

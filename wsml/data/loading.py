@@ -35,15 +35,29 @@ from wsml.labels import SparseLabels
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as PIL's convert("L")
 
 
-def load_image(path: str, channels: int = 3, draft_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+DEFAULT_MAX_PIXELS = 64_000_000  # data.max_pixels: untrusted files larger than this are refused before decoding
+
+
+def check_pixels(im, path: str, max_pixels: Optional[int]) -> None:
+    """Refuse an opened (not yet decoded) image with more than ``max_pixels`` pixels: a small file can declare a
+    huge canvas (a 164 KB PNG of 169 MP costs ~1.6 GB per decode)."""
+    if max_pixels is not None and im.width * im.height > max_pixels:
+        raise ValueError(f"{path}: {im.width}x{im.height} = {im.width * im.height / 1e6:.1f} megapixels is over the "
+                         f"limit of {max_pixels / 1e6:g} MP (data.max_pixels / max_pixels=)")
+
+
+def load_image(path: str, channels: int = 3, draft_size: Optional[tuple[int, int]] = None,
+               max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Decode an image file to uint8 [channels, H, W]; errors name the file.
 
-    ``draft_size`` lets JPEG decoding downscale by a power of two while staying >= that size (faster).
+    ``draft_size`` lets JPEG decoding downscale by a power of two while staying >= that size (faster);
+    images over ``max_pixels`` are refused from their header, before any decoding.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            check_pixels(im, path, max_pixels)
             if draft_size is not None and im.format == "JPEG":
                 im.draft(im.mode, draft_size)
             arr = np.array(im.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)
@@ -70,7 +84,7 @@ class PartialLabelDataset(Dataset):
     """Map-style dataset over one split of a :class:`DatasetIndex` (see the module docstring for items)."""
 
     def __init__(self, index: DatasetIndex, split: str, transform: Optional[Callable] = None,
-                 on_bad_image: str = "error", channels: int = 3):
+                 on_bad_image: str = "error", channels: int = 3, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
         if on_bad_image not in ("error", "skip"):
             raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
         if channels not in (1, 3):
@@ -78,6 +92,7 @@ class PartialLabelDataset(Dataset):
         s = index[split]
         self.name = f"{index.name}/{split}"
         self.kind, self.transform, self.on_bad_image, self.channels = index.kind, transform, on_bad_image, channels
+        self.max_pixels = max_pixels
         self.targets = s.train_targets()
         self.full = s.full
         self.num_samples = len(s)  # size of the row-id space ("index" values), also after skipping
@@ -132,7 +147,7 @@ class PartialLabelDataset(Dataset):
         else:
             size = getattr(self.transform, "image_size", None)
             try:
-                img = load_image(self.path(row), self.channels, size)
+                img = load_image(self.path(row), self.channels, size, self.max_pixels)
             except (FileNotFoundError, ValueError) as e:
                 if self.on_bad_image == "error":
                     raise
@@ -184,6 +199,7 @@ def make_loader(
     std: Optional[tuple[float, ...]] = None,
     on_bad_image: str = "error",
     pin_memory: bool = False,
+    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
 ) -> DataLoader:
     """A DataLoader over ``index[split]``: shuffled when ``train`` (seeded), batches from :func:`collate_items`.
 
@@ -203,7 +219,8 @@ def make_loader(
         if size is None and index[split].images is None:
             raise ValueError(f"{index.name}/{split}: image files have varying sizes; pass image_size (paper: 448)")
         transform = build_transform(size, train, mean, std, channels=channels, seed=seed + 7919)
-    ds = PartialLabelDataset(index, split, transform=transform, on_bad_image=on_bad_image, channels=channels)
+    ds = PartialLabelDataset(index, split, transform=transform, on_bad_image=on_bad_image, channels=channels,
+                             max_pixels=max_pixels)
     if distributed:
         if sampler is not None:
             raise ValueError("pass either sampler or distributed=True, not both")
