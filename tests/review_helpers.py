@@ -37,7 +37,7 @@ def make_own_data(folder: Path, n_train: int = 16) -> Path:
 
 def fake_run(data: Path, out: Path) -> Path:
     """A run folder on ``data`` (prepared with `wsml prepare csv`) whose val thresholds are all 0.5."""
-    prepare("csv", out / "prep", root=str(data))
+    prepare("csv", out / "prep", root=str(data), allow_unseen_classes=True)  # "yak": no training positive
     run = out / "run"
     run.mkdir()
     write_config(load_config(None, [f"data.path={out / 'prep'}"]), run / "config.yaml")

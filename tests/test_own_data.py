@@ -100,7 +100,7 @@ def test_pu_threshold_recovers_the_positive_set_from_a_sample_of_its_positives()
 
 @pytest.mark.parametrize("labels, message", [
     ("?", r"class name '\?' contains '\?'"), ("q1|q2", r"contains '\|'"), ("q1,q2", "contains ','"),
-    ("q1;;q2", "empty class name"), ("", "training row 'x.png' has no label"),
+    ("q1;;q2", "empty class name"), (";", "empty class name"),
 ])
 def test_label_slips_are_errors_naming_file_and_line(tmp_path, labels, message):
     _write(tmp_path / "labels.csv", ("path", "labels"), [["y.png", "q1"], ["x.png", labels]])
@@ -242,3 +242,12 @@ def test_delta_rel_auto_matches_the_missing_positives(tmp_path):
         load_config(None, ["loss.delta_rel=often"])
     default = load_config(ROOT / "configs/custom/default.yaml")  # the CPU default: LinearInit stage 1 only
     assert [s.name for s in plan_stages(default)] == ["linear"] and default.data.num_workers == -1
+
+
+def test_training_rows_without_labels_are_counted_not_refused(tmp_path):
+    from wsml.data.custom import prepare_notes
+
+    _write(tmp_path / "labels.csv", ("path", "labels"), [["a.png", "q1"], ["b.png", ""], ["c.png", "q1"]])
+    index = build_dataset("csv", str(tmp_path), on_bad_image="ignore", val_frac=0.0)
+    assert index.meta["unlabelled_train_rows"] == 1
+    assert any(n.startswith("warning: 1 training rows have no label") for n in prepare_notes(index))

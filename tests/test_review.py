@@ -73,7 +73,7 @@ def test_val_review_resumes_and_exports_a_csv_prepare_reads(own):
     before = _rows(data / "labels.csv")
     assert out[review.items[1]["image"]] == before[review.items[1]["image"]]
     assert result["val_rows"] == 1 and len(out) == len(before)
-    index = build_csv(root=result["csv"])  # what `wsml prepare csv` makes of it
+    index = build_csv(root=result["csv"], allow_unseen_classes=True)  # what `wsml prepare csv` makes of it
     val = index["val"]
     assert first["image"] in val.samples and len(val) == 3  # the 2 original val rows + the completed one
     assert val.full[val.samples.index(first["image"])].tolist() == [1, 0, 1, 0]
@@ -101,7 +101,7 @@ def test_missing_review_exports_accepted_positives_and_rejected_negatives(own):
     assert (out["img/002.png"]["labels"], out["img/002.png"]["negatives"]) == ("cat;owl", "yak")
     assert (out["img/003.png"]["labels"], out["img/003.png"]["negatives"]) == ("cat", "owl")
     assert out["img/005.png"]["labels"] == "owl" and (r["accepted"], r["rejected"]) == (1, 2)
-    index = build_csv(root=r["csv"])
+    index = build_csv(root=r["csv"], allow_unseen_classes=True)  # "yak": no training positive
     train = index["train"]
     obs = train.observed[train.samples.index("img/002.png")]
     assert obs.tolist() == [POS, UNOBS, POS, NEG]

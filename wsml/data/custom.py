@@ -34,6 +34,7 @@ from wsml.data.protocol import label_statistics, reference_splits
 from wsml.labels import NEG, POS, observe_labels, subsample
 
 FEW_POSITIVES = 5  # prepare warns about classes with fewer training positives
+read_label_csv = read_label_file  # the name other modules import (wsml.review)
 
 
 def _class_list(classes: Union[None, str, Path, Sequence[str]], base: Path, table: Table) -> list[str]:
@@ -148,6 +149,9 @@ def assemble(name: str, table: Table, class_names: list[str], image_root: Path, 
     index.meta["label_sets"] = {s: "partial" if s == "train" or index[s].full is None else "complete"
                                 for s in index.splits}
     index.meta["class_positives"] = {s: _positives(index[s]).tolist() for s in index.splits}
+    train_obs = index["train"].observed
+    if train_obs is not None and not simulate_partial:
+        index.meta["unlabelled_train_rows"] = int((np.asarray(train_obs) == 0).all(1).sum())
     _check_unseen(index, checks.allow_unseen_classes)
     index.meta["stats"] = label_statistics(index)
     return index
@@ -163,6 +167,10 @@ def prepare_notes(index: DatasetIndex) -> list[str]:
     lines = [f"  {'class':<{width}}  " + "  ".join(f"{s:>6}" for s in splits) + "   (positives per split)"]
     for c, cname in enumerate(index.class_names):
         lines.append(f"  {cname:<{width}}  " + "  ".join(f"{counts[s][c]:>6}" for s in splits))
+    unlabelled = index.meta.get("unlabelled_train_rows", 0)
+    if unlabelled:
+        lines.append(f"warning: {unlabelled} training rows have no label at all: every entry of them is unknown "
+                     f"(Naive AN reads them as all absent)")
     few = [f"{n} ({counts['train'][c]})" for c, n in enumerate(index.class_names) if counts["train"][c] < FEW_POSITIVES]
     if few:
         lines.append(f"warning: class(es) with fewer than {FEW_POSITIVES} training positives: {', '.join(few)}; "
@@ -215,7 +223,8 @@ def build_csv(root: Optional[str] = None, *, csv: Optional[str] = None, images: 
     checks = Checks(on_bad_image, max_pixels, allow_outside_root, allow_unseen_classes, missing_images)
     return assemble("csv", table, _class_list(classes, base, table), image_root, complete_eval=complete_eval,
                     simulate_partial=simulate_partial, checks=checks,
-                    meta={"format": f"csv ({format})", "csv": str(csv_path), "test_csv": test_csv}, **options)
+                    meta={"format": "csv" if format == "labels" else "csv-wide",  # wsml review reads "csv" only
+                           "csv": str(csv_path), "test_csv": test_csv}, **options)
 
 
 def _scan_classes(folder: Path, prefix: str, multi_label: bool, table: Table, skipped: list) -> None:

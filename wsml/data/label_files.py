@@ -4,7 +4,8 @@
 Strict means a slip is an error naming the file and line, never a silent new class or a dropped column:
 column names are matched case-insensitively; an unknown column is an error unless listed in
 ``ignore_columns``; a label token that looks like a slip (``?``, an empty name between separators, a name
-containing ``|`` or ``,``) is an error; a training row without any label is an error.
+containing ``|`` or ``,``) is an error. Training rows without any label are allowed (every entry unknown) and
+counted by ``wsml prepare``.
 """
 
 from __future__ import annotations
@@ -39,9 +40,6 @@ class Table:
         both = sorted(set(pos) & set(neg))
         if both:
             raise ValueError(f"{where}: class(es) {both} listed both as label and as negative")
-        if (split or "train") == "train" and not pos and not neg:
-            raise ValueError(f"{where}: training row {path!r} has no label (no positive, no negative); give at "
-                             f"least one or remove the row")
         self.paths.append(path)
         self.pos.append(pos)
         self.neg.append(neg)
