@@ -25,7 +25,7 @@ HELP = {
     "complete_eval": "val/test rows list every positive (unlisted = absent); false: only listed entries count",
     "simulate_partial": "take the given labels as complete truth and draw the observed ones (study the paper)",
     "on_bad_image": "missing/undecodable/too large images at prepare: error (default), drop or ignore",
-    "missing_images": "missing images: error, drop or ignore (older name of on_bad_image)",
+    "missing_images": "missing image files: error, drop or ignore (csv: the older name of on_bad_image)",
     "max_pixels": "images with more pixels are refused before decoding (default 64000000)",
     "allow_outside_root": "allow absolute or ../ image paths outside the data root (default false)",
     "allow_unseen_classes": "allow classes without a training positive (default false: an error)",
