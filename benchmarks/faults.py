@@ -464,7 +464,41 @@ def hostile_cases(ref: Path, data: Path, work: Path) -> list[dict]:
     case("eval when the data set is gone (eval must not prepare it)", lambda r: ["eval", str(r)],
          "is not a prepared data set", setup=data_gone, cwd=work / "hostile" / "cwd",
          check=(lambda: not any((work / "hostile" / "cwd").iterdir()), "nothing written"))
+
+    def own_data(tag: str, rows: list) -> Path:
+        folder = work / "hostile" / tag
+        folder.mkdir()
+        for name in ("a.png", "b.png"):
+            shutil.copy(img, folder / name)
+        (folder / "labels.csv").write_text("path,labels,split\n" + "".join(f"{r}\n" for r in rows))
+        return folder
+
+    def bomb():
+        folder = own_data("bomb", ["a.png,T-shirt/top,train", "bomb.png,T-shirt/top,train", "b.png,Trouser,test"])
+        write_png_canvas(folder / "bomb.png", 13_000)  # 169 MP in ~20 KB
+        return folder
+
+    case("decompression bomb: a 20 KB PNG of 169 megapixels (prepare csv)",
+         lambda d: ["prepare", "csv", "--root", str(d), "--out", str(d / "prepared")], "too many pixels",
+         setup=bomb, check=(lambda: not (work / "hostile" / "bomb" / "prepared").exists(), "nothing prepared"))
+    case("CSV row with a path outside the data root (../)",
+         lambda d: ["prepare", "csv", "--root", str(d), "--out", str(d / "prepared")], "outside the data root",
+         setup=lambda: own_data("outside", ["a.png,T-shirt/top,train", "../mosaic.png,T-shirt/top,train",
+                                            "b.png,Trouser,test"]))
     return cases
+
+
+def write_png_canvas(path: Path, side: int) -> None:
+    """A 1-bit black PNG of side x side pixels: tiny on disk, huge once decoded."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    rows = (b"\0" * (1 + (side + 7) // 8)) * side
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b""))
 
 
 def run_hostile(cases: list[dict], logs: Path) -> list[dict]:
@@ -577,7 +611,7 @@ def write_results(out: Path, command: str, counts: dict, wall: float, trials: li
            f"written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {total:.0f} s in all")
     summary = {"command": command, "headline": headline, "environment": env, "reference_wall_s": round(wall, 2),
                "moments_in_reference": counts, "trials": trials, "concurrent_same_name": concurrent,
-               "hostile": hostile, "pending": PENDING}
+               "hostile": hostile}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     md = ["# Fault injection and hostile inputs (issue 13)", "", f"Command: `{command}`", "",
@@ -614,11 +648,8 @@ def write_results(out: Path, command: str, counts: dict, wall: float, trials: li
         line = h["line"].replace(str(ROOT) + "/", "").replace("|", "\\|").replace("`", "'")
         md.append(f"| {h['case'].replace(str(ROOT) + '/', '')} | {h['exit']} | {'yes' if h['refused'] else 'NO'} | "
                   f"{line[:220]} |")
-    md += ["", "Pending (issue 12, not on this branch): " + "; ".join(PENDING) + ".", ""]
     out.with_suffix(".md").write_text("\n".join(md))
 
-
-PENDING = ["image pixel limit (item 8)", "paths outside the data root (item 9)"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -320,3 +320,35 @@ def test_api_edges_are_value_errors_naming_the_argument():
         mean_average_precision(np.zeros((0, 3)), np.zeros((0, 3)))
     with pytest.raises(ValueError, match="seed must be an integer"):
         observe_labels(np.eye(3, dtype=np.uint8), seed=None)
+
+
+def _png_canvas(path: Path, side: int) -> Path:
+    """A 1-bit black PNG of side x side pixels (tiny on disk, huge decoded), by the fault benchmark's writer."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("faults", Path(__file__).parents[1] / "benchmarks" / "faults.py")
+    faults = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(faults)
+    faults.write_png_canvas(path, side)
+    return path
+
+
+def test_decompression_bombs_meet_wsmls_limit_not_pillows_warning(tmp_path):
+    """wsml's max_pixels replaces Pillow's bomb check: no DecompressionBombWarning reaches the user (it printed two
+    extra lines under `wsml prepare`), and a canvas past Pillow's hard limit is one ValueError naming the file."""
+    import warnings
+
+    from wsml.data.image_check import image_problem
+    from wsml.data.loading import open_image
+
+    bomb = _png_canvas(tmp_path / "bomb.png", 13_000)  # 169 MP in ~20 KB: over Pillow's warning threshold
+    assert image_problem(str(bomb), 64_000_000) == "too many pixels"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would raise here
+        with open_image(str(bomb), max_pixels=None) as im:
+            assert im.size == (13_000, 13_000)  # header only: nothing decoded
+        with pytest.raises(ValueError, match="megapixels is over the limit of 64 MP"):
+            open_image(str(bomb))
+    huge = _png_canvas(tmp_path / "huge.png", 14_000)  # 196 MP: past Pillow's hard limit
+    with pytest.raises(ValueError, match=r"huge\.png: over \d+ megapixels, Pillow's decompression-bomb limit"):
+        open_image(str(huge), max_pixels=None)

@@ -23,15 +23,12 @@ BAD_IMAGE_POLICIES = ("error", "drop", "ignore")
 
 def image_problem(path: str, max_pixels: Optional[int]) -> Optional[str]:
     """None when ``path`` decodes and is within ``max_pixels``; otherwise a short reason."""
-    from PIL import Image
-
-    from wsml.data.loading import check_pixels
+    from wsml.data.loading import open_image
 
     if not os.path.isfile(path):
         return "missing"
     try:
-        with Image.open(path) as im:
-            check_pixels(im, path, max_pixels)
+        with open_image(path, max_pixels) as im:
             im.load()
     except ValueError as e:
         if "megapixels" in str(e):

@@ -38,12 +38,24 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as PIL
 DEFAULT_MAX_PIXELS = 64_000_000  # data.max_pixels: untrusted files larger than this are refused before decoding
 
 
-def check_pixels(im, path: str, max_pixels: Optional[int]) -> None:
-    """Refuse an opened (not yet decoded) image with more than ``max_pixels`` pixels: a small file can declare a
-    huge canvas (a 164 KB PNG of 169 MP costs ~1.6 GB per decode)."""
+def open_image(path: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
+    """Open an image lazily (header only) and refuse it when it has more than ``max_pixels`` pixels: a small file
+    can declare a huge canvas (a 164 KB PNG of 169 MP costs ~1.6 GB per decode). wsml's limit replaces Pillow's
+    own decompression-bomb check, whose warning would otherwise reach the user's terminal."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError:
+            raise ValueError(f"{path}: over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, Pillow's "
+                             "decompression-bomb limit") from None
     if max_pixels is not None and im.width * im.height > max_pixels:
+        im.close()
         raise ValueError(f"{path}: {im.width}x{im.height} = {im.width * im.height / 1e6:.1f} megapixels is over the "
                          f"limit of {max_pixels / 1e6:g} MP (data.max_pixels / max_pixels=)")
+    return im
 
 
 def load_image(path: str, channels: int = 3, draft_size: Optional[tuple[int, int]] = None,
@@ -56,8 +68,7 @@ def load_image(path: str, channels: int = 3, draft_size: Optional[tuple[int, int
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            check_pixels(im, path, max_pixels)
+        with open_image(path, max_pixels) as im:
             if draft_size is not None and im.format == "JPEG":
                 im.draft(im.mode, draft_size)
             arr = np.array(im.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)

@@ -39,9 +39,9 @@ def resolve_image(root: Union[str, Path], image: str, allowed: set) -> Optional[
 @lru_cache(maxsize=2048)
 def thumbnail(path: str, width: int, mtime: float) -> bytes:
     """PNG bytes of ``path`` scaled to ``width`` pixels wide (never enlarged); cached per file version."""
-    from PIL import Image
+    from wsml.data.loading import open_image
 
-    with Image.open(path) as im:
+    with open_image(path) as im:  # the default pixel limit: a review never decodes a decompression bomb
         im.thumbnail((width, width * 4))
         buf = io.BytesIO()
         im.save(buf, format="PNG")
