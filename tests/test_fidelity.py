@@ -252,9 +252,14 @@ def test_early_stop_drop_as_the_authors_train_loop(tmp_path: Path) -> None:
     from wsml.engine import train
     from wsml.stages import early_stop, stage_done
 
-    state = {"epoch": 4, "best_val_map": 80.0}
-    assert not early_stop(state, "end-to-end", 77.0, 3.0) and not early_stop(state, "end-to-end", 10.0, 0.0)
-    assert early_stop(state, "end-to-end", 76.9, 3.0) and state["stopped"] == {"end-to-end": 4}
+    def state(*vals):
+        return {"epoch": 4, "history": [{"stage": "end-to-end", "val_map": v} for v in vals]}
+
+    s = state(80.0, 77.0)
+    assert not early_stop(s, "end-to-end", 3.0, 0) and not early_stop(state(80.0, 10.0), "end-to-end", 0.0, 0)
+    s = state(80.0, 76.9)
+    assert early_stop(s, "end-to-end", 3.0, 0) and s["stopped"] == {"end-to-end": 4}
+    state = s
     assert stage_done(state, "end-to-end", 10) and not stage_done(state, "finetune", 10)
 
     torch.set_num_threads(1)

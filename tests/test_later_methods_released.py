@@ -110,12 +110,16 @@ def test_patience_early_stop_and_engine_feeds_train_scores(tmp_path):
 
     from wsml.config import load_config
     from wsml.engine import train
-    from wsml.epoch_end import patience_exhausted
+    from wsml.stages import early_stop
 
-    hist = [{"val_map": v} for v in (50.0, 60.0, 55.0, 58.0)]
+    def patience_exhausted(vals, patience):
+        state = {"epoch": len(vals), "history": [{"stage": "s", "val_map": v} for v in vals]}
+        return early_stop(state, "s", 0.0, patience) is not None
+
+    hist = [50.0, 60.0, 55.0, 58.0]
     assert not patience_exhausted(hist[:2], 1) and patience_exhausted(hist[:3], 1)
     assert patience_exhausted(hist, 2) and not patience_exhausted(hist, 3) and not patience_exhausted(hist, 0)
-    assert patience_exhausted(hist + [{"val_map": 60.0}], 3)  # equal is not better
+    assert patience_exhausted(hist + [60.0], 3)  # equal is not better
     data = make_feature_index(tmp_path / "feats", n_train=32, n_val=16, n_test=8)
     cfg = load_config(None, [f"data.path={data}", "model.backbone=linear", "model.pretrained=false",
                              "optim.name=sgd", "optim.lr=1e-12", "train.epochs=4", "train.batch_size=16",

@@ -12,7 +12,8 @@ backbone's. *LinearInit*: stage 1 ("linear") trains only the head for ``linear_e
 extracted once into an on-disk cache (so no augmentation there: the flips happen in image space); stage 2
 ("finetune") starts from the best stage-1 model and fine-tunes everything for ``epochs``. The run's result is
 the best stage-2 epoch (stage 1's best stays in summary["stage1"] and best_stage1.pt); stage 1 may have its own
-optimizer, lr and batch size (``train.linear_*``) — see wsml/stages.py, also for ``train.early_stop_drop``.
+optimizer, lr and batch size (``train.linear_*``) — see wsml/stages.py, also for early stopping
+(``train.early_stop_drop``, ``train.early_stop_patience``).
 
 Epochs are numbered over the whole run (1..linear_epochs+epochs). The loss sees ``set_epoch(t)`` with t
 restarting at 1 in stage 2 (``train.stage2_loss=restart``: a fresh loss, as the reference code's separate
@@ -58,7 +59,7 @@ from wsml.distributed import (
     cleanup,
     init_distributed,
 )
-from wsml.epoch_end import feed_train_scores, patience_exhausted, wants_train_scores
+from wsml.epoch_end import feed_train_scores, wants_train_scores
 from wsml.evaluation import predict_split, save_predictions, split_group_map
 from wsml.partial_val import describe, final_line, final_test_scores, score_val, test_summary, val_summary
 from wsml.progress import run_folder_line
@@ -190,11 +191,6 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
 
             # 4. The epochs of this stage.
             for epoch in range(max(stage.first, state["epoch"] + 1), stage.last + 1):
-                if patience_exhausted([{**r, "val_map": r.get("val_score", r["val_map"])}  # partial val: PU-AUC
-                                       for r in state["history"] if r["stage"] == stage.name],
-                                      cfg.train.early_stop_patience):  # also when resuming a stopped run
-                    say(f"early stop: no better val mAP for {cfg.train.early_stop_patience} epoch(s)")
-                    break
                 t0 = time.time()
                 ctx.epoch = epoch
                 seed_everything(cfg.train.seed * 1_000_003 + epoch * 7919 + dist_info.rank)
@@ -226,7 +222,7 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 improved = val_map > state["best_val_map"]
                 if improved:
                     state["best_val_map"], state["best_epoch"] = val_map, epoch
-                stop = early_stop(state, stage.name, val_map, cfg.train.early_stop_drop)
+                stop = early_stop(state, stage.name, cfg.train.early_stop_drop, cfg.train.early_stop_patience)
 
                 # 5. Files (rank 0): best.pt when val mAP improved, then last.pt and metrics.csv.
                 if main:
@@ -247,8 +243,7 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 say(f"epoch {epoch:>3}/{total} {stage.name:<10} loss {row['train_loss']:.4f}  {describe(val)}"
                     f"  modified {modified:>6}  lr {lr:.2e}  {row['time_s']:6.1f}s{'  *best' if improved else ''}")
                 if stop:
-                    say(f"early stop: val mAP {val_map:.2f} is more than {cfg.train.early_stop_drop} below the "
-                        f"stage's best {state['best_val_map']:.2f}")
+                    say(f"early stop: {stop}")
                     break
     except KeyboardInterrupt:
         if main:

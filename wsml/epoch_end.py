@@ -5,9 +5,6 @@
   for them with ``wants_train_scores(epoch) -> bool`` and receives ``on_train_scores(scores, rows, observed)``:
   sigmoid scores float32 ``[N, C]``, their training-split row ids ``[N]`` (sorted) and the observed labels of
   those rows (int8 ``{1, 0, -1}``). Under DDP every rank receives the same gathered arrays. Memory: N × C floats.
-* **Early stop by patience** (``train.early_stop_patience``): stop after that many epochs in a row without a
-  better val mAP, counted within the training stage (LinearInit: each stage on its own); 1 is EM+APL's authors'
-  rule (stop at the first epoch whose val mAP does not improve). The best-val checkpoint is used as always.
 """
 
 from __future__ import annotations
@@ -35,12 +32,3 @@ def feed_train_scores(loss_fn, forward: Callable, loader, split, device: torch.d
     loss_fn.on_train_scores(torch.from_numpy(scores).to(device), torch.from_numpy(rows).to(device),
                             torch.from_numpy(observed).to(device))
     return int(len(rows))
-
-
-def patience_exhausted(history: list[dict], patience: int) -> bool:
-    """True when the last ``patience`` epochs of ``history`` (rows with ``val_map``) all failed to beat the best
-    val mAP before them (``patience`` 0 = never)."""
-    if patience <= 0 or len(history) <= patience:
-        return False
-    vals = [row["val_map"] for row in history]
-    return max(vals[-patience:]) <= max(vals[:-patience])

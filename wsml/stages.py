@@ -15,7 +15,7 @@ import copy
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -58,13 +58,26 @@ def carry_over(loss_fn: torch.nn.Module, stage1_state: dict[str, Any]) -> None:
         loss_fn.carry_over(stage1_state)
 
 
-def early_stop(state: dict, stage_name: str, val_map: float, drop: float) -> bool:
-    """True (and recorded in ``state["stopped"]``) when val mAP fell more than ``drop`` points below the best of
-    the stage (the authors' train.py: ``bestmap_val - map_val > 3``); ``drop`` 0 = off."""
-    if drop <= 0 or not state["best_val_map"] - val_map > drop:
-        return False
-    state.setdefault("stopped", {})[stage_name] = int(state["epoch"])
-    return True
+def early_stop(state: dict, stage_name: str, drop: float, patience: int) -> Optional[str]:
+    """Why the stage stops after its latest epoch, or None; a stop is recorded in ``state["stopped"]`` so that a
+    resume does not train the stage on. Two rules, one per reference, both off at 0:
+
+    * ``drop`` (``train.early_stop_drop``): the val score fell more than ``drop`` points below the stage's best
+      (the LL authors' train.py: ``bestmap_val - map_val > 3``);
+    * ``patience`` (``train.early_stop_patience``): that many epochs in a row without a better val score (EM+APL's
+      authors: 1, stop at the first epoch that does not improve; equal is not better).
+
+    The val score is what selects epochs: val mAP, or PU-AUC when val labels are partial.
+    """
+    vals = [r.get("val_score", r["val_map"]) for r in state["history"] if r["stage"] == stage_name]
+    reason = None
+    if drop > 0 and max(vals) - vals[-1] > drop:
+        reason = f"val {vals[-1]:.2f} is more than {drop:g} below the stage's best {max(vals):.2f}"
+    elif 0 < patience < len(vals) and max(vals[-patience:]) <= max(vals[:-patience]):
+        reason = f"no better val score for {patience} epoch(s)"
+    if reason:
+        state.setdefault("stopped", {})[stage_name] = int(state["epoch"])
+    return reason
 
 
 def stage_done(state: dict, stage_name: str, last_epoch: int) -> bool:
