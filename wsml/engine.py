@@ -64,7 +64,7 @@ from wsml.evaluation import predict_split, save_predictions, split_group_map
 from wsml.partial_val import describe, final_line, final_test_scores, score_val, test_summary, val_summary
 from wsml.progress import run_folder_line
 from wsml.run_folder import LAST_KEYS, check_resume, new_run_dir, saved_epoch, start_files
-from wsml.stages import begin_stage2, carry_over, early_stop, stage_config, stage_done
+from wsml.stages import begin_stage2, carry_over, early_stop, stage1_best, stage_config, stage_done
 
 
 @dataclass
@@ -150,13 +150,14 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
             # 3. Stage set-up: LinearInit stage 2 starts from the best stage-1 model; its result is stage 2's best.
             if stage.name == "finetune" and not mid_stage:
                 barrier()
-                best = load_checkpoint(run_dir / "best.pt", map_location=device, required=("model", "loss", "epoch"))
-                load_module_state(model, best["model"], run_dir / "best.pt", "model")
+                src = stage1_best(run_dir)
+                best = load_checkpoint(src, map_location=device, required=("model", "loss", "epoch"))
+                load_module_state(model, best["model"], src, "model")
                 if cfg.train.stage2_loss == "restart":
                     loss_fn = B.build_loss_fn(cfg, index, log=lambda *a: None).to(device)
                     carry_over(loss_fn, best["loss"])  # ROLE: the label estimates, as Cole et al.
                 else:
-                    load_module_state(loss_fn, best["loss"], run_dir / "best.pt", "loss")
+                    load_module_state(loss_fn, best["loss"], src, "loss")
                 ctx.loss_fn = loss_fn
                 begin_stage2(state, run_dir, best, main)
                 say(f"LinearInit stage 2: fine-tuning everything from the best stage-1 epoch {best['epoch']}")

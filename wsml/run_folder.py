@@ -38,7 +38,7 @@ def new_run_dir(cfg: Config) -> Path:
     base.parent.mkdir(parents=True, exist_ok=True)
     if cfg.run.overwrite:
         base.mkdir(exist_ok=True)
-        for stale in ("summary.json", "predictions_test.npz", "best.pt", "last.pt", "metrics.csv"):
+        for stale in ("summary.json", "predictions_test.npz", "best.pt", "best_stage1.pt", "last.pt", "metrics.csv"):
             (base / stale).unlink(missing_ok=True)
         remove_stale_temporaries(base)
         return base

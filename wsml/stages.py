@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import copy
 import math
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
+from wsml.checkpoint import atomic_write
 from wsml.config import Config
 
 
@@ -43,13 +43,22 @@ def stage_config(cfg: Config, stage_name: str) -> Config:
     return out
 
 
+def stage1_best(run_dir: Path) -> Path:
+    """The checkpoint stage 2 starts from: ``best_stage1.pt`` once stage 2 has begun (``best.pt`` may then hold a
+    stage-2 epoch: a run killed after that write resumes at the boundary), else ``best.pt``."""
+    kept = run_dir / "best_stage1.pt"
+    return kept if kept.is_file() else run_dir / "best.pt"
+
+
 def begin_stage2(state: dict, run_dir: Path, best: dict, main: bool) -> None:
-    """Keep stage 1's best (epoch, val mAP; ``best_stage1.pt``) and restart the val-best tracking, so that the
-    run's result (best.pt, the summary) is the best stage-2 epoch even when a stage-1 epoch scored higher."""
+    """Keep stage 1's best (epoch, val mAP; ``best_stage1.pt``, written once and atomically) and restart the val-best
+    tracking, so that the run's result (best.pt, the summary) is the best stage-2 epoch even when a stage-1 epoch
+    scored higher."""
     state["stage1"] = {"best_epoch": int(best["epoch"]), "val_map": float(best["val_map"])}
     state["best_val_map"], state["best_epoch"] = -math.inf, 0
-    if main:
-        shutil.copyfile(run_dir / "best.pt", run_dir / "best_stage1.pt")
+    if main and not (run_dir / "best_stage1.pt").is_file():
+        data = (run_dir / "best.pt").read_bytes()
+        atomic_write(run_dir / "best_stage1.pt", lambda f: f.write(data))
 
 
 def carry_over(loss_fn: torch.nn.Module, stage1_state: dict[str, Any]) -> None:
