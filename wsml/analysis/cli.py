@@ -147,26 +147,22 @@ def _memorization(args: argparse.Namespace) -> int:
 
 
 def _precision(args: argparse.Namespace) -> int:
-    import numpy as np
+    from wsml.analysis.fig4 import fig4_verdict, group_runs, plot_groups
+    from wsml.checkpoint import write_json
 
-    from wsml.analysis.plots import plot_precision
-    from wsml.analysis.runs import load_run
-
-    series, bases = {}, []
-    for d in args.runs:
-        r = load_run(d)
-        if "mod_precision" not in r.metrics:
-            raise ValueError(f"{d}: metrics.csv has no mod_* columns; train an LL loss with callbacks=[modification]")
-        cum = r.loss_name.lower() == "ll-cp"
-        prec = [100 * v for v in r.column("mod_cum_precision" if cum else "mod_precision")]
-        series[r.label] = (r.column("epoch"), prec)
-        bases += [100 * b for b in r.column("mod_base_rate") if b == b]
-        print(f"{r.label}: precision % per epoch " + ", ".join("–" if p != p else f"{p:.1f}" for p in prec)
-              + (" (accumulated)" if cum else ""))
-    base = float(np.mean(bases)) if bases else float("nan")
-    print(f"base rate (truly positive among unobserved): {base:.2f}%")
+    groups = group_runs(args.runs)
+    for key, runs in groups.items():
+        for r in runs:
+            print(f"{key} seed {r['seed']}: precision % per epoch "
+                  + ", ".join("–" if p != p else f"{p:.1f}" for p in r["precision"])
+                  + "; perfect ranker " + ", ".join("–" if p != p else f"{p:.1f}" for p in r["oracle"]))
+    verdict = fig4_verdict(groups)
+    for c in verdict["comparisons"].values():
+        print(c["text"])
     out = Path(args.out) if args.out else Path(args.runs[0]) / "analysis" / "precision.png"
-    print(f"wrote {plot_precision(series, out, base)}")
+    print(f"wrote {plot_groups(groups, out)}")
+    write_json(out.with_suffix(".json"), {"runs": [str(d) for d in args.runs], "groups": groups, "verdict": verdict})
+    print(f"wrote {out.with_suffix('.json')}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -62,19 +63,34 @@ def plot_memorization(curve: dict, out: PathLike, title: str = "Memorization und
     return _save(fig, out)
 
 
-def plot_precision(series: dict[str, tuple[Sequence[float], Sequence[float]]], out: PathLike,
-                   base_rate: Optional[float] = None, title: str = "Precision of modification (Fig 4)") -> Path:
-    """Precision (%) per epoch of several runs: ``series[label] = (epochs, precision %)``; dashed base rate."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label, (x, y) in series.items():
-        ax.plot(_num(x), _num(y), marker="o", label=label)
+def plot_precision(series: dict[str, tuple[Sequence[float], Any]], out: PathLike,
+                   base_rate: Optional[float] = None, title: str = "Precision of modification (Fig 4)",
+                   oracle: Optional[dict[str, tuple[Sequence[float], Sequence[float]]]] = None) -> Path:
+    """Precision (%) per epoch: ``series[label] = (epochs, precision %)`` with one row per seed (2-D: mean line
+    and min–max band); ``oracle[label]`` the perfect ranker's precision, dotted in the same colour; dashed
+    base rate."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, (label, (x, y)) in enumerate(series.items()):
+        xs, ys = _num(x), np.atleast_2d(np.asarray(y, dtype=float))
+        color = f"C{k}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN epochs (nothing modified) stay NaN
+            mean, lo, hi = np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
+        ax.plot(xs, mean, marker="o", color=color, label=label)
+        if ys.shape[0] > 1:
+            ax.fill_between(xs, lo, hi, color=color, alpha=0.2)
+        if oracle and label in oracle:
+            ox, oy = oracle[label]
+            ax.plot(_num(ox), _num(oy), ls=":", color=color, lw=1.5)
+    if oracle:
+        ax.plot([], [], ls=":", color="k", label="perfect ranker, same count (dotted)")
     if base_rate is not None and np.isfinite(base_rate):
         ax.axhline(base_rate, color="gray", ls="--", label=f"base rate {base_rate:.1f}%")
     ax.set_xlabel("epoch")
     ax.set_ylabel("precision (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 102)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _save(fig, out)
 
