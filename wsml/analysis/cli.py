@@ -110,6 +110,7 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", default="gt", choices=["gt", "predicted"],
                    help="each image's ground-truth classes, or the first run's top-1 predicted class")
     s.add_argument("--out", default="cams.png")
+    s.add_argument("--title", default="CAM (Table 4 / appendix Fig 1)", help="figure title")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s = sub.add_parser("sweep", help="Fig 5/6: train METHODS × VALUES of one config key, plot test mAP")
     s.add_argument("config", nargs="?", help="base YAML config")
@@ -198,7 +199,8 @@ def _cams(args: argparse.Namespace) -> int:
     names = args.names.split(",") if args.names else [load_run(d).loss_name for d in args.runs]
     if len(names) != len(args.runs) or len(set(names)) != len(names):
         raise ValueError(f"--names must give {len(args.runs)} distinct titles, got {names}")
-    png = cam_overlay_figure(dict(zip(names, args.runs)), args.rows, args.out, args.split, args.device, args.classes)
+    png = cam_overlay_figure(dict(zip(names, args.runs)), args.rows, args.out, args.split, args.device, args.classes,
+                             title=args.title)
     print(f"wrote {png}")
     return 0
 

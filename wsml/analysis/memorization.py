@@ -178,7 +178,8 @@ class MemorizationCallback:
         if self.run_dir is not None:
             n = self._rows
             extra = {"history": np.stack([h[:n] for h in self._history])} if self._history else {}
-            np.savez_compressed(self.run_dir / self.entries_file, groups=self._groups[:n], peak_epoch=self._peak_epoch[:n],
+            np.savez_compressed(self.run_dir / self.entries_file, groups=self._groups[:n],
+                                peak_epoch=self._peak_epoch[:n],
                                 last_epoch=np.int64(epoch), **extra)
 
 

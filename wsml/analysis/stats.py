@@ -53,9 +53,13 @@ def paired_compare(a: Mapping[int, float], b: Mapping[int, float], name_a: str =
     if np.all(d == d[0]):
         out["p"] = 0.0 if d[0] != 0 else 1.0
     else:
+        import warnings
+
         from scipy.stats import ttest_rel
 
-        out["p"] = float(ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # nearly constant differences: p is still defined
+            out["p"] = float(ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
     if out["p"] < alpha:
         out["wording"] = f"{name_a} > {name_b}" if out["diff_mean"] > 0 else f"{name_a} < {name_b}"
     else:

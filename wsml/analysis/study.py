@@ -21,26 +21,26 @@ import numpy as np
 from wsml.analysis.stats import describe, fmt_mean_sd, mean_sd, paired_compare
 
 PathLike = Union[str, Path]
-REGIMES = {"scratch": "from scratch (small CNN, long budget)", "pretrained": "pretrained end to end (EfficientNet-Lite0)"}
+REGIMES = {"scratch": "from scratch (small CNN, long budget)",
+           "pretrained": "pretrained end to end (EfficientNet-Lite0)"}
 NAMES = {"an": "Naive AN", "ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp", "full": "Full label"}
 NOT_RUN = {"verdict": "not run yet", "evidence": "–", "noise": "–"}
 
 
-def _obs_count(run_dir: Path, cache: dict) -> tuple[Optional[int], Optional[int]]:
+def _obs_count(run_dir: Path, data_path: str, cache: dict) -> tuple[Optional[int], Optional[int]]:
     """(training images, observed training labels) of the data set a run trained on (cached per data path)."""
     from wsml.analysis.qualitative import load_run_index
     from wsml.labels import UNOBS
 
-    try:
-        index = load_run_index(run_dir)
-    except (FileNotFoundError, ValueError):
-        return None, None
-    key = str(index.root) + str(getattr(index, "path", "")) + str(len(index["train"]))
-    if key not in cache:
+    if data_path not in cache:
+        try:
+            index = load_run_index(run_dir)
+        except (FileNotFoundError, ValueError):
+            return None, None
         obs = index["train"].observed
         dense = obs.to_dense() if hasattr(obs, "to_dense") else np.asarray(obs)
-        cache[key] = (len(index["train"]), int((dense != UNOBS).sum()))
-    return cache[key]
+        cache[data_path] = (len(index["train"]), int((dense != UNOBS).sum()))
+    return cache[data_path]
 
 
 def run_record(run_dir: PathLike, regime: str, group: str, cache: Optional[dict] = None) -> dict:
@@ -52,7 +52,7 @@ def run_record(run_dir: PathLike, regime: str, group: str, cache: Optional[dict]
     s = json.loads((d / "summary.json").read_text())
     cfg = read_yaml(d / "config.yaml") if (d / "config.yaml").is_file() else {}
     tr, loss = cfg.get("train", {}), cfg.get("loss", {})
-    n_img, n_obs = _obs_count(d, {} if cache is None else cache)
+    n_img, n_obs = _obs_count(d, str(cfg.get("data", {}).get("path", "")), {} if cache is None else cache)
     bs, epochs = int(tr.get("batch_size", 32)), int(tr.get("epochs", 0))
     pg = d / "analysis" / "pointing_game.json"
     return {"regime": regime, "group": group, "run": d.name, "method": str(loss.get("name", "?")),
@@ -124,8 +124,8 @@ def verdict_fig1(runs: list[Path]) -> dict:
     verdict = ("yes" if near0 == len(fn) else "partly" if rtf == len(fn) else "no" if rtf == 0 else "mixed over seeds")
     ev = (f"FN loss rises then falls in {rtf}/{len(fn)} seeds; final below its epoch-2 value in {below}/{len(fn)}; "
           f"final < 25 % of the peak in {near0}/{len(fn)}; peak epoch {fmt_mean_sd([p['peak_at'] for p in fn], 1)}")
-    noise = (f"epoch-2 {fmt_mean_sd([p['start_loss'] for p in fn], 3)}, peak {fmt_mean_sd([p['peak_loss'] for p in fn], 3)}"
-             f", final {fmt_mean_sd([p['final_loss'] for p in fn], 3)}")
+    noise = ", ".join(f"{k} {fmt_mean_sd([p[key] for p in fn], 3)}" for k, key in
+                      (("epoch-2", "start_loss"), ("peak", "peak_loss"), ("final", "final_loss")))
     return {"verdict": verdict, "evidence": ev, "noise": noise}
 
 
