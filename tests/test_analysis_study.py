@@ -91,3 +91,46 @@ def test_verdict_table_fills_what_exists(tmp_path):
     assert len(lines) == 2 + len(study.FINDINGS) and all(line.count("|") == 4 for line in lines)
     assert lines[2].endswith("| not run yet |")  # the pretrained column is empty
     assert np.isclose(study.mean_sd([r["test_map"] for r in recs if r["method"] == "an"])[0], 70.5)
+
+
+def _rec(method, seed, value, group="main", **kw):
+    r = {"method": method, "seed": seed, "test_map": value, "group": group, "train_frac": 1.0, "delta_rel": None,
+         "observed_labels": None, "steps": None}
+    r.update(kw)
+    return r
+
+
+def test_fig5_interior_best_and_fig6_in_labels():
+    recs = [_rec("ll-ct", s, v + s * 0.1, "delta", delta_rel=d) for s in range(3)
+            for d, v in ((0.5, 70.0), (1.0, 75.0), (2.0, 74.0), (8.0, 60.0))]
+    v = study.verdict_fig5(recs)
+    assert v["verdict"] == "yes" and v["evidence"].startswith("best Δrel 1 ")
+    assert study.verdict_fig5(recs[:2])["verdict"] == "not run yet"
+    recs = [_rec("ll-ct", s, 80.0 + s, observed_labels=4800, steps=4500) for s in range(3)]
+    recs += [_rec("full", s, 70.0 + 0.5 * s, "frac", train_frac=0.125, observed_labels=6000, steps=570)
+             for s in range(3)]
+    v = study.verdict_fig6(recs)
+    assert v["verdict"] == "yes" and "4800 labels, 4500 steps" in v["evidence"] and "6000 labels, 570 steps" in \
+        v["evidence"]
+
+
+def test_study_plots_one_scale_colour_bar_log_axis(tmp_path, monkeypatch):
+    from wsml.analysis import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out, layout=True: figs.append(fig) or out)
+    cam = np.arange(64, dtype=float).reshape(8, 8)
+    items = [{"image": np.zeros((8, 8)), "label": "r0", "boxes": [[0, 0, 4, 4]],
+              "cams": {"AN": (cam, (7, 7), False), "LL-Ct": (2 * cam, (0, 0), True)}}]
+    plots.plot_cam_overlays(items, tmp_path / "c.png", title="CAMs")
+    fig = figs[-1]
+    ims = [im for ax in fig.axes for im in ax.get_images() if im.get_alpha() == 0.45]
+    assert {im.get_clim() for im in ims} == {(0.0, 126.0)}  # one colour scale over every map
+    assert len(fig.axes) == 3 + 1 and fig.legends  # image + 2 CAMs + the colour bar; hit/miss legend
+    assert all(not line.get_clip_on() for ax in fig.axes[1:3] for line in ax.get_lines())  # markers never clipped
+    plots.plot_seed_lines({"LL-Ct": {0.5: [70, 71], 2.0: [75, 76, 74]}}, tmp_path / "s.png", "Δrel", "Fig 5 — x",
+                          xlog=True, levels={"Naive AN": [72.0, 73.0]})
+    ax = figs[-1].axes[0]
+    assert ax.get_xscale() == "log" and ax.get_title() == "Fig 5 — x"
+    assert any(t.get_text().startswith("Naive AN 72.50 ± 0.71") for t in ax.get_legend().get_texts())
+    assert len(ax.containers) == 1  # error bars

@@ -157,6 +157,8 @@ def _precision(args: argparse.Namespace) -> int:
             print(f"{key} seed {r['seed']}: precision % per epoch "
                   + ", ".join("–" if p != p else f"{p:.1f}" for p in r["precision"])
                   + "; perfect ranker " + ", ".join("–" if p != p else f"{p:.1f}" for p in r["oracle"]))
+    bases = [b for runs in groups.values() for r in runs for b in r["base_rate"] if b == b]
+    print(f"base rate (truly positive among unobserved): {sum(bases) / len(bases) if bases else float('nan'):.2f}%")
     verdict = fig4_verdict(groups)
     for c in verdict["comparisons"].values():
         print(c["text"])

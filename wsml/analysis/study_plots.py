@@ -32,11 +32,13 @@ def regime_figures(root: PathLike, regime: str, recs: list[dict], out_dir: PathL
     if curves:
         epochs = max(r["epochs"] for r in rs if r["group"] == "main" and r["method"] == "an")
         written.append(plot_memorization(curves, out_dir / f"fig1_{regime}.png",
-                                         title=f"Fig 1 — {name}: memorization under Naive AN, {epochs} epochs, {len(curves)} seed(s)"))
+                                         title=f"Fig 1 — {name}: memorization under Naive AN, "
+                                               f"{epochs} epochs, {len(curves)} seed(s)"))
     groups = group_runs(_dirs(root, rs, regime, "main", ("ll-r", "ll-ct", "ll-cp")), skip_missing=True)
     if groups:
         written.append(plot_groups(groups, out_dir / f"fig4_{regime}.png",
-                                   title=f"Fig 4 — {name}\nprecision of modification at one Δrel (mean, min–max over seeds)"))
+                                   title=f"Fig 4 — {name}\nprecision of modification at one Δrel "
+                                         "(mean, min–max over seeds)"))
     delta = [r for r in rs if r["group"] == "delta" and r["method"] == "ll-ct" and r["test_map"] is not None]
     if delta:
         by_x: dict[float, list[float]] = {}
@@ -52,10 +54,11 @@ def regime_figures(root: PathLike, regime: str, recs: list[dict], out_dir: PathL
         series: dict[str, dict[float, list[float]]] = {}
         steps: dict[str, set] = {}
         for r in frac:
-            series.setdefault(NAMES[r["method"]], {}).setdefault(float(r["observed_labels"]), []).append(r["test_map"])
+            by_x = series.setdefault(NAMES[r["method"]], {})
+            by_x.setdefault(float(r["observed_labels"]), []).append(r["test_map"])
             steps.setdefault(NAMES[r["method"]], set()).add(r["steps"])
         notes = {k: f"{min(v)}–{max(v)} steps" for k, v in steps.items()}
         written.append(plot_seed_lines(series, out_dir / f"fig6_{regime}.png", "observed training labels (log)",
-                                       f"Fig 6 — {name}\ntest mAP vs number of observed training labels (mean ± sd)", xlog=True,
-                                       notes=notes))
+                                       f"Fig 6 — {name}\ntest mAP vs number of observed training labels (mean ± sd)",
+                                       xlog=True, notes=notes))
     return written
