@@ -67,6 +67,10 @@ def test_fig4_equal_delta_accumulated_ll_cp(tmp_path):
     assert fig4.seed_means(groups["LL-R Δrel=2.0"]) == pytest.approx({0: 75.0, 1: 77.0, 2: 76.0})
     v = fig4.fig4_verdict(groups)
     assert v["holds"] == "no" and len(v["comparisons"]) == 2  # LL-Cp lowest at equal Δrel
+    m = [x for x in fig4.matched_count(groups) if x["seed"] == 0 and x["method"] == "LL-R"]
+    # LL-Cp's accumulated counts 10, 25 vs LL-R's per-epoch counts 10, 20: matched to epochs 2 and 3
+    assert [(x["ll_cp_count"], x["epoch"], x["count"]) for x in m] == [(10, 2, 10), (25, 3, 20)]
+    assert m[1]["ll_cp_precision"] == pytest.approx(60.0) and m[1]["precision"] == pytest.approx(70.0)
     png = fig4.plot_groups(groups, tmp_path / "fig4.png")
     assert png.stat().st_size > 1000
 

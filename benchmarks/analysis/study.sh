@@ -14,6 +14,7 @@ set -euo pipefail
 
 main() {
   cd "$(dirname "$0")/../.."
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's wsml, also for the helper script
   PY=${PY:-.venv/bin/python}
   OUT=${OUT:-runs/study}
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}

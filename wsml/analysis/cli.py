@@ -148,7 +148,7 @@ def _memorization(args: argparse.Namespace) -> int:
 
 
 def _precision(args: argparse.Namespace) -> int:
-    from wsml.analysis.fig4 import fig4_verdict, group_runs, plot_groups
+    from wsml.analysis.fig4 import fig4_verdict, group_runs, matched_count, plot_groups
     from wsml.checkpoint import write_json
 
     groups = group_runs(args.runs)
@@ -164,7 +164,12 @@ def _precision(args: argparse.Namespace) -> int:
         print(c["text"])
     out = Path(args.out) if args.out else Path(args.runs[0]) / "analysis" / "precision.png"
     print(f"wrote {plot_groups(groups, out)}")
-    write_json(out.with_suffix(".json"), {"runs": [str(d) for d in args.runs], "groups": groups, "verdict": verdict})
+    matched = matched_count(groups)
+    for m in matched:
+        print(f"matched count, seed {m['seed']}: LL-Cp epoch {m['ll_cp_epoch']} ({m['ll_cp_count']} entries) "
+              f"{m['ll_cp_precision']:.1f}% vs {m['method']} epoch {m['epoch']} ({m['count']}) {m['precision']:.1f}%")
+    write_json(out.with_suffix(".json"), {"runs": [str(d) for d in args.runs], "groups": groups, "verdict": verdict,
+                                          "matched_count": matched})
     print(f"wrote {out.with_suffix('.json')}")
     return 0
 

@@ -96,6 +96,25 @@ def fig4_verdict(groups: dict[str, list[dict]]) -> dict:
     return out
 
 
+def matched_count(groups: dict[str, list[dict]]) -> list[dict]:
+    """The optional matched-count comparison: for each epoch of LL-Cp (accumulated count n), the epoch of LL-R /
+    LL-Ct at the same Δrel and seed whose per-epoch count is closest to n, with both precisions (%)."""
+    out = []
+    cps = [r for runs in groups.values() for r in runs if r["accumulated"]]
+    others = [r for runs in groups.values() for r in runs if not r["accumulated"]]
+    for cp in cps:
+        for o in (o for o in others if o["delta_rel"] == cp["delta_rel"] and o["seed"] == cp["seed"]):
+            pairs = [(i, n) for i, n in enumerate(o["count"]) if n == n and n > 0]
+            for e, n, p in zip(cp["epochs"], cp["count"], cp["precision"]):
+                if not pairs or not n == n or n <= 0:
+                    continue
+                j, m = min(pairs, key=lambda t: abs(t[1] - n))
+                out.append({"seed": cp["seed"], "method": NAMES.get(o["method"], o["method"]), "ll_cp_epoch": e,
+                            "ll_cp_count": int(n), "ll_cp_precision": p, "epoch": o["epochs"][j], "count": int(m),
+                            "precision": o["precision"][j]})
+    return out
+
+
 def plot_groups(groups: dict[str, list[dict]], out: PathLike, title: str = "") -> Path:
     """Mean over seeds with the min–max band; a dotted perfect-ranker line of the same colour per group."""
     from wsml.analysis.plots import plot_precision
