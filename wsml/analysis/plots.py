@@ -99,6 +99,9 @@ def plot_precision(series: dict[str, tuple[Sequence[float], Any]], out: PathLike
     ax.set_xlabel("epoch")
     ax.set_ylabel("precision (%)")
     ax.set_ylim(0, 102)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
