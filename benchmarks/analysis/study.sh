@@ -8,7 +8,8 @@
 # Runs go to $OUT/<regime>/<group>/<name>-s<seed> (default OUT=runs/study); a run whose summary.json exists is
 # reused, so an interrupted step continues where it stopped. Every run prints its wall time. The numbers, the
 # per-seed CSV/JSON and the verdict table come from `python benchmarks/analysis/study.py summarize`.
-# Environment: SEEDS (default "0 1 2"), DELTAS (Fig 5 values), FRACS (Fig 6 fractions), SMOKE=1 (tiny data and
+# Environment: SEEDS (default "0 1 2"), METHODS (step ll: default "ll-r ll-ct ll-cp"), DELTAS (Fig 5 values),
+# DELTA_SEEDS, FRACS (Fig 6 fractions), EPOCHS, PRE_LR (pretrained backbone lr), SMOKE=1 (tiny data and
 # 2 epochs: proves the step runs end to end in a minute, into $OUT/smoke/), EXTRA (more key=value overrides).
 set -euo pipefail
 
@@ -76,7 +77,7 @@ step_delta() {  # Fig 5 and the Δrel of the main LL runs: LL-Ct over DELTAS (fi
 step_ll() {  # Table 2 mAP, Fig 4 (one Δrel for all three), Table 4: LL-R / LL-Ct / LL-Cp at the chosen Δrel
   local d; d=$(delta)
   for s in $SEEDS; do
-    for m in ll-r ll-ct ll-cp; do train main "$m" "$s" "configs/fashion/$m.yaml" "" loss.delta_rel="$d"; done
+    for m in ${METHODS:-ll-r ll-ct ll-cp}; do train main "$m" "$s" "configs/fashion/$m.yaml" "" loss.delta_rel="$d"; done
   done
 }
 
