@@ -310,7 +310,8 @@ def test_analyses_on_a_real_tiny_run(tmp_path):
 
     torch.set_num_threads(1)
     data = _quads_with_boxes(tmp_path / "quads")
-    cbs = "[memorization, modification]".replace("memorization", "wsml.analysis.memorization:MemorizationCallback")
+    cbs = "[memorization, modification, memorization_eval]"
+    cbs = cbs.replace("memorization,", "wsml.analysis.memorization:MemorizationCallback,")
     cbs = cbs.replace("modification", "wsml.analysis.modification:ModificationCallback")
     runs = {}
     for loss in ("an", "ll-ct"):
@@ -325,6 +326,10 @@ def test_analyses_on_a_real_tiny_run(tmp_path):
     for e in range(3):
         mean = sum(n[k] * met[f"mem_loss_{g}"][e] for k, g in enumerate(mem.GROUPS)) / full.size
         assert mean == pytest.approx(met["train_loss"][e], rel=1e-4)
+    # the eval-mode pass (Table 1 option) re-scores every training entry once per epoch with the final weights
+    ev = mem.memorization_summary(runs["an"], eval_mode=True)
+    assert ev["epochs"] == 3 and sum(d["entries"] for d in ev["table1"].values()) == int(n.sum())
+    assert met["mem_eval_loss_fn"][-1] != pytest.approx(met["mem_loss_fn"][-1], rel=1e-3)
     assert "mod_precision" not in met  # AN modifies nothing: the modification callback stays silent
     ll = read_metrics(runs["ll-ct"] / "metrics.csv")
     assert ll["mod_count"] == ll["num_modified"] and ll["mod_count"][1] > 0  # each row once per epoch
@@ -333,6 +338,8 @@ def test_analyses_on_a_real_tiny_run(tmp_path):
     log = mod.load_modifications(runs["ll-ct"])
     assert log["truth"].tolist() == full[log["row"], log["cls"]].tolist()
     assert ll["mod_true"][2] == int(log["truth"][log["epoch"] == 3].sum())
+    n_fn = int((unobs & (full == 1)).sum())
+    assert ll["mod_oracle_precision"][2] == pytest.approx(min(1.0, n_fn / ll["mod_count"][2]))
     pg = evaluate_pointing_game(runs["ll-ct"], device="cpu")
     test = np.load(data / "test" / "labels_full.npy")
     assert pg["pairs"] == int(test.sum()) and pg["no_box"] == 0 and 0 <= pg["score"] <= 100

@@ -30,6 +30,7 @@ _REGISTRY: dict[str, Any] = {}
 # names that live in modules imported only when asked for: name -> "module:attribute"
 _LAZY: dict[str, str] = {
     "memorization": "wsml.analysis.memorization:MemorizationCallback",  # paper Fig 1 / Table 1
+    "memorization_eval": "wsml.analysis.memorization:MemorizationEvalCallback",  # Table 1, eval-mode pass
     "modification": "wsml.analysis.modification:ModificationCallback",  # paper Fig 3 / Fig 4
 }
 

@@ -120,7 +120,8 @@ def cam_examples(run_dir: PathLike, rows: Sequence[int], split: str = "test", cl
 
 
 def cam_overlay_figure(runs: dict[str, PathLike], rows: Sequence[int], out: PathLike, split: str = "test",
-                       device: str = "auto", classes: str = "gt") -> Path:
+                       device: str = "auto", classes: str = "gt",
+                       title: str = "CAM (Table 4 / appendix Fig 1)") -> Path:
     """Figure: one line per (image, class), the image then each run's CAM of that class (★ = maximum, white
     when it hits a box of the class). ``classes``: "gt" (every ground-truth class of each image) or
     "predicted" (the first run's top-1 class of each image, shown for every run)."""
@@ -142,4 +143,4 @@ def cam_overlay_figure(runs: dict[str, PathLike], rows: Sequence[int], out: Path
         items.append({"image": load_image(index[split], ex["row"], index.root),
                       "label": f"{split} row {ex['row']}: {ex['class_name']}{tag}", "boxes": ex["boxes"],
                       "cams": {name: (exs[k]["cam"], exs[k]["peak"], exs[k]["hit"]) for name, exs in per_run.items()}})
-    return plot_cam_overlays(items, out)
+    return plot_cam_overlays(items, out, title=title)

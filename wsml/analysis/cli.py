@@ -110,6 +110,7 @@ def analyze_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", default="gt", choices=["gt", "predicted"],
                    help="each image's ground-truth classes, or the first run's top-1 predicted class")
     s.add_argument("--out", default="cams.png")
+    s.add_argument("--title", default="CAM (Table 4 / appendix Fig 1)", help="figure title")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s = sub.add_parser("sweep", help="Fig 5/6: train METHODS × VALUES of one config key, plot test mAP")
     s.add_argument("config", nargs="?", help="base YAML config")
@@ -147,26 +148,29 @@ def _memorization(args: argparse.Namespace) -> int:
 
 
 def _precision(args: argparse.Namespace) -> int:
-    import numpy as np
+    from wsml.analysis.fig4 import fig4_verdict, group_runs, matched_count, plot_groups
+    from wsml.checkpoint import write_json
 
-    from wsml.analysis.plots import plot_precision
-    from wsml.analysis.runs import load_run
-
-    series, bases = {}, []
-    for d in args.runs:
-        r = load_run(d)
-        if "mod_precision" not in r.metrics:
-            raise ValueError(f"{d}: metrics.csv has no mod_* columns; train an LL loss with callbacks=[modification]")
-        cum = r.loss_name.lower() == "ll-cp"
-        prec = [100 * v for v in r.column("mod_cum_precision" if cum else "mod_precision")]
-        series[r.label] = (r.column("epoch"), prec)
-        bases += [100 * b for b in r.column("mod_base_rate") if b == b]
-        print(f"{r.label}: precision % per epoch " + ", ".join("–" if p != p else f"{p:.1f}" for p in prec)
-              + (" (accumulated)" if cum else ""))
-    base = float(np.mean(bases)) if bases else float("nan")
-    print(f"base rate (truly positive among unobserved): {base:.2f}%")
+    groups = group_runs(args.runs)
+    for key, runs in groups.items():
+        for r in runs:
+            print(f"{key} seed {r['seed']}: precision % per epoch "
+                  + ", ".join("–" if p != p else f"{p:.1f}" for p in r["precision"])
+                  + "; perfect ranker " + ", ".join("–" if p != p else f"{p:.1f}" for p in r["oracle"]))
+    bases = [b for runs in groups.values() for r in runs for b in r["base_rate"] if b == b]
+    print(f"base rate (truly positive among unobserved): {sum(bases) / len(bases) if bases else float('nan'):.2f}%")
+    verdict = fig4_verdict(groups)
+    for c in verdict["comparisons"].values():
+        print(c["text"])
     out = Path(args.out) if args.out else Path(args.runs[0]) / "analysis" / "precision.png"
-    print(f"wrote {plot_precision(series, out, base)}")
+    print(f"wrote {plot_groups(groups, out)}")
+    matched = matched_count(groups)
+    for m in matched:
+        print(f"matched count, seed {m['seed']}: LL-Cp epoch {m['ll_cp_epoch']} ({m['ll_cp_count']} entries) "
+              f"{m['ll_cp_precision']:.1f}% vs {m['method']} epoch {m['epoch']} ({m['count']}) {m['precision']:.1f}%")
+    write_json(out.with_suffix(".json"), {"runs": [str(d) for d in args.runs], "groups": groups, "verdict": verdict,
+                                          "matched_count": matched})
+    print(f"wrote {out.with_suffix('.json')}")
     return 0
 
 
@@ -202,7 +206,8 @@ def _cams(args: argparse.Namespace) -> int:
     names = args.names.split(",") if args.names else [load_run(d).loss_name for d in args.runs]
     if len(names) != len(args.runs) or len(set(names)) != len(names):
         raise ValueError(f"--names must give {len(args.runs)} distinct titles, got {names}")
-    png = cam_overlay_figure(dict(zip(names, args.runs)), args.rows, args.out, args.split, args.device, args.classes)
+    png = cam_overlay_figure(dict(zip(names, args.runs)), args.rows, args.out, args.split, args.device, args.classes,
+                             title=args.title)
     print(f"wrote {png}")
     return 0
 

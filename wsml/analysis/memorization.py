@@ -74,6 +74,9 @@ class MemorizationCallback:
     """
 
     name = "memorization"
+    prefix = "mem_loss_"  # metrics columns
+    curve_file = CURVE_FILE
+    entries_file = ENTRIES_FILE
 
     def __init__(self, bins_per_epoch: int = 4, track_entries: bool = True, max_history: int = 5_000_000):
         if bins_per_epoch < 1:
@@ -142,7 +145,7 @@ class MemorizationCallback:
         sums = np.stack([s for s, _ in self._batches])
         counts = np.stack([c for _, c in self._batches])
         tot_s, tot_c = sums.sum(0), counts.sum(0)
-        out = {f"mem_loss_{g}": safe_ratio(tot_s[k], tot_c[k]) for k, g in enumerate(GROUPS)}
+        out = {f"{self.prefix}{g}": safe_ratio(tot_s[k], tot_c[k]) for k, g in enumerate(GROUPS)}
         if self.run_dir is not None:
             self._write_curve(int(epoch), sums, counts)
         if self.track_entries and self._epoch_loss.size:
@@ -150,7 +153,7 @@ class MemorizationCallback:
         return out
 
     def _write_curve(self, epoch: int, sums: np.ndarray, counts: np.ndarray) -> None:
-        path = self.run_dir / CURVE_FILE
+        path = self.run_dir / self.curve_file
         parts = np.array_split(np.arange(len(sums)), min(self.bins_per_epoch, len(sums)))
         new = not path.exists() or epoch <= 1
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,8 +178,48 @@ class MemorizationCallback:
         if self.run_dir is not None:
             n = self._rows
             extra = {"history": np.stack([h[:n] for h in self._history])} if self._history else {}
-            np.savez_compressed(self.run_dir / ENTRIES_FILE, groups=self._groups[:n], peak_epoch=self._peak_epoch[:n],
+            np.savez_compressed(self.run_dir / self.entries_file, groups=self._groups[:n],
+                                peak_epoch=self._peak_epoch[:n],
                                 last_epoch=np.int64(epoch), **extra)
+
+
+class MemorizationEvalCallback(MemorizationCallback):
+    """The same measures from an extra eval-mode pass over the training split at each epoch's end.
+
+    ``memorization`` measures each entry's loss while its batch trains (train mode, model still changing
+    within the epoch); this one re-scores every training image with the epoch's final weights in eval mode
+    (no augmentation, BatchNorm running statistics), as a loss "at the end of epoch t" reads in Table 1.
+    Columns ``mem_eval_loss_*``; files ``memorization_eval_curve.csv`` / ``memorization_eval_entries.npz``.
+    Costs one forward pass over the training split per epoch.
+    """
+
+    name = "memorization_eval"
+    prefix = "mem_eval_loss_"
+    curve_file = "memorization_eval_curve.csv"
+    entries_file = "memorization_eval_entries.npz"
+
+    def on_batch_end(self, ctx: Any, batch: dict, logits: torch.Tensor, loss_fn: Any = None) -> None:
+        pass  # measured at the epoch's end instead
+
+    def on_epoch_end(self, ctx: Any, epoch: int) -> dict:
+        from wsml.builders import build_loader
+        from wsml.distributed import DistInfo
+
+        model = getattr(ctx.model, "module", ctx.model)
+        if getattr(ctx, "rank", 0) != 0 or ctx.index is None or "train" not in ctx.index.splits:
+            return {}
+        loader = build_loader(ctx.cfg, ctx.index, "train", DistInfo(), train=False,
+                              mean_std=getattr(model, "default_mean_std", None))
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for batch in loader:
+                    logits = model(batch["input"].to(ctx.device))
+                    super().on_batch_end(ctx, batch, logits, None)
+        finally:
+            model.train(was_training)
+        return super().on_epoch_end(ctx, epoch)
 
 
 def highest_loss_distribution(groups: np.ndarray, peak_epoch: np.ndarray, warmup_epochs: int = 1) -> dict:
@@ -225,9 +268,9 @@ def loss_peaks(positions: Sequence[float], curves: dict[str, Sequence[float]], w
     return out
 
 
-def load_entries(run_dir: str | Path) -> Optional[dict]:
-    """The arrays of ``memorization_entries.npz`` in a run folder, or None when it has none."""
-    p = Path(run_dir) / ENTRIES_FILE
+def load_entries(run_dir: str | Path, name: str = ENTRIES_FILE) -> Optional[dict]:
+    """The arrays of ``memorization_entries.npz`` (or ``name``) in a run folder, or None when it has none."""
+    p = Path(run_dir) / name
     if not p.exists():
         return None
     with np.load(p, allow_pickle=False) as z:
@@ -247,7 +290,7 @@ def load_curve(run_dir: str | Path) -> Optional[dict]:
     return out
 
 
-def epoch_curves(run_dir: str | Path) -> Optional[dict]:
+def epoch_curves(run_dir: str | Path, prefix: str = "mem_loss_") -> Optional[dict]:
     """Per-epoch group means from the run's metrics.csv: {'position': epochs, 'pos': [...], ...} or None."""
     from wsml.analysis.runs import read_metrics
 
@@ -255,20 +298,21 @@ def epoch_curves(run_dir: str | Path) -> Optional[dict]:
     if not p.exists():
         return None
     m = read_metrics(p)
-    if "mem_loss_fn" not in m:
+    if f"{prefix}fn" not in m:
         return None
-    return {"position": m["epoch"], **{g: m[f"mem_loss_{g}"] for g in GROUPS}}
+    return {"position": m["epoch"], **{g: m[f"{prefix}{g}"] for g in GROUPS}}
 
 
-def memorization_summary(run_dir: str | Path) -> dict:
+def memorization_summary(run_dir: str | Path, eval_mode: bool = False) -> dict:
     """Peaks of the per-epoch group losses after the warm-up (Fig 1) and the highest-loss distribution
-    (Table 1) of a run folder trained with the memorization callback."""
-    curve = epoch_curves(run_dir)
+    (Table 1) of a run folder trained with the memorization callback (``eval_mode``: memorization_eval's)."""
+    cb = MemorizationEvalCallback if eval_mode else MemorizationCallback
+    curve = epoch_curves(run_dir, cb.prefix)
     if curve is None:
-        raise FileNotFoundError(f"{run_dir}: metrics.csv has no mem_loss_* columns; train with "
-                                "callbacks=[memorization]")
+        raise FileNotFoundError(f"{run_dir}: metrics.csv has no {cb.prefix}* columns; train with "
+                                f"callbacks=[{cb.name}]")
     out = {"peaks": loss_peaks(curve["position"], {g: curve[g] for g in GROUPS})}
-    entries = load_entries(run_dir)
+    entries = load_entries(run_dir, cb.entries_file)
     if entries is not None:
         out["table1"] = highest_loss_distribution(entries["groups"], entries["peak_epoch"])
         out["epochs"] = int(entries["last_epoch"])

@@ -13,7 +13,11 @@ logs (into metrics.csv):
   them are truly positive, and their ratio (the paper's precision for LL-R and LL-Ct);
 * ``mod_cum_count`` / ``mod_cum_precision`` — the same over all entries modified in any epoch so far
   (the paper's accumulated precision for LL-Cp);
-* ``mod_base_rate`` — truly positive / unobserved entries among the rows seen in the epoch.
+* ``mod_base_rate`` — truly positive / unobserved entries among the rows seen in the epoch;
+* ``mod_oracle_precision`` / ``mod_cum_oracle_precision`` — the precision a perfect ranker would get if it
+  modified as many entries as the method did: min(1, #false negatives / #modified). A method's precision
+  below 1 is only a ranking error where this reference is 1; above the count of false negatives even a
+  perfect ranker must modify true negatives.
 
 It also saves every (epoch, row, class, truth) it saw to ``modifications.npz`` in the run folder.
 Precisions are fractions in [0, 1]; NaN when nothing was modified.
@@ -69,6 +73,14 @@ def missing_positive_rate(observed: Any, full: Any) -> tuple[int, int]:
         raise ValueError(f"missing_positive_rate: observed {obs.shape} and full {fl.shape} differ in shape")
     unobs = obs == UNOBS
     return int(unobs.sum()), int((unobs & (fl == 1)).sum())
+
+
+def oracle_precision(n_false_negatives: int, n_selected: int) -> float:
+    """Precision of a perfect ranker that modifies ``n_selected`` unobserved entries when ``n_false_negatives``
+    of them are truly positive: min(1, #FN / #selected); NaN when nothing is selected."""
+    if n_selected <= 0:
+        return float("nan")
+    return min(1.0, n_false_negatives / n_selected)
 
 
 class ModificationCallback:
@@ -136,7 +148,9 @@ class ModificationCallback:
         return {"mod_count": n, "mod_true": n_true, "mod_precision": safe_ratio(n_true, n),
                 "mod_cum_count": int(self._cum_keys.size),
                 "mod_cum_precision": safe_ratio(int(self._cum_true.sum()), self._cum_keys.size),
-                "mod_base_rate": safe_ratio(self._unobs[1], self._unobs[0])}
+                "mod_base_rate": safe_ratio(self._unobs[1], self._unobs[0]),
+                "mod_oracle_precision": oracle_precision(self._unobs[1], n),
+                "mod_cum_oracle_precision": oracle_precision(self._unobs[1], int(self._cum_keys.size))}
 
     def save(self, path: Union[str, Path]) -> None:
         """Write the modification log: arrays epoch, row, cls, truth (one entry per distinct pair and epoch)."""

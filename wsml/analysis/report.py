@@ -127,19 +127,22 @@ def _modification_section(doc: Document, runs: list[RunInfo], assets: Path) -> N
     doc.para("Among the unobserved entries an LL method modified (rejected or corrected), the % that are truly "
              "positive; per epoch for LL-R/LL-Ct, accumulated over epochs for LL-Cp (as in the paper). Base rate: "
              "the % of unobserved entries that are truly positive (what a random choice would get).")
-    series, bases, rows = {}, [], []
+    series, oracle, bases, rows = {}, {}, [], []
     for r in have:
         cum = r.loss_name.lower().replace("_", "-") == "ll-cp"
         col = "mod_cum_precision" if cum else "mod_precision"
         prec = [100 * v for v in r.column(col)]
         series[r.label + (" (accumulated)" if cum else "")] = (r.column("epoch"), prec)
+        oracle_col = r.column("mod_cum_oracle_precision" if cum else "mod_oracle_precision")
+        if oracle_col is not None:  # the perfect ranker's precision at the same count (dotted)
+            oracle[r.label + (" (accumulated)" if cum else "")] = (r.column("epoch"), [100 * v for v in oracle_col])
         base = np.asarray(r.column("mod_base_rate"), dtype=float)
         bases += list(base[~np.isnan(base)])
         for e, p, n in zip(r.column("epoch"), prec, r.column("mod_cum_count" if cum else "mod_count")):
             if not math.isnan(n) and n > 0:
                 rows.append([r.path.name, int(e), int(n), p])
     base_rate = 100 * float(np.mean(bases)) if bases else None
-    png = plot_precision(series, assets / "precision.png", base_rate)
+    png = plot_precision(series, assets / "precision.png", base_rate, oracle=oracle)
     doc.image(png, "Precision of modification per epoch")
     doc.table(["run", "epoch", "modified", "precision %"], rows)
     if base_rate is not None:

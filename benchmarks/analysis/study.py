@@ -1,0 +1,128 @@
+"""Helpers of the issue-15 study (benchmarks/analysis/study.sh, benchmarks/analysis/Makefile).
+
+  python benchmarks/analysis/study.py choose-delta runs/study/scratch/delta   # Δrel with the best val mAP
+  python benchmarks/analysis/study.py peaks runs/study/scratch/main           # Naive AN: best val epoch / budget
+  python benchmarks/analysis/study.py summarize runs/study [--results DIR]    # per-seed files, figures, verdicts
+
+``summarize`` writes, under --results (default benchmarks/analysis/results/study): ``runs.csv`` (one row per
+finished run: every per-seed number the means are derived from, with its wall time), ``memorization.json``
+(Fig 1 / Table 1 per seed), ``fig*_<regime>.png`` and ``verdicts.md`` (ONE table, a column per regime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+from wsml.analysis.stats import fmt_mean_sd
+from wsml.analysis.study import NAMES, REGIMES, collect, verdict_table
+
+DEFAULT_DELTA = 2.0
+
+
+def _delta_of(run_dir: Path) -> float:
+    return float(yaml.safe_load((run_dir / "config.yaml").read_text()).get("loss", {}).get("delta_rel"))
+
+
+def choose_delta(folder: Path) -> float:
+    """The Δrel of the LL-Ct run with the best mean val mAP over seeds in ``folder`` (DEFAULT_DELTA if none)."""
+    by_d: dict[float, list[float]] = {}
+    for summ in folder.glob("*/summary.json"):
+        by_d.setdefault(_delta_of(summ.parent), []).append(json.loads(summ.read_text())["val_map"])
+    if not by_d:
+        return DEFAULT_DELTA
+    return max(by_d, key=lambda d: sum(by_d[d]) / len(by_d[d]))
+
+
+def peaks(folder: Path) -> None:
+    """Print each Naive AN run's best val epoch against its budget: the budget covers AN's peak when best < last."""
+    for summ in sorted(folder.glob("an-s*/summary.json")):
+        s = json.loads(summ.read_text())
+        epochs = yaml.safe_load((summ.parent / "config.yaml").read_text())["train"]["epochs"]
+        verdict = "peaked inside the budget" if s["best_epoch"] < epochs else "NOT peaked: raise EPOCHS"
+        print(f"{summ.parent.name}: best val epoch {s['best_epoch']} of {epochs} ({verdict}); val mAP "
+              f"{s['val_map']:.2f}, test mAP {s.get('test_map', float('nan')):.2f}, wall {s.get('wall_time_s')} s")
+
+
+def write_runs_csv(recs: list[dict], path: Path, command: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(recs[0]) if recs else ["regime"]
+    with path.open("w", newline="") as f:
+        f.write(f"# {command}\n")
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(recs)
+
+
+def mean_table(recs: list[dict]) -> list[str]:
+    """Mean ± sd of the main runs' test mAP, Pointing Game, best epoch and wall time per regime and method."""
+    lines = ["| regime | method | test mAP | Pointing Game % | best val epoch / epochs | wall time per run (s) |",
+             "|---|---|---|---|---|---|"]
+    for reg in sorted({r["regime"] for r in recs}):
+        for m, name in NAMES.items():
+            rs = [r for r in recs if r["regime"] == reg and r["group"] == "main" and r["method"] == m]
+            if not rs:
+                continue
+            col = {k: [r[k] for r in rs if r[k] is not None] for k in ("test_map", "pointing_game", "best_epoch",
+                                                                          "wall_time_s")}
+            lines.append(f"| {reg} | {name} | {fmt_mean_sd(col['test_map'])} | {fmt_mean_sd(col['pointing_game'])} "
+                         f"| {fmt_mean_sd(col['best_epoch'], 1)} / {rs[0]['epochs']} | "
+                         f"{fmt_mean_sd(col['wall_time_s'], 0)} |")
+    return lines
+
+
+def summarize(root: Path, results: Path, command: str) -> None:
+    from wsml.analysis.memorization import memorization_summary
+    from wsml.analysis.study_plots import regime_figures
+
+    recs = collect(root)
+    write_runs_csv(recs, results / "runs.csv", command)
+    mem = {}
+    for r in recs:
+        if r["method"] == "an" and r["group"] in ("main", "table1"):
+            d = root / r["regime"] / r["group"] / r["run"]
+            for mode in (False, True):
+                try:
+                    mem[f"{r['regime']}/{r['group']}/{r['run']}" + (" eval" if mode else "")] = \
+                        memorization_summary(d, eval_mode=mode)
+                except FileNotFoundError:
+                    pass
+    (results / "memorization.json").write_text(json.dumps({"command": command, "runs": mem}, indent=1))
+    figs = [p for reg in sorted({r["regime"] for r in recs}) for p in regime_figures(root, reg, recs, results)]
+    text = ["# The paper's findings on the Fashion-MNIST mosaics: verdicts", "",
+            f"Made by `{command}` from {len(recs)} finished runs under `{root}` (per-seed numbers: `runs.csv`, "
+            "`memorization.json`). Each verdict is a paired t-test over training seeds (p < 0.05), otherwise "
+            "\"within noise\"; \"untested (n=1)\" with one seed.", "", verdict_table(root, recs), "",
+            "## Main runs, mean ± sd over seeds", ""] + mean_table(recs) + \
+        ["", "Figures: " + ", ".join(f"`{p.name}`" for p in figs), ""]
+    (results / "verdicts.md").write_text("\n".join(text))
+    print(f"wrote {results / 'verdicts.md'}, {results / 'runs.csv'}, {results / 'memorization.json'} and "
+          f"{len(figs)} figures ({', '.join(REGIMES)} columns)")
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="study.py")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("choose-delta").add_argument("folder", type=Path)
+    sub.add_parser("peaks").add_argument("folder", type=Path)
+    s = sub.add_parser("summarize")
+    s.add_argument("root", type=Path)
+    s.add_argument("--results", type=Path, default=Path("benchmarks/analysis/results/study"))
+    a = p.parse_args(argv)
+    if a.cmd == "choose-delta":
+        print(f"{choose_delta(a.folder):g}")
+    elif a.cmd == "peaks":
+        peaks(a.folder)
+    else:
+        summarize(a.root, a.results, "python benchmarks/analysis/study.py " + " ".join(shlex.quote(x) for x in argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,140 @@
+"""The study's statistics, Fig 4 by the paper's definition, the verdict table and the study's plots (issue 15)."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from wsml.analysis import fig4, stats, study
+from wsml.analysis.modification import oracle_precision
+
+
+def test_paired_compare_by_hand():
+    a, b = {0: 11.0, 1: 12.0, 2: 13.0}, {0: 10.0, 1: 10.0, 2: 10.0}
+    c = stats.paired_compare(a, b, "LL", "AN")
+    # differences 1, 2, 3: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.464 with 2 df -> two-sided p = 0.0742
+    assert (c["n"], c["diff_mean"], c["diff_sd"]) == (3, 2.0, 1.0)
+    assert c["p"] == pytest.approx(0.0742, abs=1e-3) and c["wording"] == "within noise"
+    c = stats.paired_compare({0: 12.0, 1: 12.1, 2: 12.2}, {0: 10.0, 1: 10.05, 2: 10.2}, "LL", "AN")
+    assert c["p"] < 0.05 and c["wording"] == "LL > AN"
+    assert stats.paired_compare({0: 1.0}, {0: 2.0})["wording"] == "untested (n=1)"
+    assert stats.paired_compare({0: 1.0}, {1: 2.0})["wording"] == "not run yet"  # no common seed
+    assert stats.fmt_mean_sd([1.0, 3.0]) == "2.00 ± 1.41 (n=2)" and stats.fmt_mean_sd([]) == "–"
+    assert "p = 0.0742" in stats.describe(stats.paired_compare(a, b, "LL", "AN"), "LL", "AN")
+
+
+def test_oracle_precision():
+    assert oracle_precision(30, 10) == 1.0  # fewer picks than false negatives: a perfect ranker is always right
+    assert oracle_precision(30, 60) == 0.5 and math.isnan(oracle_precision(30, 0))
+
+
+def _fake_run(d, loss, seed, metrics=None, summary=None, delta=2.0, frac=None):
+    d.mkdir(parents=True)
+    cfg = {"loss": {"name": loss, "delta_rel": delta}, "train": {"seed": seed, "epochs": 3, "batch_size": 32},
+           "data": {"path": "nowhere", "options": {"train_frac": frac} if frac else {}}}
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if metrics:
+        with (d / "metrics.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(list(metrics))
+            w.writerows(zip(*metrics.values()))
+    if summary:
+        (d / "summary.json").write_text(json.dumps(summary))
+    return d
+
+
+def _mod_metrics(prec, cum):
+    return {"epoch": [1, 2, 3], "mod_count": [0, 10, 20], "mod_precision": ["nan"] + prec,
+            "mod_oracle_precision": ["nan", 1.0, 0.75], "mod_cum_count": [0, 10, 25],
+            "mod_cum_precision": ["nan"] + cum, "mod_cum_oracle_precision": ["nan", 1.0, 0.6],
+            "mod_base_rate": [0.15, 0.15, 0.15]}
+
+
+def test_fig4_equal_delta_accumulated_ll_cp(tmp_path):
+    runs = []
+    for seed, (r, ct, cp) in enumerate([(0.80, 0.78, 0.70), (0.82, 0.79, 0.71), (0.81, 0.80, 0.69)]):
+        runs.append(_fake_run(tmp_path / f"r{seed}", "ll-r", seed, _mod_metrics([r, r - 0.1], [0.1, 0.1])))
+        runs.append(_fake_run(tmp_path / f"ct{seed}", "ll-ct", seed, _mod_metrics([ct, ct - 0.1], [0.1, 0.1])))
+        runs.append(_fake_run(tmp_path / f"cp{seed}", "ll-cp", seed, _mod_metrics([0.99, 0.99], [cp, cp - 0.1])))
+    groups = fig4.group_runs(runs)
+    assert set(groups) == {"LL-R Δrel=2.0", "LL-Ct Δrel=2.0", "LL-Cp Δrel=2.0 (accumulated)"}
+    cp = groups["LL-Cp Δrel=2.0 (accumulated)"][0]
+    assert cp["precision"][1:] == pytest.approx([70.0, 60.0])  # the accumulated column, not the per-epoch one
+    assert cp["oracle"][1:] == pytest.approx([100.0, 60.0])
+    assert fig4.seed_means(groups["LL-R Δrel=2.0"]) == pytest.approx({0: 75.0, 1: 77.0, 2: 76.0})
+    v = fig4.fig4_verdict(groups)
+    assert v["holds"] == "no" and len(v["comparisons"]) == 2  # LL-Cp lowest at equal Δrel
+    m = [x for x in fig4.matched_count(groups) if x["seed"] == 0 and x["method"] == "LL-R"]
+    # LL-Cp's accumulated counts 10, 25 vs LL-R's per-epoch counts 10, 20: matched to epochs 2 and 3
+    assert [(x["ll_cp_count"], x["epoch"], x["count"]) for x in m] == [(10, 2, 10), (25, 3, 20)]
+    assert m[1]["ll_cp_precision"] == pytest.approx(60.0) and m[1]["precision"] == pytest.approx(70.0)
+    png = fig4.plot_groups(groups, tmp_path / "fig4.png")
+    assert png.stat().st_size > 1000
+
+
+def test_verdict_table_fills_what_exists(tmp_path):
+    root = tmp_path / "study"
+    for seed, (an, llr, pg_an, pg_r) in enumerate([(70.0, 75.0, 90.0, 92.0), (71.0, 75.5, 91.0, 91.5),
+                                                   (70.5, 76.0, 90.5, 93.0)]):
+        for m, v, pg in (("an", an, pg_an), ("ll-r", llr, pg_r)):
+            d = _fake_run(root / "scratch" / "main" / f"{m}-s{seed}", m, seed,
+                          summary={"test_map": v, "val_map": v, "best_epoch": 2, "wall_time_s": 1.0})
+            (d / "analysis").mkdir()
+            (d / "analysis" / "pointing_game.json").write_text(json.dumps({"score": pg}))
+    recs = study.collect(root)
+    assert len(recs) == 6 and {r["steps"] for r in recs} == {None}  # data set not found: steps unknown
+    v = study.regime_verdicts(root, "scratch", recs)
+    assert v["map"]["verdict"] == "yes" and "LL-R − Naive AN = +5.00 ± 0.50 mAP" in v["map"]["evidence"]
+    assert v["pointing"]["verdict"] == "within noise"  # +1.67 ± 1.04 over 3 seeds: p > 0.05
+    assert v["fig5"] == study.NOT_RUN and v["table1"] == study.NOT_RUN
+    table = study.verdict_table(root, recs)
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(study.FINDINGS) and all(line.count("|") == 4 for line in lines)
+    assert lines[2].endswith("| not run yet |")  # the pretrained column is empty
+    assert np.isclose(study.mean_sd([r["test_map"] for r in recs if r["method"] == "an"])[0], 70.5)
+
+
+def _rec(method, seed, value, group="main", **kw):
+    r = {"method": method, "seed": seed, "test_map": value, "group": group, "train_frac": 1.0, "delta_rel": None,
+         "observed_labels": None, "steps": None}
+    r.update(kw)
+    return r
+
+
+def test_fig5_interior_best_and_fig6_in_labels():
+    recs = [_rec("ll-ct", s, v + s * 0.1, "delta", delta_rel=d) for s in range(3)
+            for d, v in ((0.5, 70.0), (1.0, 75.0), (2.0, 74.0), (8.0, 60.0))]
+    v = study.verdict_fig5(recs)
+    assert v["verdict"] == "yes" and v["evidence"].startswith("best Δrel 1 ")
+    assert study.verdict_fig5(recs[:2])["verdict"] == "not run yet"
+    recs = [_rec("ll-ct", s, 80.0 + s, observed_labels=4800, steps=4500) for s in range(3)]
+    recs += [_rec("full", s, 70.0 + 0.5 * s, "frac", train_frac=0.125, observed_labels=6000, steps=570)
+             for s in range(3)]
+    v = study.verdict_fig6(recs)
+    assert v["verdict"] == "yes" and "4800 labels, 4500 steps" in v["evidence"] and "6000 labels, 570 steps" in \
+        v["evidence"]
+
+
+def test_study_plots_one_scale_colour_bar_log_axis(tmp_path, monkeypatch):
+    from wsml.analysis import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out, layout=True: figs.append(fig) or out)
+    cam = np.arange(64, dtype=float).reshape(8, 8)
+    items = [{"image": np.zeros((8, 8)), "label": "r0", "boxes": [[0, 0, 4, 4]],
+              "cams": {"AN": (cam, (7, 7), False), "LL-Ct": (2 * cam, (0, 0), True)}}]
+    plots.plot_cam_overlays(items, tmp_path / "c.png", title="CAMs")
+    fig = figs[-1]
+    ims = [im for ax in fig.axes for im in ax.get_images() if im.get_alpha() == 0.45]
+    assert {im.get_clim() for im in ims} == {(0.0, 126.0)}  # one colour scale over every map
+    assert len(fig.axes) == 3 + 1 and fig.legends  # image + 2 CAMs + the colour bar; hit/miss legend
+    assert all(not line.get_clip_on() for ax in fig.axes[1:3] for line in ax.get_lines())  # markers never clipped
+    plots.plot_seed_lines({"LL-Ct": {0.5: [70, 71], 2.0: [75, 76, 74]}}, tmp_path / "s.png", "Δrel", "Fig 5 — x",
+                          xlog=True, levels={"Naive AN": [72.0, 73.0]})
+    ax = figs[-1].axes[0]
+    assert ax.get_xscale() == "log" and ax.get_title() == "Fig 5 — x"
+    assert any(t.get_text().startswith("Naive AN 72.50 ± 0.71") for t in ax.get_legend().get_texts())
+    assert len(ax.containers) == 1  # error bars

@@ -1,0 +1,132 @@
+"""Fig 4 by the paper's definition: precision of modification of LL-R / LL-Ct / LL-Cp at one Δrel.
+
+The paper plots, per epoch, the precision of the entries modified in that epoch for LL-R and LL-Ct and the
+*accumulated* precision (every entry modified so far) for LL-Cp, all at the same Δrel. Runs of the same method
+and Δrel with different seeds form one group: the figure shows its mean with the min–max spread, and the
+verdict "LL-Cp has the highest precision" is a paired test over seeds of the per-seed mean precision over
+epochs 2.. (epoch 1 is the warm-up, nothing is modified). Beside each method: the precision of a perfect
+ranker that modifies as many entries (``mod_oracle_precision``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+
+from wsml.analysis.runs import load_run
+from wsml.analysis.stats import describe, paired_compare
+
+PathLike = Union[str, Path]
+NAMES = {"ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp"}
+
+
+def run_precision(run_dir: PathLike) -> dict:
+    """One LL run's Fig 4 series: method, Δrel, seed, epochs, precision % (accumulated for LL-Cp),
+    perfect-ranker precision % and the number of entries counted per epoch."""
+    r = load_run(run_dir)
+    if "mod_precision" not in r.metrics:
+        raise ValueError(f"{run_dir}: metrics.csv has no mod_* columns; train an LL loss with callbacks=[modification]")
+    loss = r.config.get("loss", {})
+    method = str(loss.get("name", "?")).lower()
+    cum = method == "ll-cp"
+    pre = "mod_cum_" if cum else "mod_"
+    oracle = r.column(pre + "oracle_precision") or [math.nan] * len(r.column("epoch"))
+    return {"method": method, "delta_rel": loss.get("delta_rel"), "accumulated": cum,
+            "seed": int(r.config.get("train", {}).get("seed", 0)), "epochs": [int(e) for e in r.column("epoch")],
+            "precision": [100 * v for v in r.column(pre + "precision")], "oracle": [100 * v for v in oracle],
+            "count": r.column(pre + "count"), "base_rate": [100 * v for v in r.column("mod_base_rate")]}
+
+
+def group_key(p: dict) -> str:
+    """The plot label of a run's group: method, Δrel and '(accumulated)' for LL-Cp."""
+    name = NAMES.get(p["method"], p["method"])
+    return f"{name} Δrel={p['delta_rel']}" + (" (accumulated)" if p["accumulated"] else "")
+
+
+def group_runs(run_dirs: Sequence[PathLike], skip_missing: bool = False) -> dict[str, list[dict]]:
+    """Fig 4 series of several runs grouped by method and Δrel (the seeds of one group side by side);
+    ``skip_missing``: leave out runs without the modification log instead of raising."""
+    groups: dict[str, list[dict]] = {}
+    for d in run_dirs:
+        try:
+            p = run_precision(d)
+        except (FileNotFoundError, ValueError):
+            if skip_missing:
+                continue
+            raise
+        groups.setdefault(group_key(p), []).append(p)
+    return groups
+
+
+def _matrix(runs: list[dict], key: str) -> np.ndarray:
+    n = max(len(r[key]) for r in runs)
+    return np.array([list(r[key]) + [math.nan] * (n - len(r[key])) for r in runs], dtype=float)
+
+
+def seed_means(runs: list[dict], first_epoch: int = 2) -> dict[int, float]:
+    """Per seed: mean precision % over epochs >= first_epoch (the verdict's per-seed value)."""
+    out = {}
+    for r in runs:
+        v = [p for e, p in zip(r["epochs"], r["precision"]) if e >= first_epoch and not math.isnan(p)]
+        if v:
+            out[r["seed"]] = float(np.mean(v))
+    return out
+
+
+def fig4_verdict(groups: dict[str, list[dict]]) -> dict:
+    """Does LL-Cp (accumulated) have the highest precision at equal Δrel? Paired tests vs LL-R and LL-Ct."""
+    out: dict = {"comparisons": {}, "holds": None}
+    for cp_key, cp_runs in groups.items():
+        if not cp_runs[0]["accumulated"]:
+            continue
+        d = cp_runs[0]["delta_rel"]
+        for key, runs in groups.items():
+            if runs[0]["accumulated"] or runs[0]["delta_rel"] != d:
+                continue
+            c = paired_compare(seed_means(cp_runs), seed_means(runs), "LL-Cp", NAMES.get(runs[0]["method"], "?"))
+            c["text"] = describe(c, cp_key, key, " pp")
+            out["comparisons"][f"{cp_key} vs {key}"] = c
+    words = [c["wording"] for c in out["comparisons"].values()]
+    if words:
+        out["holds"] = ("yes" if all(w.startswith("LL-Cp >") for w in words)
+                        else "no" if any(w.startswith("LL-Cp <") for w in words) else "within noise")
+    return out
+
+
+def matched_count(groups: dict[str, list[dict]]) -> list[dict]:
+    """The optional matched-count comparison: for each epoch of LL-Cp (accumulated count n), the epoch of LL-R /
+    LL-Ct at the same Δrel and seed whose per-epoch count is closest to n, with both precisions (%)."""
+    out = []
+    cps = [r for runs in groups.values() for r in runs if r["accumulated"]]
+    others = [r for runs in groups.values() for r in runs if not r["accumulated"]]
+    for cp in cps:
+        for o in (o for o in others if o["delta_rel"] == cp["delta_rel"] and o["seed"] == cp["seed"]):
+            pairs = [(i, n) for i, n in enumerate(o["count"]) if n == n and n > 0]
+            for e, n, p in zip(cp["epochs"], cp["count"], cp["precision"]):
+                if not pairs or not n == n or n <= 0:
+                    continue
+                j, m = min(pairs, key=lambda t: abs(t[1] - n))
+                out.append({"seed": cp["seed"], "method": NAMES.get(o["method"], o["method"]), "ll_cp_epoch": e,
+                            "ll_cp_count": int(n), "ll_cp_precision": p, "epoch": o["epochs"][j], "count": int(m),
+                            "precision": o["precision"][j]})
+    return out
+
+
+def plot_groups(groups: dict[str, list[dict]], out: PathLike, title: str = "") -> Path:
+    """Mean over seeds with the min–max band; a dotted perfect-ranker line of the same colour per group."""
+    from wsml.analysis.plots import plot_precision
+
+    series, oracle, base = {}, {}, []
+    for key, runs in groups.items():
+        x = max((r["epochs"] for r in runs), key=len)
+        series[f"{key}, {len(runs)} seed(s)"] = (x, _matrix(runs, "precision"))
+        o = _matrix(runs, "oracle")
+        n = (~np.isnan(o)).sum(0)
+        oracle[f"{key}, {len(runs)} seed(s)"] = (x, np.where(n > 0, np.nansum(o, 0) / np.maximum(n, 1), np.nan))
+        base += [b for r in runs for b in r["base_rate"] if not math.isnan(b)]
+    return plot_precision(series, out, float(np.mean(base)) if base else None,
+                          title=title or "Fig 4: precision of modification (mean, min–max over seeds)",
+                          oracle=oracle)

@@ -1,0 +1,265 @@
+"""The multi-seed study of the paper's findings: per-seed records of finished runs and one verdict table.
+
+Layout (what ``benchmarks/analysis/study.sh`` trains): ``<root>/<regime>/<group>/<name>-s<seed>/``, a run
+folder of ``wsml train``. Regimes: ``scratch`` (small CNN from scratch, long budget), ``scratch-short``
+(the 8-epoch budget), ``pretrained`` (ImageNet EfficientNet-Lite0 fine-tuned end to end). Groups:
+``main`` (Full / AN / LL-R / LL-Ct / LL-Cp: Table 2 mAP, Fig 1, Fig 4, Table 4), ``table1`` (Naive AN at the
+paper's 10 epochs), ``delta`` (LL-Ct vs Δrel, Fig 5) and ``frac`` (fractions of the training images, Fig 6).
+Each verdict is a paired comparison over seeds (``wsml.analysis.stats``) with its evidence and its noise;
+a verdict whose runs do not exist reads "not run yet".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from wsml.analysis.stats import describe, fmt_mean_sd, mean_sd, paired_compare
+
+PathLike = Union[str, Path]
+REGIMES = {"scratch": "from scratch (small CNN, long budget)",
+           "pretrained": "pretrained end to end (EfficientNet-Lite0)"}
+NAMES = {"an": "Naive AN", "ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp", "full": "Full label"}
+NOT_RUN = {"verdict": "not run yet", "evidence": "–", "noise": "–"}
+
+
+def _obs_count(run_dir: Path, data_path: str, cache: dict) -> tuple[Optional[int], Optional[int]]:
+    """(training images, observed training labels) of the data set a run trained on (cached per data path)."""
+    from wsml.analysis.qualitative import load_run_index
+    from wsml.labels import UNOBS
+
+    if data_path not in cache:
+        try:
+            index = load_run_index(run_dir)
+        except (FileNotFoundError, ValueError):
+            return None, None
+        obs = index["train"].observed
+        dense = obs.to_dense() if hasattr(obs, "to_dense") else np.asarray(obs)
+        cache[data_path] = (len(index["train"]), int((dense != UNOBS).sum()))
+    return cache[data_path]
+
+
+def run_record(run_dir: PathLike, regime: str, group: str, cache: Optional[dict] = None) -> dict:
+    """One finished run as a flat record: method, seed, Δrel, train_frac, epochs, optimisation steps,
+    observed labels, best epoch, val/test mAP, Pointing Game (when analysed) and wall time."""
+    from wsml.config import read_yaml
+
+    d = Path(run_dir)
+    s = json.loads((d / "summary.json").read_text())
+    cfg = read_yaml(d / "config.yaml") if (d / "config.yaml").is_file() else {}
+    tr, loss = cfg.get("train", {}), cfg.get("loss", {})
+    n_img, n_obs = _obs_count(d, str(cfg.get("data", {}).get("path", "")), {} if cache is None else cache)
+    bs, epochs = int(tr.get("batch_size", 32)), int(tr.get("epochs", 0))
+    pg = d / "analysis" / "pointing_game.json"
+    return {"regime": regime, "group": group, "run": d.name, "method": str(loss.get("name", "?")),
+            "seed": int(tr.get("seed", 0)), "delta_rel": loss.get("delta_rel"),
+            "train_frac": cfg.get("data", {}).get("options", {}).get("train_frac", 1.0), "epochs": epochs,
+            "train_images": n_img, "observed_labels": n_obs,
+            "steps": epochs * math.ceil(n_img / bs) if n_img else None, "best_epoch": s.get("best_epoch"),
+            "val_map": s.get("val_map"), "test_map": s.get("test_map"), "wall_time_s": s.get("wall_time_s"),
+            "pointing_game": json.loads(pg.read_text())["score"] if pg.is_file() else None}
+
+
+def collect(root: PathLike) -> list[dict]:
+    """Records of every finished run (summary.json present) under ``root/<regime>/<group>/``."""
+    out, cache = [], {}
+    for summ in sorted(Path(root).glob("*/*/*/summary.json")):
+        d = summ.parent
+        out.append(run_record(d, d.parent.parent.name, d.parent.name, cache))
+    return out
+
+
+def _by_seed(recs: list[dict], key: str, **match: Any) -> dict[int, float]:
+    return {r["seed"]: float(r[key]) for r in recs if r.get(key) is not None
+            and all(r.get(k) == v for k, v in match.items())}
+
+
+def _compare_rows(recs: list[dict], key: str, a_list: list[str], b: str, unit: str, **match: Any) -> dict:
+    """Verdict from paired comparisons of several methods against one (each LL method vs Naive AN)."""
+    base = _by_seed(recs, key, method=b, **match)
+    cmps = {a: paired_compare(_by_seed(recs, key, method=a, **match), base, NAMES[a], NAMES[b]) for a in a_list}
+    cmps = {a: c for a, c in cmps.items() if c["n"]}
+    if not cmps:
+        return dict(NOT_RUN)
+    words = [c["wording"] for c in cmps.values()]
+    verdict = ("yes" if all(" > " in w for w in words) else "no" if all(" < " in w for w in words)
+               else "partly" if any(" > " in w for w in words) else "within noise")
+    noise = "; ".join(f"{NAMES[m]} {fmt_mean_sd(list(_by_seed(recs, key, method=m, **match).values()))}"
+                      for m in [b] + list(cmps))
+    return {"verdict": verdict, "evidence": "; ".join(describe(c, NAMES[a], NAMES[b], unit) for a, c in cmps.items()),
+            "noise": noise}
+
+
+def verdict_map(recs: list[dict]) -> dict:
+    """Table 2 of the paper: LL-R / LL-Ct / LL-Cp beat Naive AN in test mAP (best-val epoch)."""
+    return _compare_rows([r for r in recs if r["group"] == "main"], "test_map", ["ll-r", "ll-ct", "ll-cp"], "an",
+                         " mAP")
+
+
+def verdict_pointing(recs: list[dict]) -> dict:
+    """Table 4: LL methods point better than Naive AN (Pointing Game %)."""
+    return _compare_rows([r for r in recs if r["group"] == "main"], "pointing_game", ["ll-r", "ll-ct", "ll-cp"],
+                         "an", " pp")
+
+
+def verdict_fig1(runs: list[Path]) -> dict:
+    """Fig 1: under Naive AN the false negatives' loss rises after the warm-up, then falls towards 0."""
+    from wsml.analysis.memorization import memorization_summary
+
+    fn = []
+    for d in runs:
+        try:
+            fn.append(memorization_summary(d)["peaks"]["fn"])
+        except (FileNotFoundError, KeyError):
+            continue
+    if not fn:
+        return dict(NOT_RUN)
+    rtf = sum(p["rises_then_falls"] for p in fn)
+    below = sum(p["final_loss"] < p["start_loss"] for p in fn)
+    near0 = sum(p["final_loss"] < 0.25 * p["peak_loss"] for p in fn)
+    verdict = ("yes" if near0 == len(fn) else "partly" if rtf == len(fn) else "no" if rtf == 0 else "mixed over seeds")
+    ev = (f"FN loss rises then falls in {rtf}/{len(fn)} seeds; final below its epoch-2 value in {below}/{len(fn)}; "
+          f"final < 25 % of the peak in {near0}/{len(fn)}; peak epoch {fmt_mean_sd([p['peak_at'] for p in fn], 1)}")
+    noise = ", ".join(f"{k} {fmt_mean_sd([p[key] for p in fn], 3)}" for k, key in
+                      (("epoch-2", "start_loss"), ("peak", "peak_loss"), ("final", "final_loss")))
+    return {"verdict": verdict, "evidence": ev, "noise": noise}
+
+
+def verdict_table1(runs: list[Path]) -> dict:
+    """Table 1: TN and observed positives have their highest loss in epoch 1, false negatives later.
+    Reported in train mode (loss while the batch trains) and, when logged, in eval mode (epoch-end pass)."""
+    from wsml.analysis.memorization import memorization_summary
+
+    parts, verdict = [], None
+    for mode in (False, True):
+        t, epochs = [], set()
+        for d in runs:
+            try:
+                summ = memorization_summary(d, eval_mode=mode)
+            except FileNotFoundError:
+                continue
+            if "table1" in summ:
+                t.append(summ["table1"])
+                epochs.add(summ.get("epochs"))
+        if not t:
+            continue
+        w = {g: [x[g]["warmup_pct"] for x in t] for g in ("pos", "tn", "fn")}
+        m = {g: mean_sd(v)[0] for g, v in w.items()}
+        v = ("yes" if m["tn"] > 50 and m["pos"] > 50 and m["fn"] < 50 else
+             "partly" if m["fn"] < min(m["tn"], m["pos"]) else "no")
+        verdict = verdict or v
+        parts.append(f"{'eval-mode pass' if mode else 'during training'} ({len(t)} seed(s), "
+                     f"{'/'.join(str(e) for e in sorted(epochs))} epochs): highest loss in epoch 1 for "
+                     + ", ".join(f"{g} {fmt_mean_sd(w[g], 1)} %" for g in ("pos", "tn", "fn")) + f" → {v}")
+    if not parts:
+        return dict(NOT_RUN)
+    return {"verdict": verdict, "evidence": "; ".join(parts), "noise": "sd over seeds in each cell"}
+
+
+def verdict_fig4(runs: list[Path]) -> dict:
+    """Fig 4: LL-Cp (accumulated) has the highest precision of modification at one Δrel."""
+    from wsml.analysis.fig4 import fig4_verdict, group_runs
+
+    if not runs:
+        return dict(NOT_RUN)
+    v = fig4_verdict(group_runs(runs, skip_missing=True))
+    if v["holds"] is None:
+        return dict(NOT_RUN)
+    texts = [c["text"] for c in v["comparisons"].values()]
+    return {"verdict": v["holds"], "evidence": "; ".join(texts),
+            "noise": "per-seed mean precision over epochs ≥ 2, paired over seeds"}
+
+
+def verdict_fig5(recs: list[dict]) -> dict:
+    """Fig 5: LL-Ct's mAP has an interior best Δrel (too small memorizes, too large corrects wrongly)."""
+    rs = [r for r in recs if r["group"] == "delta" and r["method"] == "ll-ct"]
+    values = sorted({float(r["delta_rel"]) for r in rs})
+    if len(values) < 3:
+        return dict(NOT_RUN)
+    per = {v: _by_seed(rs, "test_map", delta_rel=v) for v in values}
+    best = max(values, key=lambda v: mean_sd(list(per[v].values()))[0])
+    cmps = [paired_compare(per[best], per[v], f"Δrel {best:g}", f"Δrel {v:g}") for v in values if v != best]
+    interior = values[0] < best < values[-1]
+    ends = [paired_compare(per[best], per[v], "", "") for v in (values[0], values[-1]) if v != best]
+    verdict = ("yes" if interior and all(" > " in c["wording"] for c in ends) else
+               "partly" if interior else "no")
+    ev = (f"best Δrel {best:g} (test mAP by Δrel: " + ", ".join(f"{v:g}: {fmt_mean_sd(list(per[v].values()))}"
+                                                                for v in values) + ")")
+    noise = "; ".join(describe(c, f"Δrel {best:g}", f"Δrel {v:g}") for c, v in
+                      zip(cmps, [v for v in values if v != best]))
+    return {"verdict": verdict, "evidence": ev, "noise": noise}
+
+
+def verdict_fig6(recs: list[dict]) -> dict:
+    """Fig 6 in observed labels: LL-Ct with one positive on every image beats full labels on 1/8 of the images
+    (a comparable or larger label count); also LL-Ct vs Naive AN at each fraction."""
+    rs = [r for r in recs if r["group"] in ("frac", "main")]
+    ll = _by_seed(rs, "test_map", method="ll-ct", train_frac=1.0)
+    fracs = sorted({float(r["train_frac"]) for r in rs if r["method"] == "full" and r["train_frac"] < 1})
+    if not ll or not fracs:
+        return dict(NOT_RUN)
+    f = fracs[0]
+    full = _by_seed(rs, "test_map", method="full", train_frac=f)
+    c = paired_compare(ll, full, "LL-Ct", "Full")
+
+    def labels(method: str, frac: float) -> str:
+        v = [r["observed_labels"] for r in rs if r["method"] == method and r["train_frac"] == frac and
+             r["observed_labels"]]
+        st = [r["steps"] for r in rs if r["method"] == method and r["train_frac"] == frac and r["steps"]]
+        return f"{v[0] if v else '?'} labels, {st[0] if st else '?'} steps"
+
+    verdict = "yes" if " > " in c["wording"] else "no" if " < " in c["wording"] else c["wording"]
+    ev = (f"LL-Ct, all images ({labels('ll-ct', 1.0)}) {fmt_mean_sd(list(ll.values()))} vs Full label, {f:g} of the "
+          f"images ({labels('full', f)}) {fmt_mean_sd(list(full.values()))}")
+    per_frac = [paired_compare(_by_seed(rs, "test_map", method="ll-ct", train_frac=x),
+                               _by_seed(rs, "test_map", method="an", train_frac=x), "LL-Ct", "AN")
+                for x in sorted({float(r["train_frac"]) for r in rs})]
+    noise = describe(c, "LL-Ct", "Full") + "; LL-Ct − AN per fraction: " + ", ".join(
+        f"{p['diff_mean']:+.2f} ({p['wording']})" for p in per_frac if p["n"])
+    return {"verdict": verdict, "evidence": ev, "noise": noise}
+
+
+FINDINGS: list[tuple[str, str]] = [
+    ("map", "LL-R / LL-Ct / LL-Cp beat Naive AN in mAP (Table 2)"),
+    ("fig1", "Memorization (Fig 1): the false negatives' loss rises, then falls towards 0 under Naive AN"),
+    ("table1", "Table 1: TN / observed positives peak in epoch 1, false negatives later"),
+    ("fig4", "Fig 4: LL-Cp (accumulated) has the highest precision at one Δrel"),
+    ("fig5", "Fig 5: an interior Δrel is best"),
+    ("fig6", "Fig 6: weak labels on all images beat full labels on 1/8 of them (in labels)"),
+    ("pointing", "Table 4: LL improves the Pointing Game"),
+]
+
+
+def regime_verdicts(root: PathLike, regime: str, recs: Optional[list[dict]] = None) -> dict[str, dict]:
+    """Every finding's verdict in one regime from the runs that exist under ``root/regime``."""
+    recs = [r for r in (collect(root) if recs is None else recs) if r["regime"] == regime]
+    base = Path(root) / regime
+
+    def dirs(group: str, method: str) -> list[Path]:
+        return [base / r["group"] / r["run"] for r in recs if r["group"] == group and r["method"] == method]
+
+    fns: dict[str, Callable[[], dict]] = {
+        "map": lambda: verdict_map(recs), "fig1": lambda: verdict_fig1(dirs("main", "an")),
+        "table1": lambda: verdict_table1(dirs("table1", "an") or [  # main AN runs at the paper's 10 epochs
+            d for d, r in zip(dirs("main", "an"), [r for r in recs if r["group"] == "main" and r["method"] == "an"])
+            if r["epochs"] == 10]),
+        "fig4": lambda: verdict_fig4(sum((dirs("main", m) for m in ("ll-r", "ll-ct", "ll-cp")), [])),
+        "fig5": lambda: verdict_fig5(recs), "fig6": lambda: verdict_fig6(recs),
+        "pointing": lambda: verdict_pointing(recs)}
+    return {k: fn() for k, fn in fns.items()}
+
+
+def verdict_table(root: PathLike, recs: Optional[list[dict]] = None) -> str:
+    """ONE Markdown table: a row per finding, a column per regime (verdict, evidence, noise)."""
+    recs = collect(root) if recs is None else recs
+    cols = {reg: regime_verdicts(root, reg, recs) for reg in REGIMES}
+    lines = ["| paper's finding | " + " | ".join(REGIMES.values()) + " |", "|---|" + "---|" * len(REGIMES)]
+    for key, text in FINDINGS:
+        cells = [f"**{c[key]['verdict']}** — {c[key]['evidence']}; noise: {c[key]['noise']}"
+                 if c[key]["verdict"] != "not run yet" else "not run yet" for c in cols.values()]
+        lines.append(f"| {text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
