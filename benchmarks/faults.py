@@ -483,7 +483,7 @@ def hostile_cases(ref: Path, data: Path, work: Path) -> list[dict]:
          setup=bomb, check=(lambda: not (work / "hostile" / "bomb" / "prepared").exists(), "nothing prepared"))
     case("CSV row with a path outside the data root (../)",
          lambda d: ["prepare", "csv", "--root", str(d), "--out", str(d / "prepared")], "outside the data root",
-         setup=lambda: own_data("outside", ["a.png,T-shirt/top,train", "../mosaic.png,T-shirt/top,train",
+         setup=lambda: own_data("outside-root", ["a.png,T-shirt/top,train", "../mosaic.png,T-shirt/top,train",
                                             "b.png,Trouser,test"]))
     return cases
 
