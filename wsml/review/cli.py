@@ -63,6 +63,8 @@ def run(args) -> int:
         print(f"wrote {r['csv']} ({r['val_rows']} val rows completed, {r['accepted']} labels accepted, "
               f"{r['rejected']} rejected) and {r['labelstudio']}")
         return 0
+    if not (Path(args.run_dir) / REVIEW_DIR / ("val.json" if args.val else "missing.csv")).is_file():
+        print("scoring images with the run's best checkpoint (a new review; later starts reuse it) ...", flush=True)
     if args.val:
         review = build.start_val(args.run_dir, n=args.n, seed=args.seed, device=args.device)
     else:
