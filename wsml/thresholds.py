@@ -36,10 +36,16 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, fl
     Only cuts between distinct scores are considered (tied scores get the same label). Ties in F1 go to the
     higher threshold.
     """
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).ravel().astype(bool)
+    s, y = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels).ravel().astype(bool)
     if s.shape != y.shape:
         raise ValueError(f"scores ({s.shape}) and labels ({y.shape}) differ in shape")
+    return _best_cut(s, y, lambda tp, predicted, num_pos: 2 * tp / (predicted + num_pos))
+
+
+def _best_cut(s: np.ndarray, y: np.ndarray, criterion) -> tuple[float, float]:
+    """(threshold, criterion value) of the cut between distinct scores that maximises
+    ``criterion(true positives, predicted positives, positives)`` (ties go to the higher threshold);
+    (0.5, nan) without a positive."""
     num_pos = int(y.sum())
     if num_pos == 0 or len(s) == 0:
         return DEFAULT_THRESHOLD, float("nan")
@@ -47,11 +53,11 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, fl
     s_sorted, tp = s[order], np.cumsum(y[order])
     # a cut after position i is allowed when the next score is strictly lower (or i is the last)
     cut = np.nonzero(np.append(s_sorted[:-1] > s_sorted[1:], True))[0]
-    f1 = 2 * tp[cut] / (cut + 1 + num_pos)
-    best = int(np.argmax(f1))
+    value = criterion(tp[cut], cut + 1, num_pos)
+    best = int(np.argmax(value))
     i = int(cut[best])
     thr = s_sorted[i] if i == len(s) - 1 else 0.5 * (s_sorted[i] + s_sorted[i + 1])
-    return float(thr), float(f1[best])
+    return float(thr), float(value[best])
 
 
 def choose_thresholds(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = None) -> dict:
@@ -85,18 +91,8 @@ def best_pu_threshold(scores: np.ndarray, positive: np.ndarray) -> tuple[float, 
     maximises r(t)² / q(t) (Lee & Liu, ICML 2003) maximises precision · recall, a close cousin of F1, from
     observed positives alone. (0.5, nan) without an observed positive.
     """
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(positive).ravel().astype(bool)
-    num_pos = int(y.sum())
-    if num_pos == 0 or len(s) == 0:
-        return DEFAULT_THRESHOLD, float("nan")
-    order = np.argsort(-s, kind="stable")
-    s_sorted, tp = s[order], np.cumsum(y[order])
-    cut = np.nonzero(np.append(s_sorted[:-1] > s_sorted[1:], True))[0]
-    crit = (tp[cut] / num_pos) ** 2 / ((cut + 1) / len(s))
-    i = int(cut[int(np.argmax(crit))])
-    thr = s_sorted[i] if i == len(s) - 1 else 0.5 * (s_sorted[i] + s_sorted[i + 1])
-    return float(thr), float(crit.max())
+    s, y = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(positive).ravel().astype(bool)
+    return _best_cut(s, y, lambda tp, predicted, num_pos: (tp / num_pos) ** 2 / (predicted / len(s)))
 
 
 def choose_pu_thresholds(scores: np.ndarray, positive: np.ndarray) -> dict:
