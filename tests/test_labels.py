@@ -30,7 +30,7 @@ Y3 = np.array(
 
 
 def explicit_stream(seed: int, num_pos: int, num_neg: int, shuffle_negatives: bool = True) -> np.ndarray:
-    """DESIGN.md §2 spelled out call by call for Y3: one RandomState, per row shuffle positives then negatives."""
+    """docs/design.md §1 spelled out call by call for Y3: one RandomState, per row shuffle positives then negatives."""
     rng = np.random.RandomState(seed)
     p0, n0 = np.array([0, 2, 4]), np.array([1, 3])
     rng.shuffle(p0)

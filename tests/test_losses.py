@@ -1,6 +1,6 @@
 """wsml.losses: registry, input validation and the baseline losses (Full, AN, IU, WAN, LSAN, EPR, ROLE).
 
-Expected values come from independent float64 numpy formulas (DESIGN.md §2, Cole et al. 2021).
+Expected values come from independent float64 numpy formulas (docs/design.md §2, Cole et al. 2021).
 """
 
 from __future__ import annotations

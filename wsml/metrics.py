@@ -162,7 +162,7 @@ def mean_average_precision(
     scores: ArrayOrTensor, labels: ArrayOrTensor, mask: Optional[ArrayOrTensor] = None
 ) -> float:
     """mAP ×100: the mean of :func:`average_precision_per_class` over the classes the reproduction policy keeps
-    (DESIGN.md §2 Metrics)."""
+    (docs/design.md §3)."""
     if len(scores) == 0:
         raise ValueError("mean_average_precision: scores has no rows (an empty split): mAP is not defined")
     ap = average_precision_per_class(scores, labels, mask)
@@ -187,7 +187,7 @@ class MaskedMAP:
 def partial_labels_map(
     scores: ArrayOrTensor, labels: ArrayOrTensor, mask: Optional[ArrayOrTensor] = None
 ) -> MaskedMAP:
-    """mAP under the *partial-labels* policy (a user's partial evaluation labels, DESIGN.md §2 Metrics).
+    """mAP under the *partial-labels* policy (a user's partial evaluation labels, docs/design.md §3).
 
     A class lacking either a counted positive or a counted negative cannot be scored — its AP would be a
     fixed 0 or 100 whatever the model does — so it is left out and counted; with no class left the value is
