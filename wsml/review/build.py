@@ -80,6 +80,15 @@ def draw_val(table, n: int, seed: int = 0) -> list:
     return sorted(chosen, key=position.get)
 
 
+def _check_saved(meta_path: Path, saved: Path, decisions: str, redo: str, **asked: Optional[int]) -> None:
+    """A saved review resumes as it is: settings given again must equal the saved ones (None = not given)."""
+    meta = read_json(meta_path)
+    if any(v is not None and v != meta.get(key) for key, v in asked.items()):
+        held = ", ".join(f"{key}={meta.get(key)}" for key in asked)
+        want = ", ".join(f"{key}={v}" for key, v in asked.items())
+        raise ValueError(f"{saved} holds a review of {held}; delete it (and {decisions}) to {redo} with {want}")
+
+
 def start_val(run_dir: PathLike, n: Optional[int] = None, seed: Optional[int] = None, device: str = "auto",
               scorer=None) -> ValReview:
     """Resume ``RUN/review``'s val review, or draw ``n`` images (default 200, ``seed`` default 0), score them
@@ -89,10 +98,7 @@ def start_val(run_dir: PathLike, n: Optional[int] = None, seed: Optional[int] = 
     """
     folder = Path(run_dir) / REVIEW_DIR
     if (folder / "val.json").is_file():
-        meta = read_json(folder / "val.json")
-        if (n is not None and n != meta.get("n")) or (seed is not None and seed != meta.get("seed")):
-            raise ValueError(f"{folder / 'val.json'} holds a review of n={meta.get('n')}, seed={meta.get('seed')}; "
-                             f"delete it (and val-decisions.json) to draw n={n}, seed={seed}")
+        _check_saved(folder / "val.json", folder / "val.json", "val-decisions.json", "draw", n=n, seed=seed)
         return ValReview.load(folder)
     n, seed = 200 if n is None else n, 0 if seed is None else seed
     if n < 1:
@@ -122,10 +128,8 @@ def start_missing(run_dir: PathLike, k: Optional[int] = None, folds: Optional[in
 
     folder = Path(run_dir) / REVIEW_DIR
     if (folder / "missing.csv").is_file():
-        meta = read_json(folder / "missing.json")
-        if (k is not None and k != meta.get("k")) or (folds is not None and folds != meta.get("folds")):
-            raise ValueError(f"{folder / 'missing.csv'} holds a review of k={meta.get('k')}, folds={meta.get('folds')};"
-                             f" delete missing.csv (and missing-decisions.json) to rank anew with k={k}, folds={folds}")
+        _check_saved(folder / "missing.json", folder / "missing.csv", "missing-decisions.json", "rank anew", k=k,
+                     folds=folds)
         return MissingReview.load(folder)
     folds = folds or 0
     source = run_source(run_dir, device)
