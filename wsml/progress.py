@@ -17,7 +17,7 @@ def _clock(seconds: float) -> str:
 
 
 def progress(items: Iterable, desc: str, enabled: bool = True, total: Optional[int] = None,
-             every_s: float = EVERY_S) -> Iterator:
+             every_s: float = EVERY_S, unit: str = "batches") -> Iterator:
     """Iterate ``items`` showing progress on stderr: a bar on a terminal, else ``desc: i/n, elapsed, ETA`` lines."""
     if not enabled:
         yield from items
@@ -35,7 +35,7 @@ def progress(items: Iterable, desc: str, enabled: bool = True, total: Optional[i
         if now - last >= every_s:
             last = now
             eta = f", ETA {_clock((now - start) / i * (n - i))}" if n else ""
-            print(f"{desc}: {i}/{n or '?'} batches, {_clock(now - start)} elapsed{eta}", file=sys.stderr, flush=True)
+            print(f"{desc}: {i}/{n or '?'} {unit}, {_clock(now - start)} elapsed{eta}", file=sys.stderr, flush=True)
 
 
 def run_folder_line(run_dir, requested: str) -> str:

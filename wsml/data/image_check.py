@@ -42,7 +42,7 @@ def image_problem(path: str, max_pixels: Optional[int]) -> Optional[str]:
 def inspect_images(image_root: Path, paths: Sequence[str], policy: str, name: str,
                    max_pixels: Optional[int]) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """(rows to keep, [(path, reason)] of the bad files) after opening every image under ``image_root``."""
-    from tqdm.auto import tqdm
+    from wsml.progress import progress
 
     if policy not in BAD_IMAGE_POLICIES:
         raise ValueError(f"on_bad_image must be one of {list(BAD_IMAGE_POLICIES)}, got {policy!r}")
@@ -50,8 +50,7 @@ def inspect_images(image_root: Path, paths: Sequence[str], policy: str, name: st
     if policy == "ignore":
         return keep, []
     bad = []
-    for i, p in enumerate(tqdm(paths, desc=f"{name}: checking images", unit="img", file=sys.stderr,
-                               disable=not sys.stderr.isatty(), leave=False)):
+    for i, p in enumerate(progress(paths, f"{name}: checking images", unit="images")):
         reason = image_problem(os.path.join(str(image_root), p), max_pixels)
         if reason is not None:
             keep[i] = False
