@@ -266,20 +266,20 @@ def test_parse_methods_and_sweep_with_fake_training(tmp_path):
 
 
 def test_cli_report_and_errors(tmp_path, capsys):
-    from wsml.analysis.cli import main_analyze, main_report
+    from wsml.cli import main
 
     run = _fake_run(tmp_path / "run1")
-    assert main_report([str(run), "--out", str(tmp_path / "r.html")]) == 0
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
-    assert main_report([str(tmp_path / "nope")]) == 2
+    assert main(["report", str(tmp_path / "nope")]) == 2
     assert "wsml: error: run folder" in capsys.readouterr().err
-    assert main_analyze(["precision", str(run), "--out", str(tmp_path / "p.png")]) == 0
+    assert main(["analyze", "precision", str(run), "--out", str(tmp_path / "p.png")]) == 0
     assert "base rate (truly positive among unobserved): 10.00%" in capsys.readouterr().out
-    assert main_analyze(["memorization", str(run)]) == 0  # from the mem_loss_* columns of metrics.csv
+    assert main(["analyze", "memorization", str(run)]) == 0  # from the mem_loss_* columns of metrics.csv
     assert " fn: epoch 2 loss 0.6000 -> peak 0.9000 at epoch 3.00 -> final 0.9000" in capsys.readouterr().out
     (tmp_path / "bare").mkdir()
     (tmp_path / "bare" / "metrics.csv").write_text("epoch,val_map\n1,50\n")
-    assert main_analyze(["memorization", str(tmp_path / "bare")]) == 2
+    assert main(["analyze", "memorization", str(tmp_path / "bare")]) == 2
     assert "no mem_loss_* columns" in capsys.readouterr().err
 
 

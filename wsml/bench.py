@@ -1,4 +1,5 @@
-"""``wsml bench SPEC.yaml``: a grid of methods × seeds on one base config, with a val-only hyper-parameter search.
+"""``wsml bench SPEC.yaml``: a grid of methods × seeds on one base config, with a val-only hyper-parameter search
+(the command line is in :mod:`wsml.cli.bench`).
 
 A grid spec (``benchmarks/grids/*.yaml``; paths relative to the spec file)::
 
@@ -29,12 +30,9 @@ hyper-parameters on val mAP.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
-import shlex
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -43,7 +41,6 @@ from typing import Optional, Sequence
 import yaml
 
 from wsml import bench_report as R
-from wsml.bench_report import write_results
 
 SPEC_KEYS = {"name", "title", "notes", "config", "overrides", "seeds", "reference", "upper", "compare", "methods",
              "search", "group_map", "features", "runs_dir"}
@@ -305,49 +302,3 @@ def merge_results(results: dict, committed: Path, command: str) -> tuple[dict, s
                   comparison=comparison, group_note=results.get("group_note") or old.get("group_note", ""),
                   finished=len(runs))
     return merged, f"{old['command']} ; rows {', '.join(sorted(redone))} re-run with: {command}"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wsml bench", description="Run a grid of methods x seeds (benchmarks/grids/*.yaml)"
-                                " and write mean ± std tables, comparisons with Naive AN and the AN->Full gap closed.")
-    p.add_argument("spec", help="grid spec YAML")
-    p.add_argument("--results", default="benchmarks/results", help="folder for <name>.md/.json/.csv")
-    p.add_argument("--runs", default=None, help="folder for the run folders (default: spec runs_dir or runs/bench)")
-    p.add_argument("--workers", type=int, default=1, help="parallel training processes (spawned)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch's default)")
-    p.add_argument("--seeds", type=int, default=0, help="use only the first N seeds of the spec")
-    p.add_argument("--only", default="", help="comma-separated methods to run (default: all)")
-    p.add_argument("--merge", action="store_true", help="merge the --only methods' new runs into the existing "
-                   "<results>/<name>.json (their old runs replaced, the rest kept) instead of writing them alone")
-    return p
-
-
-def main_bench(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``wsml bench`` (also ``python -m wsml.bench``); returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    try:
-        spec = load_spec(args.spec)
-        if args.seeds:
-            spec["seeds"] = spec["seeds"][: args.seeds]
-        only = [m.strip() for m in args.only.split(",") if m.strip()] or None
-        bad = [m for m in only or [] if m not in spec["methods"]]
-        if bad:
-            raise ValueError(f"--only: unknown method(s) {', '.join(bad)}; the spec has {', '.join(spec['methods'])}")
-        committed = Path(args.results) / f"{spec['name']}.json"
-        if args.merge and (not only or not committed.is_file()):
-            raise ValueError(f"--merge needs --only and an existing {committed}")
-        results = run_grid(spec, runs_dir=args.runs, workers=args.workers, threads=args.threads, methods=only)
-        command = "wsml bench " + shlex.join(argv)
-        if args.merge:
-            results, command = merge_results(results, committed, command)
-        paths = write_results(results, args.results, command)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"wsml bench: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main_bench())

@@ -315,16 +315,25 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
+def parse_assignment(item: str, what: str = "override", example: str = "optim.lr=1e-4") -> tuple[str, Any]:
+    """One ``key=value`` item -> ``(key, value)``, the value a YAML scalar (:func:`parse_value`).
+
+    The one parser of ``key=value`` text: config overrides (``wsml train``, sweeps, bench grids) and adapter
+    options (``wsml prepare``). ``what`` and ``example`` name the item in the error message.
+    """
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise ConfigError(f"{what} {item!r} is not of the form key=value (e.g. {example})")
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"{what} {item!r}: empty key")
+    return key, parse_value(raw)
+
+
 def parse_overrides(items: list[str]) -> dict:
     """Turn ``["optim.lr=1e-4", "train.epochs=3"]`` into a nested dict (values parsed as YAML scalars)."""
     out: dict = {}
     for item in items:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-4)")
-        key, raw = item.split("=", 1)
-        if not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override {item!r}: empty key")
-        value = parse_value(raw)
+        key, value = parse_assignment(item)
         node = out
         parts = key.split(".")
         for part in parts[:-1]:

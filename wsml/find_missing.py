@@ -1,5 +1,5 @@
 """Find the labels your annotators missed: unobserved (image, class) pairs of the training set that are
-likely positive, ranked (``wsml find-missing RUN_DIR``).
+likely positive, ranked (``wsml find-missing RUN_DIR``: :mod:`wsml.cli.tools`).
 
 The large-loss view (paper §3): under Naive AN every unobserved entry is a "negative" with loss
 softplus(z) = -log(1 - σ(z)), monotone in the model's score, and the entries with the largest such loss are
@@ -193,61 +193,3 @@ def record_run(args, rows: list[dict]) -> None:
         "out": str(Path(args.out).resolve()), "pairs": len(rows), "k": args.k, "folds": args.folds,
         "rank_by": args.rank_by, "what": "ranked pairs" if args.k is not None else "flagged pairs",
         "top": [{k: r[k] for k in ("rank", "image", "class", "score", "sources")} for r in rows[:10]]})
-
-
-# ------------------------------------------------------------------------------------------ the command
-
-EPILOG = """examples:
-  wsml find-missing runs/my-data-ll-r                          # pairs the LL-R model flags (val thresholds)
-  wsml find-missing runs/my-data-ll-r --k 200 --out missing.csv
-  wsml find-missing runs/my-data-ll-r --folds 3 --oof-epochs 5  # + out-of-fold scores (3 extra trainings)"""
-
-
-def build_parser():
-    """The ``wsml find-missing`` argument parser."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="wsml find-missing", epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description="Rank the unobserved (image, class) pairs of a run's training set that "
-                                "are likely positive: labels the annotators missed. Scores are the model's sigmoid "
-                                "scores (= the assumed-negative loss softplus(z), monotone), in-sample and/or "
-                                "out-of-fold, plus LL-Cp's permanent corrections.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--out", default="missing.csv", help="CSV to write (default missing.csv)")
-    p.add_argument("--k", type=int, help="the K best-ranked unobserved pairs (default: every flagged pair)")
-    p.add_argument("--folds", type=int, default=0, help="K-fold out-of-fold scores (0 = off; K trainings)")
-    p.add_argument("--oof-epochs", type=int, help="epochs per fold model (default: the run's train.epochs)")
-    p.add_argument("--oof-seed", type=int, default=0, help="seed of the fold assignment")
-    p.add_argument("--rank-by", default="auto", choices=RANK_BY,
-                   help="score to rank by (auto: mean of model and oof with --folds, else model)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    return p
-
-
-def main(argv=None) -> int:
-    """Entry point of ``wsml find-missing``; returns the exit code."""
-    import sys
-
-    args = build_parser().parse_args(argv)
-    try:
-        rows = find_missing(args.run_dir, k=args.k, folds=args.folds, oof_epochs=args.oof_epochs,
-                            oof_seed=args.oof_seed, rank_by=args.rank_by, device=args.device, quiet=False)
-        write_missing(args.out, rows)
-        record_run(args, rows)
-    except KeyboardInterrupt:
-        return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        if args.debug:
-            raise
-        print(f"wsml: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    for r in rows[:10]:
-        print(f"{r['rank']:>4}  {r['image']}  {r['class']}  score {r['score']:.3f}  [{r['sources'] or '-'}]")
-    if len(rows) > 10:
-        print(f"   ... {len(rows) - 10} more")
-    what = (f"{len(rows)} ranked pairs (the best-ranked unobserved pairs, flagged or not)" if args.k is not None
-            else f"{len(rows)} flagged likely-missing labels")
-    print(f"wrote {what} to {args.out}")
-    return 0

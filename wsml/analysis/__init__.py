@@ -4,7 +4,7 @@ modifications (Fig 3), Δrel and train-fraction sweeps (Fig 5, 6), CAM + Pointin
 
 Training-time measurements are engine callbacks, registered in wsml.callbacks as ``memorization`` and
 ``modification`` (``callbacks: [memorization, modification]`` in a config). Everything else runs on
-finished run folders: ``wsml analyze ...`` and ``wsml report ...`` (wsml.analysis.cli).
+finished run folders: ``wsml analyze ...`` and ``wsml report ...`` (wsml.cli.analysis).
 """
 
 from wsml.analysis.memorization import MemorizationCallback

@@ -1,12 +1,18 @@
-"""``wsml review RUN --val | --missing``: start or resume a review and serve its page on 127.0.0.1."""
+"""Practitioner tools on a finished run: ``wsml find-missing RUN_DIR`` (rank the training labels the annotators
+likely missed, :mod:`wsml.find_missing`) and ``wsml review RUN --val | --missing`` (start or resume a review and
+serve its page on 127.0.0.1, :mod:`wsml.review`)."""
 
 from __future__ import annotations
 
+import argparse
 import signal
-import sys
-from typing import Optional, Sequence
 
-EPILOG = """examples:
+EPILOG_FIND_MISSING = """examples:
+  wsml find-missing runs/my-data-ll-r                          # pairs the LL-R model flags (val thresholds)
+  wsml find-missing runs/my-data-ll-r --k 200 --out missing.csv
+  wsml find-missing runs/my-data-ll-r --folds 3 --oof-epochs 5  # + out-of-fold scores (3 extra trainings)"""
+
+EPILOG_REVIEW = """examples:
   wsml review runs/my-data-ll-r --val                 # complete the labels of 200 drawn images -> split=val rows
   wsml review runs/my-data-ll-r --missing --k 500     # accept / reject the 500 best-ranked missing labels
   wsml review runs/my-data-ll-r --export-only         # write the reviewed CSV from the saved decisions
@@ -22,14 +28,33 @@ keys (val): left/right previous/next, 1-9 and 0 toggle the 1st-10th class, Enter
 keys (missing): arrows move, a accept, r reject, u undo, n/p next/previous page"""
 
 
-def build_parser():
-    """The ``wsml review`` argument parser."""
-    import argparse
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``find-missing`` and ``review`` to the command tree."""
+    from wsml.find_missing import RANK_BY
 
-    p = argparse.ArgumentParser(prog="wsml review", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description="Review labels in a local web page (127.0.0.1, no external assets): "
-                                "complete the label sets of a val sample (--val) or accept / reject the labels "
-                                "find-missing suggests (--missing); export a new labels CSV for `wsml prepare csv`.")
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("find-missing", help="rank the training labels the annotators likely missed",
+                       epilog=EPILOG_FIND_MISSING, formatter_class=fmt,
+                       description="Rank the unobserved (image, class) pairs of a run's training set that "
+                       "are likely positive: labels the annotators missed. Scores are the model's sigmoid "
+                       "scores (= the assumed-negative loss softplus(z), monotone), in-sample and/or "
+                       "out-of-fold, plus LL-Cp's permanent corrections.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", default="missing.csv", help="CSV to write (default missing.csv)")
+    p.add_argument("--k", type=int, help="the K best-ranked unobserved pairs (default: every flagged pair)")
+    p.add_argument("--folds", type=int, default=0, help="K-fold out-of-fold scores (0 = off; K trainings)")
+    p.add_argument("--oof-epochs", type=int, help="epochs per fold model (default: the run's train.epochs)")
+    p.add_argument("--oof-seed", type=int, default=0, help="seed of the fold assignment")
+    p.add_argument("--rank-by", default="auto", choices=RANK_BY,
+                   help="score to rank by (auto: mean of model and oof with --folds, else model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_find_missing)
+
+    p = sub.add_parser("review", help="complete a val set / accept or reject missing labels in a local web page",
+                       epilog=EPILOG_REVIEW, formatter_class=fmt,
+                       description="Review labels in a local web page (127.0.0.1, no external assets): "
+                       "complete the label sets of a val sample (--val) or accept / reject the labels "
+                       "find-missing suggests (--missing); export a new labels CSV for `wsml prepare csv`.")
     p.add_argument("run_dir", metavar="RUN", help="a finished run trained on a labels CSV")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--val", action="store_true", help="complete the labels of N drawn training images")
@@ -43,15 +68,31 @@ def build_parser():
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one, printed)")
     p.add_argument("--out", help="reviewed CSV to write (default: <labels>-reviewed.csv next to the labels CSV)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    return p
+    p.set_defaults(func=cmd_review)
+
+
+def cmd_find_missing(args: argparse.Namespace) -> int:
+    from wsml.find_missing import find_missing, record_run, write_missing
+
+    rows = find_missing(args.run_dir, k=args.k, folds=args.folds, oof_epochs=args.oof_epochs,
+                        oof_seed=args.oof_seed, rank_by=args.rank_by, device=args.device, quiet=False)
+    write_missing(args.out, rows)
+    record_run(args, rows)
+    for r in rows[:10]:
+        print(f"{r['rank']:>4}  {r['image']}  {r['class']}  score {r['score']:.3f}  [{r['sources'] or '-'}]")
+    if len(rows) > 10:
+        print(f"   ... {len(rows) - 10} more")
+    what = (f"{len(rows)} ranked pairs (the best-ranked unobserved pairs, flagged or not)" if args.k is not None
+            else f"{len(rows)} flagged likely-missing labels")
+    print(f"wrote {what} to {args.out}")
+    return 0
 
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run(args) -> int:
+def cmd_review(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from wsml.review import build, export_review
@@ -85,15 +126,3 @@ def run(args) -> int:
     finally:
         server.server_close()
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``wsml review``; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, OSError) as e:
-        if args.debug:
-            raise
-        print(f"wsml: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2

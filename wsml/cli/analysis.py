@@ -1,17 +1,11 @@
-"""``wsml report`` and ``wsml analyze``: entry points ``main_report(argv)`` / ``main_analyze(argv)``.
-
-Both parse their own arguments (argv without the sub-command name), print ``wsml: error: ...`` and
-return 2 on bad input, so ``wsml.cli`` dispatches to them as they are. Also runnable alone:
-``python -m wsml.analysis.cli report RUN_DIR`` / ``python -m wsml.analysis.cli analyze pointing RUN_DIR``.
-"""
+"""``wsml report`` (one page for run or sweep folders) and ``wsml analyze`` (the paper's analyses on finished
+runs: memorization, precision of modification, qualitative, Pointing Game, CAMs, sweeps)."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 EPILOG_ANALYZE = """examples:
   wsml analyze memorization runs/mosaic-an            # Fig 1 curves + Table 1 (needs callbacks=[memorization])
@@ -33,35 +27,25 @@ def _ints(text: str) -> list[int]:
 
 
 def _values(text: str) -> list:
-    import yaml
+    from wsml.config import parse_value
 
-    return [yaml.safe_load(t) for t in text.split(",") if t.strip()]
-
-
-def _guard(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    try:
-        return fn(args)
-    except KeyboardInterrupt:
-        return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError) as e:
-        if getattr(args, "debug", False):
-            raise
-        print(f"wsml: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+    return [parse_value(t) for t in text.split(",") if t.strip()]
 
 
 # ------------------------------------------------------------------------------------------------ report
 
 
-def report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wsml report", description="Write one page with the metrics table, training "
-                                "curves and every analysis available for the given run (or sweep) folders.")
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``report`` and ``analyze`` to the command tree."""
+    p = sub.add_parser("report", help="summarise run folders / sweeps in one page (markdown or html)",
+                       description="Write one page with the metrics table, training curves and every analysis "
+                       "available for the given run (or sweep) folders.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="report.md", help="report.md (PNG files in report_files/) or report.html "
                    "(self-contained); default report.md")
     p.add_argument("--title", default="wsml report")
-    p.add_argument("--debug", action="store_true")
-    return p
+    p.set_defaults(func=_report)
+    _add_analyze(sub)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -72,19 +56,13 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def main_report(argv: Optional[Sequence[str]] = None) -> int:
-    """``wsml report RUN_DIR [RUN_DIR ...] [--out report.md|report.html]``."""
-    args = report_parser().parse_args(argv)
-    return _guard(_report, args)
-
-
 # ------------------------------------------------------------------------------------------------ analyze
 
 
-def analyze_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wsml analyze", description="The paper's analyses on finished runs.",
-                                epilog=EPILOG_ANALYZE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--debug", action="store_true")
+def _add_analyze(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("analyze", help="paper analyses: memorization, precision, pointing game, CAMs, sweeps",
+                            description="The paper's analyses on finished runs.", epilog=EPILOG_ANALYZE,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", metavar="ANALYSIS", required=True)
     s = sub.add_parser("memorization", help="Fig 1 / Table 1 of a run trained with callbacks=[memorization]")
     s.add_argument("run_dir", metavar="RUN_DIR")
@@ -121,7 +99,10 @@ def analyze_parser() -> argparse.ArgumentParser:
                    help="a method (repeatable); default: the base config as is")
     s.add_argument("--out", required=True, help="sweep folder (runs/, sweep.json, sweep.png)")
     s.add_argument("--xlabel", default="")
-    return p
+    s.set_defaults(key_values="overrides")
+    for name, fn in (("memorization", _memorization), ("precision", _precision), ("qualitative", _qualitative),
+                     ("pointing", _pointing), ("cams", _cams), ("sweep", _sweep)):
+        sub.choices[name].set_defaults(func=fn)
 
 
 def _memorization(args: argparse.Namespace) -> int:
@@ -212,44 +193,12 @@ def _cams(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+def _sweep(args: argparse.Namespace) -> int:
     from wsml.analysis.sweeps import parse_methods, run_sweep, sweep_table
 
-    if args.config and "=" in args.config and not Path(args.config).is_file():
-        args.overrides.insert(0, args.config)
-        args.config = None
     methods = parse_methods(args.method) if args.method else {"run": []}
     sweep = run_sweep(args.param, args.values, methods, args.out, args.config, args.overrides, args.xlabel,
-                      command="wsml analyze " + " ".join(shlex.quote(a) for a in argv))
+                      command="wsml analyze " + " ".join(shlex.quote(a) for a in args.argv))
     print(sweep_table(sweep))
     print(f"wrote {Path(args.out) / 'sweep.json'} and {Path(args.out) / 'sweep.png'}")
     return 0
-
-
-def main_analyze(argv: Optional[Sequence[str]] = None) -> int:
-    """``wsml analyze {memorization,precision,qualitative,pointing,cams,sweep} ...``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = analyze_parser()
-    args, extra = parser.parse_known_args(argv)
-    # `sweep cfg.yaml --param ... train.epochs=6`: key=value items after the options are overrides
-    bad = [a for a in extra if a.startswith("-") or "=" not in a]
-    if bad or (extra and args.what != "sweep"):
-        parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
-    if extra:
-        args.overrides.extend(extra)
-    fns = {"memorization": _memorization, "precision": _precision, "qualitative": _qualitative,
-           "pointing": _pointing, "cams": _cams, "sweep": lambda a: _sweep(a, argv)}
-    return _guard(fns[args.what], args)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m wsml.analysis.cli {report,analyze} ...``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("report", "analyze"):
-        print("usage: python -m wsml.analysis.cli {report,analyze} ...", file=sys.stderr)
-        return 2
-    return (main_report if argv[0] == "report" else main_analyze)(argv[1:])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,111 @@
+"""``wsml eval`` (mAP and thresholded metrics of a finished run) and ``wsml predict`` (scores for image files)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG_EVAL = """examples:
+  wsml eval runs/fashion-mosaic-ll-r-end-to-end             # test mAP of the best checkpoint
+  wsml eval runs/fashion-mosaic-ll-r-end-to-end --split val"""
+
+EPILOG_PREDICT = """examples:
+  wsml predict runs/voc-ll-r photo1.jpg photo2.jpg --top-k 3
+  wsml predict runs/voc-ll-r images/*.jpg --out predictions.csv          # image,rank,class,score,threshold,predicted
+  wsml predict runs/voc-ll-r images/*.jpg --wide --out labels.csv        # one row per image
+  wsml predict runs/voc-ll-r photo.jpg --top-k 0 --out photo.json        # every class"""
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``eval`` and ``predict`` to the command tree."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    sp = sub.add_parser("eval", help="mAP of a finished run's best checkpoint on a split",
+                        description="Evaluate the best checkpoint (best val mAP) of a run folder: mAP, and macro "
+                        "F1/precision/recall with per-class thresholds chosen on val; writes "
+                        "predictions_<split>.npz and eval_<split>.json into it.", epilog=EPILOG_EVAL,
+                        formatter_class=fmt)
+    sp.add_argument("run_dir", metavar="RUN_DIR")
+    sp.add_argument("--split", default="test", help="train, val or test (default: test)")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("predict", help="top classes with scores for image files",
+                        description="Score image files with a run's best checkpoint and print the top-k classes "
+                        "(sigmoid scores, independent per class) and the predicted labels: the classes whose score "
+                        "reaches the per-class threshold chosen on the val split (max F1; thresholds.json in the "
+                        "run folder).", epilog=EPILOG_PREDICT, formatter_class=fmt)
+    sp.add_argument("run_dir", metavar="RUN_DIR")
+    sp.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (their images, recursively)")
+    sp.add_argument("--top-k", type=int, default=5, help="classes listed per image (default 5; 0 = all)")
+    sp.add_argument("--out", metavar="FILE", help="write the results to FILE.csv or FILE.json")
+    sp.add_argument("--wide", action="store_true", help="CSV with one row per image: path, predicted labels, "
+                    "one score column per class (a labels CSV `wsml prepare csv` reads)")
+    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sp.set_defaults(func=cmd_predict)
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from wsml.evaluation import evaluate_run
+    from wsml.thresholds import thresholded_metrics
+
+    r = evaluate_run(args.run_dir, args.split, device=args.device)
+    m = f"{r['map']:.2f}" if r["map"] is not None else r.get("message", "not available")
+    note = f" (partial labels: {r['classes_left_out']} classes left out)" if r["policy"] == "partial-labels" else ""
+    print(f"{args.run_dir}: {r['split']} mAP {m} over {r['num_samples']} samples "
+          f"(best checkpoint, epoch {r['checkpoint_epoch']}){note}")
+    if "group_map" in r:
+        print("  per class group (G1 = fewest annotated training images): "
+              + ", ".join(f"{g} {v:.2f}" for g, v in r["group_map"].items()))
+    t = thresholded_metrics(args.run_dir, args.split, device=args.device)  # per-class thresholds chosen on val
+    if t["macro_f1"] is not None:
+        note = " (optimistic: the thresholds were chosen on val)" if args.split == "val" else ""
+        print(f"  with the val thresholds: macro F1 {t['macro_f1']:.2f}, precision {t['macro_precision'] or 0:.2f}, "
+              f"recall {t['macro_recall'] or 0:.2f}{note}")
+    from wsml.thresholds import per_class_lines
+
+    for line in per_class_lines(args.run_dir, args.split):  # AP and F1 per class (also in eval_<split>.json)
+        print(line)
+    return 0
+
+
+def _thresholds(run_dir: str, device: str) -> tuple[list, list]:
+    """(class names, per-class thresholds chosen on val); 0.5 with a note when the data set is not available."""
+    from wsml.checkpoint import load_checkpoint
+    from wsml.thresholds import DEFAULT_THRESHOLD, ensure_thresholds
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file() or not (run / "best.pt").is_file():
+        raise FileNotFoundError(f"{run} is not a finished run folder (needs config.yaml and best.pt)")
+    try:
+        thr = ensure_thresholds(run, device)
+        return list(thr["class_names"]), list(thr["thresholds"])
+    except FileNotFoundError as e:  # the val split is not on this machine: scores only, threshold 0.5
+        info = load_checkpoint(run / "best.pt").get("model_info")
+        if info is None:
+            raise
+        print(f"note: no per-class thresholds ({' '.join(str(e).split())}); using {DEFAULT_THRESHOLD}",
+              file=sys.stderr)
+        return list(info["class_names"]), [DEFAULT_THRESHOLD] * len(info["class_names"])
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from wsml.prediction_files import expand_images, prediction_records, score_images, write_predictions
+
+    args.images = expand_images(args.images)  # folders: their image files, sorted
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        raise ValueError(f"--out must end in .csv or .json, got {args.out}")
+    if args.top_k < 0:
+        raise ValueError(f"--top-k must be >= 0 (0 = every class), got {args.top_k}")
+    class_names, thresholds = _thresholds(args.run_dir, args.device)
+    scores = score_images(args.run_dir, args.images, class_names, device=args.device)
+    records = prediction_records(args.images, scores, class_names, thresholds, top_k=args.top_k)
+    for r in records:
+        print(r["image"] + ": " + ", ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
+              + f"  -> labels: {'; '.join(r['labels']) or '(none)'}")
+    if args.out:
+        print(f"wrote {write_predictions(args.out, records, class_names, wide=args.wide)}")
+    return 0
