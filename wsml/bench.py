@@ -41,6 +41,7 @@ from typing import Optional, Sequence
 import yaml
 
 from wsml import bench_report as R
+from wsml.config import parse_assignment
 
 SPEC_KEYS = {"name", "title", "notes", "config", "overrides", "seeds", "reference", "upper", "compare", "methods",
              "search", "group_map", "features", "runs_dir"}
@@ -50,7 +51,9 @@ def _as_overrides(value, where: str) -> list[str]:
     """A method's overrides: a list of ``key=value`` strings or a (nested) mapping, flattened."""
     if value is None:
         return []
-    if isinstance(value, list) and all(isinstance(v, str) and "=" in v for v in value):
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        for v in value:  # checked here, parsed by load_config
+            parse_assignment(v, f"{where}: override")
         return list(value)
     if isinstance(value, dict):
         out = []

@@ -308,7 +308,9 @@ def read_yaml(path: Union[str, Path], _seen: tuple = ()) -> dict:
 
 
 def parse_value(raw: str) -> Any:
-    """A ``key=value`` value as a YAML scalar (``1e-4`` -> float, ``off`` -> False); unparsable text as is."""
+    """A ``key=value`` value as a YAML scalar (``0.1`` -> float, ``off`` -> False); unparsable text as is.
+
+    YAML 1.1 reads ``1e-4`` (no dot) as text: a config field's type turns it into a float (:func:`from_dict`)."""
     try:
         return yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:

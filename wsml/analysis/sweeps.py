@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from wsml.analysis.plots import plot_sweep
 from wsml.checkpoint import write_json
+from wsml.config import parse_assignment
 
 SWEEP_FILE = "sweep.json"
 
@@ -38,9 +39,8 @@ def parse_methods(specs: Sequence[str]) -> dict[str, list[str]]:
         if not sep or not label.strip():
             raise ValueError(f"method {spec!r} is not of the form LABEL:key=value[,key=value...]")
         items = [s.strip() for s in rest.split(",") if s.strip()]
-        bad = [s for s in items if "=" not in s]
-        if bad:
-            raise ValueError(f"method {label!r}: {bad[0]!r} is not key=value")
+        for item in items:  # checked here, parsed with the run's other overrides
+            parse_assignment(item, f"method {label!r}: override")
         out[label.strip()] = items
     return out
 
