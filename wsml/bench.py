@@ -202,9 +202,16 @@ def _execute(jobs: list[dict], workers: int, log) -> list[dict]:
             record(job, _train_one(job))
         return out
     _prepare_data(jobs, log)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    try:
         for job, summary in zip(jobs, pool.map(_train_one, jobs)):
             record(job, summary)
+    except KeyboardInterrupt:  # Ctrl-C: stop the workers now (a queued run would otherwise train to its end first)
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):  # terminate_workers() in Python 3.14
+            proc.terminate()
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
     return out
 
 
