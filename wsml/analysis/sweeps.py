@@ -22,7 +22,6 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from wsml.analysis.plots import plot_sweep
 from wsml.checkpoint import write_json
-from wsml.config import parse_assignment
 
 SWEEP_FILE = "sweep.json"
 
@@ -33,6 +32,8 @@ def _slug(text: str) -> str:
 
 def parse_methods(specs: Sequence[str]) -> dict[str, list[str]]:
     """``["LL-Ct:loss.name=ll-ct,loss.delta_rel=2", "AN:loss.name=an"]`` → {label: [override, ...]}."""
+    from wsml.config import parse_assignment
+
     out: dict[str, list[str]] = {}
     for spec in specs:
         label, sep, rest = spec.partition(":")
