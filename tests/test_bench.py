@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import cli_error
 from sklearn.metrics import average_precision_score
 
 from tests.engine_helpers import make_feature_index
@@ -119,3 +120,5 @@ def test_write_results_and_cli_errors(grid, tmp_path, capsys):
     bad.write_text("name: x\nconfig: nope.yaml\nmethods: {an: [loss.name=an]}\nbogus: 1\n")
     with pytest.raises(ValueError, match="bogus"):
         load_spec(bad)
+    bad.write_text("name: [x\n  methods")
+    assert "bad.yaml: invalid YAML" in cli_error(["bench", str(bad)], capsys)

@@ -41,7 +41,7 @@ from typing import Optional, Sequence
 import yaml
 
 from wsml import bench_report as R
-from wsml.config import parse_assignment
+from wsml.config import parse_assignment, yaml_mapping
 
 SPEC_KEYS = {"name", "title", "notes", "config", "overrides", "seeds", "reference", "upper", "compare", "methods",
              "search", "group_map", "features", "runs_dir"}
@@ -68,9 +68,7 @@ def load_spec(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"grid spec {path} does not exist")
-    spec = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(spec, dict):
-        raise ValueError(f"{path}: a grid spec must be a mapping")
+    spec = yaml_mapping(path, "a grid spec (a mapping)")
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
         raise ValueError(f"{path}: unknown grid spec key(s) {', '.join(unknown)}; "

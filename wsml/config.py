@@ -287,6 +287,17 @@ def _deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
+def yaml_mapping(path: Path, what: str) -> dict:
+    """The YAML mapping in ``path`` (empty file: {}); invalid YAML or another type is a one-line ConfigError."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected {what}, got {type(data).__name__}")
+    return data
+
+
 def read_yaml(path: Union[str, Path], _seen: tuple = ()) -> dict:
     """Read a YAML config, resolving ``include`` (a path or a list, relative to this file) recursively."""
     path = Path(path)
@@ -294,12 +305,7 @@ def read_yaml(path: Union[str, Path], _seen: tuple = ()) -> dict:
         raise FileNotFoundError(f"config file {path} does not exist")
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: include cycle ({' -> '.join(str(p) for p in _seen)})")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    data = yaml_mapping(path, "a mapping of config sections")
     includes = data.pop("include", None) or []
     merged: dict = {}
     for inc in [includes] if isinstance(includes, str) else includes:
