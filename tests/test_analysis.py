@@ -15,7 +15,7 @@ from wsml.analysis import memorization as mem
 from wsml.analysis import modification as mod
 from wsml.analysis.pointing_game import PointingGame, box_coverage, cam_peaks, point_in_boxes, pointing_game
 from wsml.analysis.report import build_report
-from wsml.analysis.runs import read_metrics
+from wsml.run_folder import read_metrics
 
 
 def bce(z: float, t: float) -> float:

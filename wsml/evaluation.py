@@ -1,4 +1,4 @@
-"""Scoring a split (every sample exactly once, also under DDP), and reloading a finished run for eval/predict.
+"""Scoring a split (every sample exactly once, also under DDP), image files, and a finished run for eval/predict.
 
 Under torchrun each process scores its share of the split (DistributedSampler pads the shares to equal
 length by repeating a few samples); :func:`predict_split` gathers (row id, scores) from every process and
@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from wsml.config import Config
+from wsml.run_folder import RunFolder
 
 PathLike = Union[str, Path]
 
@@ -91,82 +91,54 @@ def save_predictions(path: PathLike, scores: np.ndarray, rows: np.ndarray, class
 # ------------------------------------------------------------------------------------------ finished runs
 
 
-def load_run_config(run_dir: PathLike) -> Config:
-    """The resolved config of a run folder (its ``config.yaml``; an incomplete file is an error)."""
-    from wsml.run_folder import read_run_config
-
-    return read_run_config(run_dir)
-
-
-def load_run(run_dir: PathLike, device: Union[str, torch.device] = "cpu", which: str = "best.pt",
-             with_index: bool = True):
-    """(config, data set index, model with the checkpoint's weights in eval mode, checkpoint) of a run folder.
-
-    ``with_index=False`` builds the model from the checkpoint's ``model_info`` without loading the data set
-    (the index is then None).
-    """
-    from wsml.builders import build_model, load_index
-    from wsml.checkpoint import load_checkpoint, load_module_state
-
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    ckpt = load_checkpoint(run_dir / which, map_location="cpu")
-    info = ckpt.get("model_info")
-    index = load_index(cfg.data, prepare=False) if with_index or info is None else None  # read-only: never prepare
-    cfg.model.pretrained, cfg.model.weights = False, None  # the checkpoint holds every weight
-    model = build_model(cfg, index, info)
-    load_module_state(model, ckpt["model"], run_dir / which, "model")
-    return cfg, index, model.to(device).eval(), ckpt
+def run_split_scores(run: RunFolder, split: str, device: Union[str, torch.device] = "auto",
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [N, C], row ids [N]) of the run's best checkpoint on one split of its data set."""
+    model = run.model(device)
+    return predict_split(model, run.loader(split, model), next(model.parameters()).device)
 
 
-def evaluate_run(run_dir: PathLike, split: str = "test", device: str = "auto", write: bool = True) -> dict:
-    """mAP of the run's best checkpoint on ``split``; writes ``predictions_<split>.npz`` and ``eval_<split>.json``."""
-    from wsml.builders import build_loader, resolve_device
+def evaluate_run(run: Union[RunFolder, PathLike], split: str = "test", device: str = "auto", write: bool = True,
+                 ) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(result, scores, rows): mAP of the run's best checkpoint on ``split`` with the arrays it was computed from;
+    ``write`` saves ``predictions_<split>.npz`` and ``eval_<split>.json`` into the run folder."""
     from wsml.checkpoint import write_json
-    from wsml.distributed import DistInfo
-
-    dev = resolve_device(device, DistInfo())
-    cfg, index, model, ckpt = load_run(run_dir, dev)
-    if split not in index.splits:
-        raise ValueError(f"data set {index.name!r} has no split {split!r} (has: {', '.join(sorted(index.splits))})")
-    loader = build_loader(cfg, index, split, DistInfo(), train=False, mean_std=model.default_mean_std)
-    scores, rows = predict_split(model, loader, dev)
     from wsml.partial_val import score_split
 
+    run = RunFolder.of(run)
+    scores, rows = run_split_scores(run, split, device)
+    index = run.dataset
     result = {"split": split, **score_split(index, split, scores, rows), "num_samples": int(len(rows)),
-              "checkpoint_epoch": int(ckpt.get("epoch", 0))}  # partial own-data labels: partial-labels policy
+              "checkpoint_epoch": int(run.checkpoint().get("epoch", 0))}  # partial own-data labels: their policy
     groups = split_group_map(index, split, scores, rows)
     if groups is not None:
         result["group_map"] = groups
     if write:
-        save_predictions(Path(run_dir) / f"predictions_{split}.npz", scores, rows, index.class_names)
-        write_json(Path(run_dir) / f"eval_{split}.json", result)
-    return result
+        save_predictions(run.file(f"predictions_{split}.npz"), scores, rows, index.class_names)
+        write_json(run.file(f"eval_{split}.json"), result)
+    return result, scores, rows
 
 
 @torch.no_grad()
-def predict_images(run_dir: PathLike, images: Sequence[PathLike], top_k: int = 5, device: str = "auto") -> list[dict]:
-    """Top-``top_k`` classes with sigmoid scores for each image file, using the run's best checkpoint."""
-    from wsml.builders import model_info, resolve_device
+def score_images(model: torch.nn.Module, paths: Sequence[PathLike], transform: Callable, channels: int = 3,
+                 ) -> np.ndarray:
+    """float32 [N, C] sigmoid scores of image files, one image at a time, in fp32 (the one image scorer:
+    ``wsml predict``'s CSV/JSON and ``wsml review`` format its output)."""
     from wsml.data.loading import load_image
-    from wsml.data.transforms import build_transform
-    from wsml.distributed import DistInfo
 
-    if top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {top_k}")
-    dev = resolve_device(device, DistInfo())
-    cfg, index, model, ckpt = load_run(run_dir, dev, with_index=False)
-    info = ckpt.get("model_info") or model_info(cfg, index)  # older checkpoints: from the data set
+    dev = next(model.parameters()).device
+    out = [torch.sigmoid(model(transform(load_image(str(p), channels))[None].to(dev)).float())[0].cpu().numpy()
+           for p in paths]
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+def image_transform(run: RunFolder, model: torch.nn.Module) -> tuple[Callable, int]:
+    """(eval transform, input channels) of ``model``, the run's image model; the checkpoint alone knows them."""
+    from wsml.data.transforms import build_transform
+
+    info = run.model_info()
     if info["kind"] != "images":
-        raise ValueError(f"run {run_dir} was trained on feature vectors; predict needs an image model")
-    ch, class_names = info["in_chans"], info["class_names"]
+        raise ValueError(f"run {run.path} was trained on feature vectors; predict needs an image model")
     mean_std = model.default_mean_std
-    tf = build_transform(cfg.data.image_size, False, *(mean_std or (None, None)), channels=ch)
-    out = []
-    for path in images:
-        x = tf(load_image(str(path), ch))[None].to(dev)
-        probs = torch.sigmoid(model(x).float())[0].cpu().numpy()
-        order = np.argsort(-probs, kind="stable")[: min(top_k, len(probs))]
-        out.append({"image": str(path), "top": [{"class": class_names[i], "score": float(probs[i])}
-                                                for i in order]})
-    return out
+    ch = info["in_chans"]
+    return build_transform(run.config.data.image_size, False, *(mean_std or (None, None)), channels=ch), ch

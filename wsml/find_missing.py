@@ -33,6 +33,7 @@ from typing import Optional, Union
 import numpy as np
 
 from wsml.labels import UNOBS, SparseLabels
+from wsml.run_folder import RunFolder
 
 PathLike = Union[str, Path]
 RANK_BY = ("auto", "model", "oof", "mean")
@@ -40,36 +41,30 @@ LL_LOSSES = ("ll-r", "ll-ct", "ll-cp")  # losses that stop fitting large assumed
 COLUMNS = ("rank", "row", "image", "class", "score", "model_score", "oof_score", "an_loss", "threshold", "sources")
 
 
-def train_scores(run_dir: PathLike, device: str = "auto") -> np.ndarray:
+def train_scores(run: Union[RunFolder, PathLike], device: str = "auto") -> np.ndarray:
     """float32 [N_train, C]: sigmoid scores of the run's best checkpoint on its training rows (no augmentation);
     rows that could not be scored (skipped images) are nan."""
-    from wsml.builders import build_loader, resolve_device
-    from wsml.distributed import DistInfo
-    from wsml.evaluation import load_run, predict_split
+    from wsml.evaluation import run_split_scores
 
-    dev = resolve_device(device, DistInfo())
-    cfg, index, model, _ = load_run(run_dir, dev)
-    loader = build_loader(cfg, index, "train", DistInfo(), train=False, mean_std=model.default_mean_std)
-    scores, rows = predict_split(model, loader, dev)
+    run = RunFolder.of(run)
+    scores, rows = run_split_scores(run, "train", device)
+    index = run.dataset
     out = np.full((len(index["train"]), index.num_classes), np.nan, dtype=np.float32)
     out[rows] = scores
     return out
 
 
-def llcp_corrections(run_dir: PathLike) -> tuple[np.ndarray, np.ndarray]:
+def llcp_corrections(run: Union[RunFolder, PathLike]) -> tuple[np.ndarray, np.ndarray]:
     """(rows, classes) that LL-Cp corrected permanently up to the run's last epoch; empty for other losses."""
-    from wsml.builders import build_loss_fn, load_index
-    from wsml.checkpoint import load_checkpoint
-    from wsml.evaluation import load_run_config
+    from wsml.builders import build_loss_fn
 
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    run = RunFolder.of(run)
     empty = np.empty(0, dtype=np.int64)
-    ckpt_path = run_dir / "last.pt" if (run_dir / "last.pt").is_file() else run_dir / "best.pt"
-    loss_fn = build_loss_fn(cfg, load_index(cfg.data), log=lambda *a: None)
-    if not hasattr(loss_fn, "corrections") or not ckpt_path.is_file():
+    which = "last" if run.last_pt.is_file() else "best"
+    loss_fn = build_loss_fn(run.config, run.dataset, log=lambda *a: None)
+    if not hasattr(loss_fn, "corrections") or not run.file(f"{which}.pt").is_file():
         return empty, empty
-    loss_fn.load_state_dict(load_checkpoint(ckpt_path, map_location="cpu")["loss"])
+    loss_fn.load_state_dict(run.checkpoint(which)["loss"])
     rows, classes = loss_fn.corrections()
     return rows.cpu().numpy().astype(np.int64), classes.cpu().numpy().astype(np.int64)
 
@@ -130,32 +125,30 @@ def find_missing(run_dir: PathLike, *, k: Optional[int] = None, folds: int = 0, 
     """
     import sys
 
-    from wsml.builders import load_index
-    from wsml.evaluation import load_run_config
     from wsml.losses import resolve_loss_name
     from wsml.thresholds import ensure_thresholds
 
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    run = RunFolder(run_dir)
+    cfg = run.config
     if folds == 1 or folds < 0:
         raise ValueError(f"--folds must be 0 (no out-of-fold scores) or >= 2, got {folds}")
     if resolve_loss_name(cfg.loss.name) not in LL_LOSSES and folds < 2:
         print(f"warning: {run_dir} was trained with loss {cfg.loss.name!r}, not an LL method: such a model "
               f"memorises its training labels (unobserved = absent), so its own scores rank missing labels poorly; "
               f"use an LL-R run or add --folds 3", file=sys.stderr)
-    index = load_index(cfg.data)
+    index = run.dataset
     train = index["train"]
     obs = train.train_targets()
     obs = obs.to_dense() if isinstance(obs, SparseLabels) else np.asarray(obs)
-    thr = ensure_thresholds(run_dir, device)
-    model = train_scores(run_dir, device)
+    thr = ensure_thresholds(run, device)
+    model = train_scores(run, device)
     oof = oof_thr = None
     if folds >= 2:
         from wsml.oof import out_of_fold
 
         oof, oof_thr = out_of_fold(run_dir, folds=folds, epochs=oof_epochs, seed=oof_seed,
                                    device=None if device == "auto" else device, quiet=quiet)
-    rows_c, cls_c = llcp_corrections(run_dir)
+    rows_c, cls_c = llcp_corrections(run)
     corrected = None
     if len(rows_c):
         corrected = np.zeros(obs.shape, dtype=bool)

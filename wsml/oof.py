@@ -60,19 +60,19 @@ def out_of_fold(run_dir: PathLike, folds: int = 3, epochs: Optional[int] = None,
                 device: Optional[str] = None, quiet: bool = True, reuse: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(scores, thresholds), both [N_train, C]: :func:`out_of_fold_scores` and, per row, the per-class val-F1
     thresholds (wsml.thresholds) of the fold model that scored it (fold models differ in calibration)."""
-    from wsml.builders import load_index
     from wsml.config import validate
     from wsml.data.index import DatasetIndex
     from wsml.engine import train
-    from wsml.evaluation import load_run_config
+    from wsml.run_folder import RunFolder
     from wsml.thresholds import ensure_thresholds
 
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    run = RunFolder(run_dir)
+    cfg = run.config
     epochs = int(epochs or cfg.train.epochs)
     if epochs < 1:
         raise ValueError(f"out-of-fold epochs must be >= 1, got {epochs}")
-    index = load_index(cfg.data)
+    index = run.dataset
     train_split = index["train"]
     n = len(train_split)
     fold_of = fold_assignment(n, folds, seed)
@@ -101,9 +101,10 @@ def out_of_fold(run_dir: PathLike, folds: int = 3, epochs: Optional[int] = None,
         if not quiet:
             print(f"out-of-fold: fold {f + 1}/{folds}: training on {len(rest)} rows, scoring {len(held)}", flush=True)
         train(fcfg)
-        fold_thr[f] = ensure_thresholds(out_dir / f"fold{f}", device or "auto")["thresholds"]
-        pred = np.load(out_dir / f"fold{f}" / "predictions_test.npz")
-        scores[held[pred["rows"]]] = pred["scores"]
+        fold = RunFolder(out_dir / f"fold{f}")
+        fold_thr[f] = ensure_thresholds(fold, device or "auto")["thresholds"]
+        fold_scores, fold_rows = fold.predictions("test")  # the fold model's scores of the rows it never saw
+        scores[held[fold_rows]] = fold_scores
         for big in ("last.pt", "best.pt", "features"):  # keep the fold's config, metrics and summary only
             p = out_dir / f"fold{f}" / big
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from wsml.run_folder import RunFolder
 from wsml.thresholds import apply_thresholds
 
 PathLike = Union[str, Path]
@@ -50,20 +51,19 @@ def expand_images(items: Sequence[PathLike]) -> list[str]:
     return out
 
 
-def score_images(run_dir: PathLike, images: Sequence[PathLike], class_names: Sequence[str],
-                 device: str = "auto") -> np.ndarray:
-    """Sigmoid scores float64 [N, C] (columns in ``class_names`` order) of image files, best checkpoint."""
-    from wsml.evaluation import predict_images
+def run_image_scores(run: RunFolder, images: Sequence[PathLike], class_names: Sequence[str],
+                     device: str = "auto") -> np.ndarray:
+    """Sigmoid scores [N, C] of image files by the run's best checkpoint (:func:`wsml.evaluation.score_images`),
+    columns in ``class_names`` order (the thresholds' classes)."""
+    from wsml.evaluation import image_transform, score_images
 
-    results = predict_images(run_dir, images, top_k=len(class_names), device=device)  # every class
-    scores = np.zeros((len(results), len(class_names)))
-    for i, r in enumerate(results):
-        by_name = {t["class"]: t["score"] for t in r["top"]}
-        missing = [c for c in class_names if c not in by_name]
-        if missing:
-            raise ValueError(f"{run_dir}: the model has no class {missing[0]!r} (thresholds.json is stale?)")
-        scores[i] = [by_name[c] for c in class_names]
-    return scores
+    have = list(run.model_info()["class_names"])
+    missing = [c for c in class_names if c not in have]
+    if missing:
+        raise ValueError(f"{run.path}: the model has no class {missing[0]!r} (thresholds.json is stale?)")
+    model = run.model(device)
+    scores = score_images(model, images, *image_transform(run, model))
+    return scores[:, [have.index(c) for c in class_names]].astype(np.float64)
 
 
 def prediction_records(images: Sequence[PathLike], scores: np.ndarray, class_names: Sequence[str],

@@ -19,11 +19,12 @@ rows, ``wsml.partial_val``), F1 cannot be measured there and :func:`best_pu_thre
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
+
+from wsml.run_folder import RunFolder
 
 DEFAULT_THRESHOLD = 0.5
 FILE_NAME = "thresholds.json"
@@ -129,57 +130,56 @@ def f1_per_class(pred: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray
 # ------------------------------------------------------------------------------------------ run folders
 
 
-def _stamp(run_dir: Path) -> int:
-    best = run_dir / "best.pt"
-    if not best.is_file():
-        raise FileNotFoundError(f"{run_dir}: no best.pt (is this a finished `wsml train` run folder?)")
-    return best.stat().st_mtime_ns
+def _stamp(run: RunFolder) -> int:
+    if not run.best_pt.is_file():
+        raise FileNotFoundError(f"{run.path}: no best.pt (is this a finished `wsml train` run folder?)")
+    return run.best_pt.stat().st_mtime_ns
 
 
-def load_thresholds(run_dir: PathLike) -> Optional[dict]:
+def load_thresholds(run: Union[RunFolder, PathLike]) -> Optional[dict]:
     """The run's ``thresholds.json`` when it exists and matches the current best.pt; else None."""
-    run_dir = Path(run_dir)
-    path = run_dir / FILE_NAME
+    from wsml.run_folder import read_json
+
+    run = RunFolder.of(run)
+    path = run.file(FILE_NAME)
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e}); delete it to recompute the thresholds") from None
-    return data if data.get("best_pt_mtime_ns") == _stamp(run_dir) else None
+        data = read_json(path)
+    except ValueError as e:
+        raise ValueError(f"{e}; delete it to recompute the thresholds") from None
+    return data if data.get("best_pt_mtime_ns") == _stamp(run) else None
 
 
-def ensure_thresholds(run_dir: PathLike, device: str = "auto") -> dict:
-    """The run's per-class thresholds: read ``thresholds.json`` or choose them on val (and write the file).
+def ensure_thresholds(run: Union[RunFolder, PathLike], device: str = "auto") -> dict:
+    """The run's per-class thresholds: read ``thresholds.json`` or choose them on val (and write the file, with
+    the val scoring's ``predictions_val.npz`` and ``eval_val.json``).
 
     The dict has ``class_names``, ``thresholds``, ``f1`` (val F1 at the threshold), ``num_pos`` (val
     positives), ``source``, ``split`` and ``checkpoint_epoch``.
     """
-    from wsml.builders import load_index
     from wsml.checkpoint import write_json
-    from wsml.evaluation import evaluate_run, load_run_config, targets_at
+    from wsml.evaluation import evaluate_run, targets_at
     from wsml.labels import POS
     from wsml.partial_val import PARTIAL, dense_observed, split_labels
 
-    run_dir = Path(run_dir)
-    cached = load_thresholds(run_dir)
+    run = RunFolder.of(run)
+    cached = load_thresholds(run)
     if cached is not None:
         return cached
-    stamp = _stamp(run_dir)
-    result = evaluate_run(run_dir, "val", device=device, write=True)  # writes predictions_val.npz
-    pred = np.load(run_dir / "predictions_val.npz")
-    index = load_index(load_run_config(run_dir).data)
-    rows = pred["rows"]
+    stamp = _stamp(run)
+    result, scores, rows = evaluate_run(run, "val", device=device, write=True)
+    index = run.dataset
     if split_labels(index, "val") == PARTIAL:  # F1 is not measurable on partial labels: the PU rule
-        chosen = choose_pu_thresholds(pred["scores"], dense_observed(index["val"], rows) == POS)
+        chosen = choose_pu_thresholds(scores, dense_observed(index["val"], rows) == POS)
         criterion = "PU rule: max recall(observed positives)^2 / predicted-positive rate (partial val labels)"
     else:
-        chosen = choose_thresholds(pred["scores"], *targets_at(index["val"], rows))
+        chosen = choose_thresholds(scores, *targets_at(index["val"], rows))
         criterion = "per-class F1"
     data = {"split": "val", "criterion": criterion, "checkpoint_epoch": result["checkpoint_epoch"],
             "num_samples": int(len(rows)), "class_names": list(index.class_names), **chosen,
             "best_pt_mtime_ns": stamp}
-    write_json(run_dir / FILE_NAME, data)
+    write_json(run.file(FILE_NAME), data)
     return data
 
 
@@ -188,60 +188,44 @@ def _pct(values: np.ndarray) -> Optional[float]:
     return float(np.nanmean(values) * 100) if np.isfinite(values).any() else None
 
 
-def thresholded_metrics(run_dir: PathLike, split: str = "test", device: str = "auto", write: bool = True) -> dict:
-    """Macro F1 / precision / recall (×100) on ``split`` with the val thresholds; needs
-    ``predictions_<split>.npz`` (written by ``wsml eval``). ``write`` adds them to ``eval_<split>.json``.
-    On ``split="val"`` they are optimistic: the thresholds were chosen there."""
-    from wsml.builders import load_index
-    from wsml.checkpoint import write_json
-    from wsml.evaluation import load_run_config, targets_at
+def thresholded_metrics(run: Union[RunFolder, PathLike], split: str, scores: np.ndarray, rows: np.ndarray,
+                        device: str = "auto") -> dict:
+    """Macro F1 / precision / recall (×100) of ``scores`` (the run's scores of ``rows`` of ``split``, from
+    :func:`wsml.evaluation.evaluate_run`) with the val thresholds. On ``split="val"`` they are optimistic: the
+    thresholds were chosen there."""
+    from wsml.evaluation import targets_at
 
-    run_dir = Path(run_dir)
-    thr = ensure_thresholds(run_dir, device)
-    path = run_dir / f"predictions_{split}.npz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `wsml eval {run_dir} --split {split}` first")
-    pred = np.load(path)
-    index = load_index(load_run_config(run_dir).data)
-    labels, mask = targets_at(index[split], pred["rows"])
+    run = RunFolder.of(run)
+    thr = ensure_thresholds(run, device)
+    labels, mask = targets_at(run.split(split), rows)
     y = labels.astype(bool)
     m = np.ones_like(y) if mask is None else mask.astype(bool)
-    p = apply_thresholds(pred["scores"], thr["thresholds"]).astype(bool)
+    p = apply_thresholds(scores, thr["thresholds"]).astype(bool)
     f1 = f1_per_class(p, y, m)
     tp, npred, npos = (p & y & m).sum(0), (p & m).sum(0), (y & m).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         prec = np.where(npred > 0, tp / np.maximum(npred, 1), np.nan)
         rec = np.where(npos > 0, tp / np.maximum(npos, 1), np.nan)
-    out = {"split": split, "thresholds_from": "val", "macro_f1": _pct(f1), "macro_precision": _pct(prec),
-           "macro_recall": _pct(rec), "f1_per_class": [None if np.isnan(v) else round(float(v), 6) for v in f1]}
-    if write:
-        ev = run_dir / f"eval_{split}.json"
-        data = json.loads(ev.read_text()) if ev.is_file() else {}
-        data.update({k: v for k, v in out.items() if k != "split"})
-        write_json(ev, data)
-    return out
+    return {"split": split, "thresholds_from": "val", "macro_f1": _pct(f1), "macro_precision": _pct(prec),
+            "macro_recall": _pct(rec), "f1_per_class": [None if np.isnan(v) else round(float(v), 6) for v in f1]}
 
 
-def per_class_lines(run_dir: PathLike, split: str = "test") -> list[str]:
-    """A per-class table (AP, F1 at the val threshold, threshold) from ``eval_<split>.json``; also stores it there
-    as ``per_class`` (what ``wsml eval`` prints)."""
-    from wsml.checkpoint import write_json
-
-    path = Path(run_dir) / f"eval_{split}.json"
-    data = json.loads(path.read_text())
-    thr = load_thresholds(run_dir) or {}
-    names = thr.get("class_names") or [str(c) for c in range(len(data.get("f1_per_class", [])))]
-    ap, f1, t = data.get("ap_per_class") or [None] * len(names), data.get("f1_per_class") or [None] * len(names), \
-        thr.get("thresholds") or [None] * len(names)
-    rows = [{"class": n, "ap": a, "f1": None if f is None else round(100 * f, 4), "threshold": th}
+def per_class_table(result: dict, thresholds: dict) -> list[dict]:
+    """One row per class (AP, F1 ×100 at the val threshold, threshold) from an evaluation ``result`` (with the
+    :func:`thresholded_metrics` fields) and the run's ``thresholds``."""
+    names = thresholds.get("class_names") or [str(c) for c in range(len(result.get("f1_per_class", [])))]
+    ap, f1, t = result.get("ap_per_class") or [None] * len(names), result.get("f1_per_class") or [None] * len(names), \
+        thresholds.get("thresholds") or [None] * len(names)
+    return [{"class": n, "ap": a, "f1": None if f is None else round(100 * f, 4), "threshold": th}
             for n, a, f, th in zip(names, ap, f1, t)]
-    data["per_class"] = rows
-    write_json(path, data)
 
+
+def per_class_lines(rows: list[dict]) -> list[str]:
+    """The :func:`per_class_table` as aligned text lines (what ``wsml eval`` prints)."""
     def num(v, spec):
         return "-" if v is None else format(v, spec)
 
-    width = max([len(n) for n in names] + [5])
+    width = max([len(r["class"]) for r in rows] + [5])
     lines = [f"  {'class':<{width}}  {'AP':>6}  {'F1':>6}  threshold"]
     lines += [f"  {r['class']:<{width}}  {num(r['ap'], '6.2f')}  {num(r['f1'], '6.2f')}  {num(r['threshold'], '.4f')}"
               for r in rows]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from wsml.analysis.memorization import memorization_summary
-from wsml.analysis.runs import load_run
+from wsml.run_folder import RunFolder
 
 METHODS = {"an": "Naive AN", "ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp"}
 NAMES = {**METHODS, "ll-cp-d1": "LL-Cp (Δrel 1)"}
@@ -36,7 +36,7 @@ def methods_table(out: Path) -> list[str]:
              "| method | seeds | test mAP | Pointing Game % | random point % |", "|---|---|---|---|---|"]
     for m, name in METHODS.items():
         runs = seeds(out, m)
-        maps = [json.loads((r / "summary.json").read_text())["test_map"] for r in runs]
+        maps = [RunFolder(r).summary["test_map"] for r in runs]
         pg = [json.loads(p.read_text()) for p in (r / "analysis" / "pointing_game.json" for r in runs) if p.exists()]
         lines.append(f"| {name} | {len(runs)} | {mean_sd(maps)} | {mean_sd([p['score'] for p in pg])} | "
                      f"{mean_sd([p['random_score'] for p in pg])} |")
@@ -49,7 +49,7 @@ def precision_table(out: Path) -> list[str]:
     for m in ("ll-r", "ll-ct", "ll-cp", "ll-cp-d1"):
         per_seed = []
         for r in seeds(out, m):
-            run = load_run(r)
+            run = RunFolder(r)
             col = "mod_cum_precision" if m.startswith("ll-cp") else "mod_precision"
             per_seed.append([100 * v for v in run.column(col)])
             base += [100 * b for b in run.column("mod_base_rate") if not math.isnan(b)]

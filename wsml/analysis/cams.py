@@ -22,25 +22,21 @@ from wsml.analysis.qualitative import image_size, load_image
 PathLike = Union[str, Path]
 
 
-def _open_run(run_dir: PathLike, device: str, split: str):
-    from wsml.builders import build_loader, resolve_device
-    from wsml.distributed import DistInfo
-    from wsml.evaluation import load_run
+def _cam_run(run_dir: PathLike, device: str, split: str):
+    """(run, model, its evaluation loader of ``split``) of a run whose data set has boxes and full labels."""
+    from wsml.run_folder import RunFolder
 
-    dev = resolve_device(device, DistInfo())
-    cfg, index, model, ckpt = load_run(run_dir, dev)
-    if split not in index.splits:
-        raise ValueError(f"data set {index.name!r} has no split {split!r} (has: {', '.join(sorted(index.splits))})")
-    s = index[split]
+    run = RunFolder(run_dir)
+    model = run.model(device)
+    s, index = run.split(split), run.dataset
     if index.kind != "images":
         raise ValueError(f"run {run_dir}: data set {index.name!r} holds feature vectors, not images: no CAMs")
     if s.boxes is None or s.full is None:
         raise ValueError(f"data set {index.name!r}/{split} has no {'boxes' if s.boxes is None else 'full labels'}: "
                          "the Pointing Game needs both (mosaics, VOC and COCO have them)")
     if not getattr(model, "spatial", True):
-        raise ValueError(f"run {run_dir}: backbone {cfg.model.backbone!r} has no spatial feature map: no CAMs")
-    loader = build_loader(cfg, index, split, DistInfo(), train=False, mean_std=model.default_mean_std)
-    return cfg, index, model, ckpt, loader, dev
+        raise ValueError(f"run {run_dir}: backbone {run.config.model.backbone!r} has no spatial feature map: no CAMs")
+    return run, model, run.loader(split, model)
 
 
 def _batch_boxes(boxes: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -58,7 +54,8 @@ def evaluate_pointing_game(run_dir: PathLike, split: str = "test", tolerance: fl
     """Pointing Game of a run's best checkpoint on ``split``; writes ``analysis/pointing_game.json``."""
     from wsml.checkpoint import write_json
 
-    cfg, index, model, ckpt, loader, dev = _open_run(run_dir, device, split)
+    run, model, loader = _cam_run(run_dir, device, split)
+    index, dev = run.dataset, next(model.parameters()).device
     s = index[split]
     game = PointingGame(index.num_classes, tolerance, index.class_names)
     seen = 0
@@ -72,7 +69,8 @@ def evaluate_pointing_game(run_dir: PathLike, split: str = "test", tolerance: fl
         seen += len(rows)
         if max_images is not None and seen >= max_images:
             break
-    result = {"run": str(run_dir), "split": split, "images": seen, "checkpoint_epoch": int(ckpt.get("epoch", 0)),
+    result = {"run": str(run_dir), "split": split, "images": seen,
+              "checkpoint_epoch": int(run.checkpoint().get("epoch", 0)),
               **game.result()}
     if write:
         out = Path(run_dir) / "analysis"
@@ -93,7 +91,8 @@ def cam_examples(run_dir: PathLike, rows: Sequence[int], split: str = "test", cl
         raise ValueError(f"classes must be 'gt', 'predicted' or one class id per row, got {classes!r}")
     if not isinstance(classes, str) and len(classes) != len(rows):
         raise ValueError(f"{len(classes)} classes given for {len(rows)} rows")
-    cfg, index, model, _, loader, dev = _open_run(run_dir, device, split)
+    run, model, loader = _cam_run(run_dir, device, split)
+    index, dev = run.dataset, next(model.parameters()).device
     s, ds = index[split], loader.dataset
     bad = [r for r in rows if not 0 <= r < len(s)]
     if bad:
@@ -126,7 +125,7 @@ def cam_overlay_figure(runs: dict[str, PathLike], rows: Sequence[int], out: Path
     when it hits a box of the class). ``classes``: "gt" (every ground-truth class of each image) or
     "predicted" (the first run's top-1 class of each image, shown for every run)."""
     from wsml.analysis.plots import plot_cam_overlays
-    from wsml.analysis.qualitative import load_run_index
+    from wsml.run_folder import RunFolder
 
     if not runs:
         raise ValueError("cam_overlay_figure: give at least one run")
@@ -136,7 +135,7 @@ def cam_overlay_figure(runs: dict[str, PathLike], rows: Sequence[int], out: Path
     pairs_cls = [e["class"] for e in first]
     per_run = {name: (first if d == dirs[0] else cam_examples(d, pairs_rows, split, pairs_cls, device))
                for name, d in runs.items()}
-    index = load_run_index(dirs[0])
+    index = RunFolder(dirs[0]).dataset
     items = []
     for k, ex in enumerate(first):
         tag = "" if ex["gt"] else " (not in GT)"

@@ -16,8 +16,8 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from wsml.analysis.runs import load_run
 from wsml.analysis.stats import describe, paired_compare
+from wsml.run_folder import RunFolder
 
 PathLike = Union[str, Path]
 NAMES = {"ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp"}
@@ -26,16 +26,16 @@ NAMES = {"ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp"}
 def run_precision(run_dir: PathLike) -> dict:
     """One LL run's Fig 4 series: method, Δrel, seed, epochs, precision % (accumulated for LL-Cp),
     perfect-ranker precision % and the number of entries counted per epoch."""
-    r = load_run(run_dir)
-    if "mod_precision" not in r.metrics:
+    r = RunFolder(run_dir)
+    if "mod_precision" not in r.columns:
         raise ValueError(f"{run_dir}: metrics.csv has no mod_* columns; train an LL loss with callbacks=[modification]")
-    loss = r.config.get("loss", {})
+    loss = r.config_dict.get("loss", {})
     method = str(loss.get("name", "?")).lower()
     cum = method == "ll-cp"
     pre = "mod_cum_" if cum else "mod_"
     oracle = r.column(pre + "oracle_precision") or [math.nan] * len(r.column("epoch"))
     return {"method": method, "delta_rel": loss.get("delta_rel"), "accumulated": cum,
-            "seed": int(r.config.get("train", {}).get("seed", 0)), "epochs": [int(e) for e in r.column("epoch")],
+            "seed": int(r.config_dict.get("train", {}).get("seed", 0)), "epochs": [int(e) for e in r.column("epoch")],
             "precision": [100 * v for v in r.column(pre + "precision")], "oracle": [100 * v for v in oracle],
             "count": r.column(pre + "count"), "base_rate": [100 * v for v in r.column("mod_base_rate")]}
 

@@ -292,12 +292,12 @@ def load_curve(run_dir: str | Path) -> Optional[dict]:
 
 def epoch_curves(run_dir: str | Path, prefix: str = "mem_loss_") -> Optional[dict]:
     """Per-epoch group means from the run's metrics.csv: {'position': epochs, 'pos': [...], ...} or None."""
-    from wsml.analysis.runs import read_metrics
+    from wsml.run_folder import RunFolder
 
-    p = Path(run_dir) / "metrics.csv"
-    if not p.exists():
+    run = RunFolder(run_dir)
+    if not run.file("metrics.csv").exists():
         return None
-    m = read_metrics(p)
+    m = run.columns
     if f"{prefix}fn" not in m:
         return None
     return {"position": m["epoch"], **{g: m[f"{prefix}{g}"] for g in GROUPS}}

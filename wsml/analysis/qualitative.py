@@ -1,7 +1,7 @@
 """Qualitative examples of label modification (paper Fig 3): which labels LL-* changed, right or wrong.
 
 Uses the run's ``modifications.npz`` (written by ModificationCallback; rows are training-split row ids)
-and the prepared data set named in the run's config (``data.path``) for images and labels.
+and the prepared data set the run trained on (:attr:`wsml.run_folder.RunFolder.dataset`) for images and labels.
 """
 
 from __future__ import annotations
@@ -84,26 +84,9 @@ def make_qualitative(run_dir: Union[str, Path], out: Union[str, Path], index: An
     if log is None or log["row"].size == 0:
         return None
     if index is None:
-        index = load_run_index(run_dir)
+        from wsml.run_folder import RunFolder
+
+        index = RunFolder(run_dir).dataset
     rows = list(rows) if rows is not None else pick_rows(log, n)
     items = qualitative_items(log, index["train"], index.class_names, rows, index.root)
     return plot_qualitative(items, out)
-
-
-def load_run_index(run_dir: Union[str, Path]) -> Any:
-    """The prepared data set a run trained on (its config's ``data.path``, relative paths tried from the
-    current folder and from the run folder's parents)."""
-    from wsml.config import read_yaml
-    from wsml.data import DatasetIndex
-
-    cfg_path = Path(run_dir) / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.yaml, cannot find the run's data set")
-    cfg = read_yaml(cfg_path)
-    data_path = Path(str(cfg.get("data", {}).get("path", "")))
-    candidates = [data_path] if data_path.is_absolute() else \
-        [data_path] + [p / data_path for p in Path(run_dir).resolve().parents]
-    for cand in candidates:
-        if (cand / "manifest.json").is_file():
-            return DatasetIndex.load(cand)
-    raise FileNotFoundError(f"{run_dir}: data set {data_path} of config.yaml not found (run `wsml prepare`)")

@@ -20,17 +20,23 @@ import numpy as np
 from wsml.analysis import memorization as mem
 from wsml.analysis.document import Document
 from wsml.analysis.plots import plot_memorization, plot_precision, plot_sweep, plot_training_curves
-from wsml.analysis.runs import RunInfo, find_column, load_run
 from wsml.analysis.sweeps import SWEEP_FILE
+from wsml.run_folder import RunFolder
 
 VAL_MAP = ("val_map", "val_mAP", "val/map", "val_map_all")
 TEST_MAP = ("test_map", "test_mAP", "test/map")
 
 
-def best_epoch(run: RunInfo) -> tuple[Optional[int], float, float]:
+def find_column(columns: dict, *candidates: str) -> Optional[str]:
+    """The first of ``candidates`` present in the metrics columns."""
+    return next((c for c in candidates if c in columns), None)
+
+
+def best_epoch(run: RunFolder) -> tuple[Optional[int], float, float]:
     """(epoch, val mAP, test mAP) at the best validation epoch (model selection as in the paper)."""
-    vcol, tcol = find_column(run.metrics, *VAL_MAP), find_column(run.metrics, *TEST_MAP)
-    test = float(run.results.get("test_map", math.nan)) if run.results else math.nan
+    vcol, tcol = find_column(run.columns, *VAL_MAP), find_column(run.columns, *TEST_MAP)
+    results = run.summary if run.file("summary.json").is_file() else {}
+    test = float(results.get("test_map", math.nan)) if results else math.nan
     if vcol is None:
         return None, math.nan, test
     val = np.asarray(run.column(vcol), dtype=float)
@@ -43,33 +49,33 @@ def best_epoch(run: RunInfo) -> tuple[Optional[int], float, float]:
     return int(epochs[i]), float(val[i]), test
 
 
-def _curve_columns(runs: Sequence[RunInfo]) -> list[str]:
+def _curve_columns(runs: Sequence[RunFolder]) -> list[str]:
     cols: list[str] = []
     for r in runs:
-        for c in r.metrics:
+        for c in r.columns:
             lc = c.lower()
             if c not in cols and not lc.startswith(("mem_", "mod_")) and ("loss" in lc or "map" in lc):
                 cols.append(c)
     return cols[:4]
 
 
-def _metrics_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
+def _metrics_section(doc: Document, runs: list[RunFolder], assets: Path) -> None:
     doc.heading("Runs")
     rows = []
     for r in runs:
         ep, val, test = best_epoch(r)
-        n_ep = len(r.metrics.get("epoch", [])) or len(next(iter(r.metrics.values()), []))
+        n_ep = len(r.metrics)
         dr = r.delta_rel  # only for losses that have a Δrel
         rows.append([r.path.name, r.loss_name, "–" if dr is None else str(dr), n_ep, ep, val, test])
     doc.table(["run", "loss", "Δrel", "epochs", "best epoch", "val mAP", "test mAP (best val epoch)"], rows)
     _outputs_section(doc, runs)
     cols = _curve_columns(runs)
     if cols:
-        png = plot_training_curves({r.label: r.metrics for r in runs}, assets / "training_curves.png", cols)
+        png = plot_training_curves({r.label: r.columns for r in runs}, assets / "training_curves.png", cols)
         doc.image(png, "Training curves")
 
 
-def _outputs_section(doc: Document, runs: list[RunInfo]) -> None:
+def _outputs_section(doc: Document, runs: list[RunFolder]) -> None:
     """What ``wsml eval`` and ``wsml find-missing`` wrote into the run folders, when they did."""
     rows = []
     for r in runs:
@@ -87,9 +93,9 @@ def _outputs_section(doc: Document, runs: list[RunInfo]) -> None:
                   rows)
 
 
-def _memorization_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
+def _memorization_section(doc: Document, runs: list[RunFolder], assets: Path) -> None:
     have = [(r, curve) for r, curve in ((r, mem.load_curve(r.path)) for r in runs)
-            if curve is not None or "mem_loss_fn" in r.metrics]
+            if curve is not None or "mem_loss_fn" in r.columns]
     if not have:
         return
     doc.heading("Memorization (Fig 1, Table 1)")
@@ -119,8 +125,8 @@ def _memorization_section(doc: Document, runs: list[RunInfo], assets: Path) -> N
                        for g, d in dist.items()])
 
 
-def _modification_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
-    have = [r for r in runs if "mod_precision" in r.metrics]
+def _modification_section(doc: Document, runs: list[RunFolder], assets: Path) -> None:
+    have = [r for r in runs if "mod_precision" in r.columns]
     if not have:
         return
     doc.heading("Precision of modification (Fig 4)")
@@ -149,7 +155,7 @@ def _modification_section(doc: Document, runs: list[RunInfo], assets: Path) -> N
         doc.para(f"Base rate of missing positives among unobserved entries: {base_rate:.2f}%.")
 
 
-def _qualitative_section(doc: Document, runs: list[RunInfo], assets: Path) -> None:
+def _qualitative_section(doc: Document, runs: list[RunFolder], assets: Path) -> None:
     from wsml.analysis.modification import LOG_FILE
     from wsml.analysis.qualitative import make_qualitative
 
@@ -173,7 +179,7 @@ def _qualitative_section(doc: Document, runs: list[RunInfo], assets: Path) -> No
                 doc.image(png, caption)
 
 
-def _pointing_section(doc: Document, runs: list[RunInfo]) -> None:
+def _pointing_section(doc: Document, runs: list[RunFolder]) -> None:
     have = [(r, r.analysis_file("pointing_game.json")) for r in runs if r.analysis_file("pointing_game.json").exists()]
     if not have:
         return
@@ -214,7 +220,9 @@ def build_report(paths: Sequence[Union[str, Path]], out: Union[str, Path], title
         if (p / SWEEP_FILE).exists():
             sweeps.append(p)
         else:
-            runs.append(load_run(p))
+            run = RunFolder(p)
+            _ = run.columns  # read now: a folder without metrics.csv is an error naming it, not an empty section
+            runs.append(run)
     doc = Document(title)
     with tempfile.TemporaryDirectory() as tmp:
         assets = Path(tmp)

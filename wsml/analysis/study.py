@@ -29,12 +29,12 @@ NOT_RUN = {"verdict": "not run yet", "evidence": "–", "noise": "–"}
 
 def _obs_count(run_dir: Path, data_path: str, cache: dict) -> tuple[Optional[int], Optional[int]]:
     """(training images, observed training labels) of the data set a run trained on (cached per data path)."""
-    from wsml.analysis.qualitative import load_run_index
     from wsml.labels import UNOBS
+    from wsml.run_folder import RunFolder
 
     if data_path not in cache:
         try:
-            index = load_run_index(run_dir)
+            index = RunFolder(run_dir).dataset
         except (FileNotFoundError, ValueError):
             return None, None
         obs = index["train"].observed
@@ -46,11 +46,10 @@ def _obs_count(run_dir: Path, data_path: str, cache: dict) -> tuple[Optional[int
 def run_record(run_dir: PathLike, regime: str, group: str, cache: Optional[dict] = None) -> dict:
     """One finished run as a flat record: method, seed, Δrel, train_frac, epochs, optimisation steps,
     observed labels, best epoch, val/test mAP, Pointing Game (when analysed) and wall time."""
-    from wsml.config import read_yaml
+    from wsml.run_folder import RunFolder
 
-    d = Path(run_dir)
-    s = json.loads((d / "summary.json").read_text())
-    cfg = read_yaml(d / "config.yaml") if (d / "config.yaml").is_file() else {}
+    run = RunFolder(run_dir)
+    d, s, cfg = run.path, run.summary, run.config_dict
     tr, loss = cfg.get("train", {}), cfg.get("loss", {})
     n_img, n_obs = _obs_count(d, str(cfg.get("data", {}).get("path", "")), {} if cache is None else cache)
     bs, epochs = int(tr.get("batch_size", 32)), int(tr.get("epochs", 0))

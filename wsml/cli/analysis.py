@@ -182,9 +182,9 @@ def _pointing(args: argparse.Namespace) -> int:
 
 def _cams(args: argparse.Namespace) -> int:
     from wsml.analysis.cams import cam_overlay_figure
-    from wsml.analysis.runs import load_run
+    from wsml.run_folder import RunFolder
 
-    names = args.names.split(",") if args.names else [load_run(d).loss_name for d in args.runs]
+    names = args.names.split(",") if args.names else [RunFolder(d).loss_name for d in args.runs]
     if len(names) != len(args.runs) or len(set(names)) != len(names):
         raise ValueError(f"--names must give {len(args.runs)} distinct titles, got {names}")
     png = cam_overlay_figure(dict(zip(names, args.runs)), args.rows, args.out, args.split, args.device, args.classes,

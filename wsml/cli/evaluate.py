@@ -49,10 +49,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from wsml.checkpoint import write_json
     from wsml.evaluation import evaluate_run
-    from wsml.thresholds import thresholded_metrics
+    from wsml.run_folder import RunFolder
+    from wsml.thresholds import ensure_thresholds, per_class_lines, per_class_table, thresholded_metrics
 
-    r = evaluate_run(args.run_dir, args.split, device=args.device)
+    run = RunFolder(args.run_dir)
+    r, scores, rows = evaluate_run(run, args.split, device=args.device)
     m = f"{r['map']:.2f}" if r["map"] is not None else r.get("message", "not available")
     note = f" (partial labels: {r['classes_left_out']} classes left out)" if r["policy"] == "partial-labels" else ""
     print(f"{args.run_dir}: {r['split']} mAP {m} over {r['num_samples']} samples "
@@ -60,31 +63,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if "group_map" in r:
         print("  per class group (G1 = fewest annotated training images): "
               + ", ".join(f"{g} {v:.2f}" for g, v in r["group_map"].items()))
-    t = thresholded_metrics(args.run_dir, args.split, device=args.device)  # per-class thresholds chosen on val
+    t = thresholded_metrics(run, args.split, scores, rows, device=args.device)  # per-class thresholds chosen on val
     if t["macro_f1"] is not None:
         note = " (optimistic: the thresholds were chosen on val)" if args.split == "val" else ""
         print(f"  with the val thresholds: macro F1 {t['macro_f1']:.2f}, precision {t['macro_precision'] or 0:.2f}, "
               f"recall {t['macro_recall'] or 0:.2f}{note}")
-    from wsml.thresholds import per_class_lines
-
-    for line in per_class_lines(args.run_dir, args.split):  # AP and F1 per class (also in eval_<split>.json)
+    r.update({k: v for k, v in t.items() if k != "split"})
+    r["per_class"] = per_class_table(r, ensure_thresholds(run, args.device))
+    write_json(run.file(f"eval_{args.split}.json"), r)  # AP and F1 per class, printed and stored
+    for line in per_class_lines(r["per_class"]):
         print(line)
     return 0
 
 
-def _thresholds(run_dir: str, device: str) -> tuple[list, list]:
+def _thresholds(run, device: str) -> tuple[list, list]:
     """(class names, per-class thresholds chosen on val); 0.5 with a note when the data set is not available."""
-    from wsml.checkpoint import load_checkpoint
     from wsml.thresholds import DEFAULT_THRESHOLD, ensure_thresholds
 
-    run = Path(run_dir)
-    if not (run / "config.yaml").is_file() or not (run / "best.pt").is_file():
-        raise FileNotFoundError(f"{run} is not a finished run folder (needs config.yaml and best.pt)")
+    if not run.file("config.yaml").is_file() or not run.best_pt.is_file():
+        raise FileNotFoundError(f"{run.path} is not a finished run folder (needs config.yaml and best.pt)")
     try:
         thr = ensure_thresholds(run, device)
         return list(thr["class_names"]), list(thr["thresholds"])
     except FileNotFoundError as e:  # the val split is not on this machine: scores only, threshold 0.5
-        info = load_checkpoint(run / "best.pt").get("model_info")
+        info = run.checkpoint().get("model_info")
         if info is None:
             raise
         print(f"note: no per-class thresholds ({' '.join(str(e).split())}); using {DEFAULT_THRESHOLD}",
@@ -93,15 +95,17 @@ def _thresholds(run_dir: str, device: str) -> tuple[list, list]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from wsml.prediction_files import expand_images, prediction_records, score_images, write_predictions
+    from wsml.prediction_files import expand_images, prediction_records, run_image_scores, write_predictions
+    from wsml.run_folder import RunFolder
 
     args.images = expand_images(args.images)  # folders: their image files, sorted
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise ValueError(f"--out must end in .csv or .json, got {args.out}")
     if args.top_k < 0:
         raise ValueError(f"--top-k must be >= 0 (0 = every class), got {args.top_k}")
-    class_names, thresholds = _thresholds(args.run_dir, args.device)
-    scores = score_images(args.run_dir, args.images, class_names, device=args.device)
+    run = RunFolder(args.run_dir)
+    class_names, thresholds = _thresholds(run, args.device)
+    scores = run_image_scores(run, args.images, class_names, device=args.device)
     records = prediction_records(args.images, scores, class_names, thresholds, top_k=args.top_k)
     for r in records:
         print(r["image"] + ": " + ", ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])

@@ -26,21 +26,20 @@ PathLike = Union[str, Path]
 
 def run_source(run_dir: PathLike, device: str = "auto") -> Source:
     """The labels CSV, image root, classes and val thresholds of a run trained on ``wsml prepare csv`` data."""
-    from wsml.builders import load_index
-    from wsml.evaluation import load_run_config
+    from wsml.run_folder import RunFolder
     from wsml.thresholds import ensure_thresholds
 
-    run_dir = Path(run_dir)
-    index = load_index(load_run_config(run_dir).data)
+    run = RunFolder(run_dir)
+    index = run.dataset
     src = index.meta.get("source", {})
     if src.get("format") != "csv" or not src.get("csv"):
         raise ValueError(f"{run_dir}: wsml review works on runs trained on a labels CSV (`wsml prepare csv`); "
                          f"this run's data set {index.name!r} was not")
     if not Path(src["csv"]).is_file():
         raise FileNotFoundError(f"{src['csv']}: the labels CSV of {run_dir} is not there any more")
-    thr = ensure_thresholds(run_dir, device)
+    thr = ensure_thresholds(run, device)
     return Source(csv=src["csv"], image_root=index.root, class_names=list(index.class_names),
-                  thresholds=[float(t) for t in thr["thresholds"]], model=run_dir.name)
+                  thresholds=[float(t) for t in thr["thresholds"]], model=run.path.name)
 
 
 def allocate(sizes: list, n: int) -> list:
@@ -108,10 +107,12 @@ def start_val(run_dir: PathLike, n: Optional[int] = None, seed: Optional[int] = 
     rows = draw_val(table, n, seed)
     paths = [table.paths[i] for i in rows]
     if scorer is None:
-        from wsml.prediction_files import score_images
+        from wsml.prediction_files import run_image_scores
+        from wsml.run_folder import RunFolder
 
         def scorer(p):
-            return score_images(run_dir, [Path(source.image_root) / x for x in p], source.class_names, device)
+            return run_image_scores(RunFolder(run_dir), [Path(source.image_root) / x for x in p],
+                                    source.class_names, device)
 
     scores = np.asarray(scorer(paths), dtype=np.float64)
     items = [{"image": p, "observed": table.pos[i], "negatives": table.neg[i],
