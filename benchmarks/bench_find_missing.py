@@ -34,6 +34,7 @@ from wsml.engine import train  # noqa: E402
 from wsml.find_missing import llcp_corrections, train_scores  # noqa: E402
 from wsml.labels import POS, UNOBS  # noqa: E402
 from wsml.oof import out_of_fold  # noqa: E402
+from wsml.run_folder import RunFolder  # noqa: E402
 from wsml.thresholds import ensure_thresholds  # noqa: E402
 
 KS = (100, 500, 1000, 2000)
@@ -137,7 +138,7 @@ def main() -> None:
     res["data"] = {"train_rows": len(tr), "classes": index.num_classes, "unobserved_pairs": int(cand.sum()),
                    "missing_positives": n_missing, "base_rate": n_missing / int(cand.sum()),
                    "images_with_missing": int(img_missing.sum())}
-    res["val_map"] = {m: json.loads((r / "summary.json").read_text())["val_map"] for m, r in runs.items()}
+    res["val_map"] = {m: RunFolder(r).summary["val_map"] for m, r in runs.items()}
     res["times_s"] = {k: round(v, 1) for k, v in times.items()}
     res["total_s"] = round(time.time() - t_start, 1)
     ru = resource.getrusage(resource.RUSAGE_SELF)

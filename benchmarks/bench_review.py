@@ -41,6 +41,7 @@ from wsml.cli import main as wsml  # noqa: E402
 def train(csv: Path, out: Path, name: str, loss: str, seed: int, args) -> dict:
     """``wsml prepare csv`` + ``wsml train`` (seed ``seed``) + test metrics; a finished run is reused."""
     from wsml.evaluation import evaluate_run
+    from wsml.run_folder import RunFolder
     from wsml.thresholds import thresholded_metrics
 
     run = out / "runs" / f"{name}-s{seed}"
@@ -55,10 +56,10 @@ def train(csv: Path, out: Path, name: str, loss: str, seed: int, args) -> dict:
                      f"loss.name={loss}", f"loss.delta_rel={args.delta_rel}", f"train.epochs={args.epochs}",
                      f"train.batch_size={args.batch_size}", f"train.seed={seed}", f"run.out={out / 'runs'}",
                      f"run.name={run.name}", "run.quiet=true"]) == 0
-    ev = evaluate_run(run, "test")
-    f1 = thresholded_metrics(run, "test")
+    ev, scores, rows = evaluate_run(run, "test")
+    f1 = thresholded_metrics(run, "test", scores, rows)
     manifest = json.loads((prep / "manifest.json").read_text())
-    trained_s = json.loads((run / "summary.json").read_text())["wall_time_s"]
+    trained_s = RunFolder(run).summary["wall_time_s"]
     return {"run": name, "seed": seed, "loss": loss, "test_map": ev["map"], "test_macro_f1": f1["macro_f1"],
             "train_rows": manifest["splits"]["train"]["num_samples"],
             "val_rows": manifest["splits"]["val"]["num_samples"], "seconds": round(time.time() - t0, 1),

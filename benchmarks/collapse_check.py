@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsml.config import load_config
-from wsml.data import DatasetIndex
+from wsml.run_folder import RunFolder
 
 
 def main(argv: list[str]) -> int:
@@ -27,10 +26,11 @@ def main(argv: list[str]) -> int:
         runs = sorted(p for p in (grid / m).iterdir() if (p / "predictions_test.npz").is_file())
         shares, means, truth = [], [], []
         for run in runs:
-            scores = np.load(run / "predictions_test.npz")["scores"]
+            folder = RunFolder(run)
+            scores = folder.predictions("test")[0]
             shares.append((scores >= 0.5).mean())
             means.append(scores.mean())
-            index = DatasetIndex.load(load_config(run / "config.yaml").data.path)
+            index = folder.dataset
             truth.append(index["test"].full.mean())
         print(f"| {m} | {len(runs)} | {np.mean(shares) * 100:.1f} % | {np.mean(means):.3f} | "
               f"{np.mean(truth) * 100:.1f} % |")

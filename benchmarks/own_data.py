@@ -32,6 +32,7 @@ from wsml.config import load_config  # noqa: E402
 from wsml.data import prepare  # noqa: E402
 from wsml.labels import POS  # noqa: E402
 from wsml.metrics import mean_average_precision  # noqa: E402
+from wsml.run_folder import RunFolder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["data.image_size=56", "train.batch_size=32", "optim.lr=1e-3", "data.num_workers=0", "run.quiet=true",
@@ -103,25 +104,24 @@ def _pick(hist: list[dict], key: str) -> dict:
 
 def _f1(run: Path, hidden_test: dict) -> dict:
     """Test macro F1 with the run's val thresholds (the rule wsml applies), and with F1-on-partial thresholds."""
-    from wsml.data import DatasetIndex
-    from wsml.evaluation import evaluate_run, load_run_config
+    from wsml.evaluation import evaluate_run
     from wsml.partial_val import dense_observed
     from wsml.thresholds import apply_thresholds, choose_thresholds, ensure_thresholds, f1_per_class
 
-    thr = ensure_thresholds(run, device="cpu")
-    evaluate_run(run, "test", device="cpu")
-    pred = np.load(run / "predictions_test.npz")
-    index = DatasetIndex.load(load_run_config(run).data.path)
-    truth = np.stack([hidden_test[index["test"].samples[r]] for r in pred["rows"]])
+    folder = RunFolder(run)
+    thr = ensure_thresholds(folder, device="cpu")
+    _, scores, rows = evaluate_run(folder, "test", device="cpu")
+    index = folder.dataset
+    truth = np.stack([hidden_test[index["test"].samples[r]] for r in rows])
 
     def macro(t):
-        return float(np.nanmean(f1_per_class(apply_thresholds(pred["scores"], t), truth)) * 100)
+        return float(np.nanmean(f1_per_class(apply_thresholds(scores, t), truth)) * 100)
 
     out = {"threshold_rule": thr["criterion"], "test_macro_f1": macro(thr["thresholds"]),
            "thresholds": [round(t, 4) for t in thr["thresholds"]]}
     if index["val"].observed is not None:  # what wsml did before: F1 on partial val as if it were complete
-        val = np.load(run / "predictions_val.npz")
-        naive = choose_thresholds(val["scores"], dense_observed(index["val"], val["rows"]) == POS)["thresholds"]
+        val_scores, val_rows = folder.predictions("val")  # written by ensure_thresholds's val scoring
+        naive = choose_thresholds(val_scores, dense_observed(index["val"], val_rows) == POS)["thresholds"]
         out["test_macro_f1_naive_thresholds"] = macro(naive)
         out["naive_thresholds"] = [round(t, 4) for t in naive]
     return out
@@ -136,7 +136,7 @@ def bench_val(work: Path, epochs: int) -> dict:
             t0 = time.time()
             run = _train(work, prep, name, [f"loss.name={loss}", f"train.epochs={epochs}"] + extra, hidden)
             hist = _history(run)
-            summary = json.loads((run / "summary.json").read_text())
+            summary = RunFolder(run).summary
             rec = {"val": val_mode, "loss": loss, "criterion": summary["val_criterion"],
                    "selected": _pick(hist, "val_score"), "oracle_test": _pick(hist, "test_map_hidden"),
                    "history": hist, "summary": summary, "wall_s": round(time.time() - t0, 1)}
@@ -155,17 +155,16 @@ def bench_delta(work: Path, epochs: int, values: list) -> dict:
     for dr in ["auto"] + values:
         name = "ll-r-val200" if dr == 2.5 else f"ll-r-val200-dr{dr}"  # 2.5: the val part's run
         run = _train(work, prep, name, ["loss.name=ll-r", f"loss.delta_rel={dr}", f"train.epochs={epochs}"], hidden)
-        summary = json.loads((run / "summary.json").read_text())
-        from wsml.builders import load_index
+        folder = RunFolder(run)
+        summary = folder.summary
         from wsml.delta_auto import auto_delta_rel
 
-        cfg = load_config(run / "config.yaml")
-        chosen = auto_delta_rel(cfg, load_index(cfg.data), log=lambda *a: None) if dr == "auto" else dr
+        chosen = auto_delta_rel(folder.config, folder.dataset, log=lambda *a: None) if dr == "auto" else dr
         res[name] = {"delta_rel": dr, "delta_rel_used": chosen, "test_map": summary["test_map"],
                      "best_epoch": summary["best_epoch"]}
         print(name, json.dumps(res[name]), flush=True)
     an = _train(work, prep, "an-val200", ["loss.name=an", f"train.epochs={epochs}"], hidden)
-    res["an-val200"] = {"delta_rel": None, "test_map": json.loads((an / "summary.json").read_text())["test_map"]}
+    res["an-val200"] = {"delta_rel": None, "test_map": RunFolder(an).summary["test_map"]}
     return res
 
 

@@ -140,7 +140,9 @@ def _train_one(job: dict) -> dict:
                                                                                  f"{run_dir.name}")):
         key_file = cand / "bench_key.txt"  # the same experiment in this grid, or in another grid under the root
         if (cand / "summary.json").is_file() and key_file.is_file() and key_file.read_text() == job["key"]:
-            summary = json.loads((cand / "summary.json").read_text())
+            from wsml.run_folder import RunFolder
+
+            summary = RunFolder(cand).summary
             summary["reused"], summary["run_dir"] = True, str(cand)
             return summary
     import torch

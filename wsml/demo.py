@@ -12,7 +12,6 @@ to ``runs/demo/results.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -64,7 +63,9 @@ def results_table(methods: list[str], out: Path, times: dict[str, float]) -> str
     """A Markdown table of the runs' summaries (test mAP of the best-val checkpoint)."""
     rows = ["| method | test mAP | val mAP | best epoch | Δ test vs Naive AN | train time |",
             "|---|---:|---:|---:|---:|---:|"]
-    summaries = {m: json.loads((out / m / "summary.json").read_text()) for m in methods}
+    from wsml.run_folder import RunFolder
+
+    summaries = {m: RunFolder(out / m).summary for m in methods}
     base = summaries.get("an", {}).get("test_map")
     for m in methods:
         s = summaries[m]

@@ -207,7 +207,7 @@ def read_metrics(path: PathLike) -> dict[str, list[Any]]:
     """``metrics.csv`` as columns ``{name: [value per epoch]}`` (numbers as float, empty/'nan' as NaN)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: not a training run folder")
+        raise FileNotFoundError(f"{path.parent}: no metrics.csv - not a training run folder")
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames:

@@ -18,23 +18,22 @@ import shlex
 import sys
 from pathlib import Path
 
-import yaml
-
 from wsml.analysis.stats import fmt_mean_sd
 from wsml.analysis.study import NAMES, REGIMES, collect, verdict_table
+from wsml.run_folder import RunFolder
 
 DEFAULT_DELTA = 2.0
 
 
 def _delta_of(run_dir: Path) -> float:
-    return float(yaml.safe_load((run_dir / "config.yaml").read_text()).get("loss", {}).get("delta_rel"))
+    return float(RunFolder(run_dir).config_dict.get("loss", {}).get("delta_rel"))
 
 
 def choose_delta(folder: Path) -> float:
     """The Δrel of the LL-Ct run with the best mean val mAP over seeds in ``folder`` (DEFAULT_DELTA if none)."""
     by_d: dict[float, list[float]] = {}
     for summ in folder.glob("*/summary.json"):
-        by_d.setdefault(_delta_of(summ.parent), []).append(json.loads(summ.read_text())["val_map"])
+        by_d.setdefault(_delta_of(summ.parent), []).append(RunFolder(summ.parent).summary["val_map"])
     if not by_d:
         return DEFAULT_DELTA
     return max(by_d, key=lambda d: sum(by_d[d]) / len(by_d[d]))
@@ -43,8 +42,8 @@ def choose_delta(folder: Path) -> float:
 def peaks(folder: Path) -> None:
     """Print each Naive AN run's best val epoch against its budget: the budget covers AN's peak when best < last."""
     for summ in sorted(folder.glob("an-s*/summary.json")):
-        s = json.loads(summ.read_text())
-        epochs = yaml.safe_load((summ.parent / "config.yaml").read_text())["train"]["epochs"]
+        run = RunFolder(summ.parent)
+        s, epochs = run.summary, run.config.train.epochs
         verdict = "peaked inside the budget" if s["best_epoch"] < epochs else "NOT peaked: raise EPOCHS"
         print(f"{summ.parent.name}: best val epoch {s['best_epoch']} of {epochs} ({verdict}); val mAP "
               f"{s['val_map']:.2f}, test mAP {s.get('test_map', float('nan')):.2f}, wall {s.get('wall_time_s')} s")

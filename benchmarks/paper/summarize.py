@@ -10,11 +10,11 @@ OpenImages the group mAP G1–G5 (classes grouped by the number of training imag
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from wsml import bench_report as R
+from wsml.run_folder import RunFolder
 
 # Paper Table 2 (mAP; VOC, COCO, NUS-WIDE, CUB) and Table 3 (OpenImages V3, All Gs + G1..G5).
 PAPER = {
@@ -40,15 +40,13 @@ ORDER = ["full", "an", "iu", "wan", "lsan", "epr", "role", "curriculum", "imcl",
 def collect(folder: Path, group_map: bool) -> list[dict]:
     runs = []
     for s in sorted(folder.glob("*/s*/summary.json")):
-        d = json.loads(s.read_text())
+        run = RunFolder(s.parent)
+        d = run.summary
         rec = {"method": s.parent.parent.name, "seed": int(s.parent.name[1:].split("-")[0]),
                "test_map": d["test_map"], "val_map": d["val_map"], "best_epoch": d["best_epoch"],
                "wall_time_s": d.get("wall_time_s"), "run_dir": str(s.parent)}
         if group_map:
-            import yaml
-
-            data_path = yaml.safe_load((s.parent / "config.yaml").read_text())["data"]["path"]
-            gm = R.run_group_map(str(s.parent), data_path, 5)
+            gm = R.run_group_map(str(s.parent), str(run.data_path), 5)
             gm.pop("groups")
             rec["group_map"] = gm
         runs.append(rec)

@@ -21,7 +21,7 @@ from wsml.analysis import memorization as mem
 from wsml.analysis.document import Document
 from wsml.analysis.plots import plot_memorization, plot_precision, plot_sweep, plot_training_curves
 from wsml.analysis.sweeps import SWEEP_FILE
-from wsml.run_folder import RunFolder
+from wsml.run_folder import RunFolder, read_json
 
 VAL_MAP = ("val_map", "val_mAP", "val/map", "val_map_all")
 TEST_MAP = ("test_map", "test_mAP", "test/map")
@@ -83,8 +83,8 @@ def _outputs_section(doc: Document, runs: list[RunFolder]) -> None:
         fm = r.path / "find_missing.json"
         if not ev.is_file() and not fm.is_file():
             continue
-        e = json.loads(ev.read_text()) if ev.is_file() else {}
-        f = json.loads(fm.read_text()) if fm.is_file() else {}
+        e = read_json(ev) if ev.is_file() else {}
+        f = read_json(fm) if fm.is_file() else {}
         rows.append([r.path.name, e.get("map"), e.get("macro_f1"), e.get("policy", "–"),
                      f.get("pairs", "–"), f.get("what", "–"), f.get("out", "–")])
     if rows:
@@ -189,7 +189,7 @@ def _pointing_section(doc: Document, runs: list[RunFolder]) -> None:
              "averaged over classes (%). Random = a uniformly random point.")
     rows = []
     for r, p in have:
-        res = json.loads(p.read_text())
+        res = read_json(p)
         rows.append([r.label, res["score"], res.get("random_score"), res.get("pairs"), res.get("split", "test")])
     doc.table(["run", "pointing game %", "random point %", "pairs", "split"], rows)
     for r, _ in have:

@@ -13,7 +13,6 @@ prepared on first use (``data.dataset`` must name the adapter).
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import sys
@@ -22,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from wsml.analysis.plots import plot_sweep
 from wsml.checkpoint import write_json
+from wsml.run_folder import RunFolder
 
 SWEEP_FILE = "sweep.json"
 
@@ -76,9 +76,8 @@ def run_sweep(param: str, values: Sequence[Any], methods: dict[str, list[str]], 
         for v in values:
             name = _slug(f"{label}-{param.split('.')[-1]}{v}")
             run_dir = out / "runs" / name
-            summary_path = run_dir / "summary.json"
-            if summary_path.is_file():
-                summary = json.loads(summary_path.read_text())
+            if (run_dir / "summary.json").is_file():
+                summary = RunFolder(run_dir).summary
                 log(f"sweep: reusing {run_dir}")
             else:
                 ov = list(overrides) + list(m_over) + [f"{param}={v}", f"run.out={out / 'runs'}", f"run.name={name}",
