@@ -14,6 +14,7 @@ from wsml.config import Config, load_config
 from wsml.engine import train
 from wsml.evaluation import evaluate_run, run_split_scores
 from wsml.run_folder import RunFolder
+from wsml.thresholds import thresholded_metrics
 
 EPOCHS = 2
 
@@ -52,6 +53,10 @@ def test_reads_every_part_of_a_finished_run(run, project):
     np.testing.assert_allclose(again, scores, rtol=1e-5, atol=1e-6)
     result, s, r = evaluate_run(run, "test", device="cpu", write=False)  # arrays between functions
     assert result["map"] == pytest.approx(run.summary["test_map"], abs=1e-4) and (s == again).all()
+    run.file("predictions_test.npz").unlink()  # thresholded metrics take the arrays, not a file written before
+    t = thresholded_metrics(run, "test", s, r, device="cpu")
+    assert 0 <= t["macro_f1"] <= 100 and len(t["f1_per_class"]) == 6
+    assert RunFolder(run.path).predictions("val")[0].shape == (len(run.dataset["val"]), 6)  # the val scoring's record
 
 
 def test_data_set_found_relative_to_the_run_folders_parents(run, project, tmp_path, monkeypatch):
@@ -69,9 +74,12 @@ def test_data_set_found_relative_to_the_run_folders_parents(run, project, tmp_pa
 
 @pytest.mark.parametrize("name, damage, error, message", [
     ("config.yaml", None, FileNotFoundError, "is not a run folder \\(no config.yaml\\)"),
+    ("config.yaml", b"data: [unclosed\n", ValueError, "config.yaml: invalid YAML"),
+    ("metrics.csv", b"\xff\xfe\x00garbage", ValueError, "metrics.csv is damaged"),
     ("metrics.csv", None, FileNotFoundError, "no metrics.csv - not a training run folder"),
     ("summary.json", None, FileNotFoundError, "summary.json does not exist: the run has not finished"),
     ("summary.json", b'{"best_epoch": ', ValueError, "summary.json: invalid JSON"),
+    ("summary.json", b"[1, 2]", ValueError, "summary.json: expected a JSON object, got list"),
     ("predictions_test.npz", b"PK\x03\x04 cut", ValueError, "predictions_test.npz is damaged"),
     ("predictions_test.npz", None, FileNotFoundError, "predictions_test.npz does not exist: run `wsml eval"),
     ("best.pt", b"not a checkpoint", ValueError, "best.pt cannot be read safely"),

@@ -208,16 +208,19 @@ def read_metrics(path: PathLike) -> dict[str, list[Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path.parent}: no metrics.csv - not a training run folder")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames:
-            raise ValueError(f"{path}: empty metrics file (no header)")
-        cols: dict[str, list[Any]] = {k: [] for k in reader.fieldnames}
-        for i, row in enumerate(reader, start=2):
-            if None in row:
-                raise ValueError(f"{path}: line {i} has more fields than the header")
-            for k in reader.fieldnames:
-                cols[k].append(_number(row.get(k)))
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames:
+                raise ValueError(f"{path}: empty metrics file (no header)")
+            cols: dict[str, list[Any]] = {k: [] for k in reader.fieldnames}
+            for i, row in enumerate(reader, start=2):
+                if None in row:
+                    raise ValueError(f"{path}: line {i} has more fields than the header")
+                for k in reader.fieldnames:
+                    cols[k].append(_number(row.get(k)))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path} is damaged: not a CSV text file ({type(e).__name__})") from None
     return cols
 
 
@@ -405,6 +408,9 @@ def read_json(path: Path, missing: str = "") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist{': ' + missing if missing else ''}")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
