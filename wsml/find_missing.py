@@ -146,7 +146,7 @@ def find_missing(run_dir: PathLike, *, k: Optional[int] = None, folds: int = 0, 
     if folds >= 2:
         from wsml.oof import out_of_fold
 
-        oof, oof_thr = out_of_fold(run_dir, folds=folds, epochs=oof_epochs, seed=oof_seed,
+        oof, oof_thr = out_of_fold(run, folds=folds, epochs=oof_epochs, seed=oof_seed,
                                    device=None if device == "auto" else device, quiet=quiet)
     rows_c, cls_c = llcp_corrections(run)
     corrected = None

@@ -21,6 +21,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from wsml.run_folder import RunFolder
+
 PathLike = Union[str, Path]
 
 
@@ -56,18 +58,17 @@ def out_of_fold_scores(run_dir: PathLike, folds: int = 3, epochs: Optional[int] 
     return out_of_fold(run_dir, folds, epochs, seed, device, quiet, reuse)[0]
 
 
-def out_of_fold(run_dir: PathLike, folds: int = 3, epochs: Optional[int] = None, seed: int = 0,
+def out_of_fold(run_dir: Union[PathLike, RunFolder], folds: int = 3, epochs: Optional[int] = None, seed: int = 0,
                 device: Optional[str] = None, quiet: bool = True, reuse: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(scores, thresholds), both [N_train, C]: :func:`out_of_fold_scores` and, per row, the per-class val-F1
     thresholds (wsml.thresholds) of the fold model that scored it (fold models differ in calibration)."""
     from wsml.config import validate
     from wsml.data.index import DatasetIndex
     from wsml.engine import train
-    from wsml.run_folder import RunFolder
     from wsml.thresholds import ensure_thresholds
 
-    run_dir = Path(run_dir)
-    run = RunFolder(run_dir)
+    run = RunFolder.of(run_dir)
+    run_dir = run.path
     cfg = run.config
     epochs = int(epochs or cfg.train.epochs)
     if epochs < 1:
