@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from wsml.features import FeatureDataset, FeatureLoader, extract_features
+from wsml.distributed import DistInfo
+from wsml.features import FeatureDataset, extract_features
 from wsml.labels import SparseLabels
+from wsml.linearinit import ShardedFeatureLoader
 from wsml.models import create_model
 
 
@@ -141,7 +143,7 @@ def test_feature_loader_batches_and_shuffles(model, tmp_path):
     ds = Images(10)
     cache = extract_features(model, DataLoader(ds, batch_size=4), tmp_path, key="l", progress=False)
     fds = FeatureDataset.from_cache(cache, ds.obs, ds.full)
-    loader = FeatureLoader(fds, batch_size=4)
+    loader = ShardedFeatureLoader(fds, 4, DistInfo(), shuffle=False, seed=0)
     batches = list(loader)
     assert len(loader) == 3 and [len(b["index"]) for b in batches] == [4, 4, 2]
     assert set(batches[0]) == {"input", "observed", "index", "full"}
@@ -149,13 +151,14 @@ def test_feature_loader_batches_and_shuffles(model, tmp_path):
     with torch.no_grad():  # the head trained from the cache sees what the full model would
         logits = model.eval()(ds.x[:4])
     assert torch.allclose(model.forward_head(batches[0]["input"]), logits, atol=1e-5)
-    shuf = FeatureLoader(fds, batch_size=3, shuffle=True, seed=5, drop_last=True)
+    shuf = ShardedFeatureLoader(fds, 3, DistInfo(), shuffle=True, seed=5)
     e0 = torch.cat([b["index"] for b in shuf])
+    shuf.sampler.set_epoch(1)
     e1 = torch.cat([b["index"] for b in shuf])
-    assert len(shuf) == 3 and len(e0) == 9 and not torch.equal(e0, e1)
-    shuf.set_epoch(0)
+    assert len(shuf) == 4 and len(e0) == 10 and not torch.equal(e0, e1)
+    shuf.sampler.set_epoch(0)
     assert torch.equal(torch.cat([b["index"] for b in shuf]), e0)  # reproducible from (seed, epoch)
-    for b in FeatureLoader(fds, batch_size=10, shuffle=True, seed=1):
+    for b in ShardedFeatureLoader(fds, 10, DistInfo(), shuffle=True, seed=1):
         rows = b["index"].numpy()
         np.testing.assert_array_equal(b["observed"].numpy(), ds.obs[rows])
         np.testing.assert_array_equal(b["input"].numpy(), cache["features"][np.argsort(cache["index"])][rows])

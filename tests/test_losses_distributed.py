@@ -2,9 +2,10 @@
 
 Each rank evaluates its slice (unequal sizes) of one global batch; the union of the ranks' modified entries
 must equal the single-process selection on the whole batch, each rank's loss its local mean, and LL-Cp's
-corrections must be the same on both ranks and equal to the single process's; ROLE's ``all_reduce_grads``
-must leave the average of the ranks' estimate gradients on both. The workers run this file as a script
-(``python test_losses_distributed.py OUT``) under the suite's DDP launcher (conftest ``launch_ddp``).
+corrections must be the same on both ranks and equal to the single process's; ``average_gradients`` (what the
+training loop calls for ROLE's estimates) must leave the average of the ranks' estimate gradients on both. The
+workers run this file as a script (``python test_losses_distributed.py OUT``) under the suite's DDP launcher
+(conftest ``launch_ddp``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from wsml.distributed import average_gradients
 from wsml.losses import build_loss, reference
 
 # name, loss, hyper-parameters, rows, classes, rows of rank 0, epochs
@@ -64,7 +66,7 @@ def role_grad(rows: slice, sync: bool) -> torch.Tensor:
                       observed_labels=np.zeros((130, 12), dtype=np.int8))
     role(logits[rows], targets[rows], index[rows]).backward()
     if sync:
-        role.all_reduce_grads()
+        average_gradients([role.label_logits])
     return role.label_logits.grad
 
 
@@ -117,7 +119,7 @@ def test_global_selection_over_two_processes_equals_one_process(tmp_path: Path, 
         if name == "ll-cp":
             assert r0["corrections"] == r1["corrections"] == single["corrections"]
             assert len(single["corrections"]) > len(single["remembered"][0]) > 0
-    # ROLE: after all_reduce_grads both ranks hold the average of the two local gradients, as DDP does
+    # ROLE: after average_gradients both ranks hold the average of the two local gradients, as DDP does
     expected = (role_grad(slice(0, 5), sync=False) + role_grad(slice(5, 9), sync=False)) / 2
     torch.testing.assert_close(ranks[0]["role-grad"], expected)
     torch.testing.assert_close(ranks[1]["role-grad"], expected)

@@ -1,4 +1,4 @@
-"""wsml.metrics: AP/mAP against sklearn (ties, empty classes, masks), group mAP, validation, accumulator."""
+"""wsml.metrics: AP/mAP against sklearn (ties, empty classes, masks), group mAP, validation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from sklearn.metrics import average_precision_score
 
 from wsml.labels import SparseLabels
 from wsml.metrics import (
-    MeanAveragePrecision,
     average_precision_per_class,
     class_groups,
     group_mean_average_precision,
@@ -179,92 +178,3 @@ def test_group_map_hand_made():
     assert group_mean_average_precision(scores, labels, sparse) == out
     with pytest.raises(ValueError, match="known_counts has 9 classes but scores have 10"):
         group_mean_average_precision(scores, labels, known[:9], num_groups=3)
-
-
-def test_accumulator_matches_one_shot():
-    rng = np.random.default_rng(5)
-    scores = np.round(rng.random((50, 6)), 1).astype(np.float32)
-    labels = rng.random((50, 6)) < 0.3
-    mask = rng.random((50, 6)) < 0.8
-    acc = MeanAveragePrecision()
-    acc.update(torch.from_numpy(scores[:20]), torch.from_numpy(labels[:20]), mask[:20])
-    acc.update(scores[20:], labels[20:].astype(np.int64))  # no mask in this batch: everything counts
-    full_mask = np.vstack([mask[:20], np.ones((30, 6), bool)])
-    assert acc.compute() == pytest.approx(mean_average_precision(scores, labels, full_mask), abs=1e-9)
-    np.testing.assert_allclose(acc.compute_per_class(), sklearn_ap(scores, labels, full_mask), atol=1e-9)
-    known = np.arange(6)[::-1]
-    assert acc.compute_groups(known, num_groups=2) == group_mean_average_precision(
-        scores, labels, known, num_groups=2, mask=full_mask
-    )
-    with pytest.raises(ValueError, match="4 classes, earlier batches had 6"):
-        acc.update(scores[:, :4], labels[:, :4])
-    acc.reset()
-    with pytest.raises(ValueError, match="no data"):
-        acc.compute()
-
-
-def test_accumulator_copies_batches_and_dedupes_index():
-    rng = np.random.default_rng(6)
-    scores = rng.random((10, 3))
-    labels = rng.random((10, 3)) < 0.4
-    labels[0] = True
-    acc = MeanAveragePrecision()
-    buf = torch.from_numpy(scores[:5].copy())
-    acc.update(buf, labels[:5], index=torch.arange(5))
-    buf.zero_()  # a reused output buffer must not change what was recorded
-    acc.update(scores[5:], labels[5:], index=np.arange(5, 10))
-    acc.update(scores[:2], labels[:2], index=[0, 1])  # DistributedSampler padding: repeated rows
-    assert acc.compute() == pytest.approx(mean_average_precision(scores, labels), abs=1e-9)
-    with pytest.raises(ValueError, match="index to every update"):
-        acc.update(scores, labels)
-    with pytest.raises(ValueError, match="index has 3 ids for 10 rows"):
-        acc.update(scores, labels, index=[0, 1, 2])
-
-
-def test_sync_without_distributed_is_noop():
-    acc = MeanAveragePrecision()
-    acc.update(np.array([[0.2, 0.7], [0.9, 0.1]]), np.array([[1, 0], [0, 1]]))
-    before = acc.compute()
-    acc.sync()
-    assert acc.compute() == before
-    acc.update(np.array([[0.5, 0.5]]), np.array([[1, 1]]))  # still accepted: nothing was gathered
-
-
-def _sync_worker(out_dir: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")  # rank and world size from the launcher (conftest launch_ddp)
-    rank = dist.get_rank()
-    try:
-        rng = np.random.default_rng(0)
-        scores, labels = np.round(rng.random((7, 4)), 1), rng.random((7, 4)) < 0.4
-        mask = rng.random((7, 4)) < 0.8
-        rows = [[0, 2, 4, 6, 0], [1, 3, 5]][rank]  # unequal sizes; rank 0 repeats row 0 (sampler padding)
-        acc = MeanAveragePrecision()
-        acc.update(scores[rows], labels[rows], mask=mask[rows] if rank == 0 else None, index=rows)
-        acc.sync()
-        full_mask = mask.copy()
-        full_mask[[1, 3, 5]] = True
-        np.save(os.path.join(out_dir, f"rank{rank}.npy"),
-                np.array([acc.compute(), mean_average_precision(scores, labels, full_mask)]))
-        try:
-            acc.update(scores, labels, index=range(7))
-        except RuntimeError:
-            np.save(os.path.join(out_dir, f"rank{rank}_refused.npy"), np.ones(1))
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.timeout(120)
-def test_sync_gathers_across_two_gloo_ranks(tmp_path, ddp):
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        pytest.skip("torch.distributed not available")
-    # forked ranks reuse the already imported torch (a fresh interpreter would re-import it, ~10 s on 2 cores)
-    assert ddp(_sync_worker, nprocs=2, args=(str(tmp_path),), timeout=100) == [0, 0]
-    for rank in range(2):
-        got, ref = np.load(tmp_path / f"rank{rank}.npy")
-        assert got == pytest.approx(ref, abs=1e-9)
-        assert (tmp_path / f"rank{rank}_refused.npy").exists()

@@ -3,8 +3,9 @@
 The paper's LinearInit first trains only the linear head on a frozen ImageNet backbone. The backbone's output
 never changes then, so :func:`extract_features` computes ``model.pooled_features`` once per (backbone, weights,
 data, transform) and stores it as ``.npy`` files in ``cache_dir``; later calls read the files and never call the
-backbone. :class:`FeatureDataset` / :class:`FeatureLoader` then serve the cached vectors as the same batch dicts
-(``input``, ``observed``, ``index``, ``full``) the image loaders give, for training ``model.head``.
+backbone. :class:`FeatureDataset` then serves the cached vectors as the same batch dicts (``input``, ``observed``,
+``index``, ``full``) the image loaders give, for training ``model.head`` (batched by
+``wsml.linearinit.ShardedFeatureLoader``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -177,33 +178,3 @@ class FeatureDataset(Dataset):
         item = self.batch(torch.tensor(i))
         item["index"] = int(item["index"])
         return item
-
-
-class FeatureLoader:
-    """Batches of a :class:`FeatureDataset` by slicing (fast); reshuffled every epoch from ``seed + epoch``."""
-
-    def __init__(self, dataset: FeatureDataset, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.dataset, self.batch_size, self.shuffle = dataset, int(batch_size), bool(shuffle)
-        self.seed, self.drop_last = int(seed), bool(drop_last)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Fix the shuffling order of the next pass (otherwise it advances by one per pass)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[dict]:
-        n = len(self.dataset)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        else:
-            order = torch.arange(n)
-        self.epoch += 1
-        for b in range(len(self)):
-            yield self.dataset.batch(order[b * self.batch_size:(b + 1) * self.batch_size])

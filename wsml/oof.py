@@ -48,20 +48,15 @@ def _cached(path: Path, settings: dict) -> Optional[tuple[np.ndarray, np.ndarray
     return data["scores"], data["fold_thresholds"][data["fold_of"]]
 
 
-def out_of_fold_scores(run_dir: PathLike, folds: int = 3, epochs: Optional[int] = None, seed: int = 0,
-                       device: Optional[str] = None, quiet: bool = True, reuse: bool = True) -> np.ndarray:
-    """float32 [N_train, C] sigmoid scores of the run's training rows, each from the fold model that held it out.
+def out_of_fold(run_dir: Union[PathLike, RunFolder], folds: int = 3, epochs: Optional[int] = None, seed: int = 0,
+                device: Optional[str] = None, quiet: bool = True, reuse: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, thresholds), both [N_train, C]: float32 sigmoid scores of the run's training rows, each from the
+    fold model that held it out, and, per row, the per-class val-F1 thresholds (wsml.thresholds) of that fold
+    model (fold models differ in calibration).
 
     ``epochs``: training epochs per fold (default: the run's ``train.epochs``); ``device``: override
     ``train.device``; ``reuse``: return ``<run>/oof/scores.npz`` when it was made with the same settings.
     """
-    return out_of_fold(run_dir, folds, epochs, seed, device, quiet, reuse)[0]
-
-
-def out_of_fold(run_dir: Union[PathLike, RunFolder], folds: int = 3, epochs: Optional[int] = None, seed: int = 0,
-                device: Optional[str] = None, quiet: bool = True, reuse: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, thresholds), both [N_train, C]: :func:`out_of_fold_scores` and, per row, the per-class val-F1
-    thresholds (wsml.thresholds) of the fold model that scored it (fold models differ in calibration)."""
     from wsml.config import validate
     from wsml.data.index import DatasetIndex
     from wsml.engine import train

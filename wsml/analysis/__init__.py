@@ -6,9 +6,3 @@ Training-time measurements are engine callbacks, registered in wsml.callbacks as
 ``modification`` (``callbacks: [memorization, modification]`` in a config). Everything else runs on
 finished run folders: ``wsml analyze ...`` and ``wsml report ...`` (wsml.cli.analysis).
 """
-
-from wsml.analysis.memorization import MemorizationCallback
-from wsml.analysis.modification import ModificationCallback
-from wsml.analysis.pointing_game import PointingGame, pointing_game
-
-__all__ = ["MemorizationCallback", "ModificationCallback", "PointingGame", "pointing_game"]

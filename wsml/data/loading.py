@@ -26,7 +26,6 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
-from torch.utils.data.distributed import DistributedSampler
 
 from wsml.data.index import DatasetIndex
 from wsml.data.transforms import Size, build_transform
@@ -203,7 +202,6 @@ def make_loader(
     seed: int = 0,
     sampler: Union[Sampler, Callable[[Dataset], Sampler], None] = None,
     drop_last: bool = False,
-    distributed: bool = False,
     transform: Optional[Callable] = None,
     channels: int = 3,
     mean: Optional[tuple[float, ...]] = None,
@@ -216,8 +214,8 @@ def make_loader(
 
     Images get ``build_transform(image_size, train, mean, std)`` unless ``transform`` is given;
     ``image_size`` defaults to ``index.meta["image_size"]`` (the mosaics: native 56x56) and is required
-    for image files. ``sampler`` may be a Sampler or a function of the dataset returning one;
-    ``distributed=True`` uses a seeded DistributedSampler (call ``loader.sampler.set_epoch(epoch)``).
+    for image files. ``sampler`` may be a Sampler or a function of the dataset returning one (the training loop
+    passes a seeded DistributedSampler, ``wsml.builders.make_sampler``, also in one process).
     Same ``seed`` -> same batches: the shuffling order does not depend on ``num_workers`` (the sampler has
     its own generator); random flips are reproducible for a given ``seed`` and ``num_workers``, also across a
     resume, because workers are started afresh each epoch and reseeded from the loader's generator. Iterating the
@@ -232,11 +230,7 @@ def make_loader(
         transform = build_transform(size, train, mean, std, channels=channels, seed=seed + 7919)
     ds = PartialLabelDataset(index, split, transform=transform, on_bad_image=on_bad_image, channels=channels,
                              max_pixels=max_pixels)
-    if distributed:
-        if sampler is not None:
-            raise ValueError("pass either sampler or distributed=True, not both")
-        sampler = DistributedSampler(ds, shuffle=train, seed=seed, drop_last=drop_last)
-    elif sampler is not None and not isinstance(sampler, Sampler) and callable(sampler):
+    if sampler is not None and not isinstance(sampler, Sampler) and callable(sampler):
         sampler = sampler(ds)
     elif sampler is None and train:
         sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(seed))

@@ -16,9 +16,10 @@ that Adam as ``own_optimizer`` (its state is part of ``state_dict``); step it af
 (With SGD and weight decay 1e-3, as VOC's network, the estimates barely moved and were pulled to 0.5.)
 Differences from the reference: BCE on
 logits (stable) instead of −log(p + 1e-5); observed negatives, when present, get the same BCE term as
-observed positives (the reference only supports single-positive data). Under DDP the estimate gradients are
-local to each rank: call ``all_reduce_grads()`` after ``backward()`` to average them before the optimizer step,
-and pass ``observed_labels`` so that every rank initialises all rows identically up front.
+observed positives (the reference only supports single-positive data). Under DDP the estimates are not part of
+the DDP-wrapped model, so their gradients stay local to each rank: the training loop averages them over the ranks
+with ``wsml.distributed.average_gradients`` after ``backward()`` (as DDP does for the model) before both optimizer
+steps; ``observed_labels`` is passed so that every rank initialises all rows identically up front.
 """
 
 from __future__ import annotations
@@ -134,19 +135,6 @@ class ROLE(PartialLoss):
     def estimated_labels(self) -> Tensor:
         """Current label estimates σ(label_logits) [N, C] (detached)."""
         return self.label_logits.detach().sigmoid()
-
-    def all_reduce_grads(self) -> None:
-        """Average the estimates' gradients over DDP ranks, as DDP does for the model (no-op in one process).
-
-        Each rank's loss is its local mean, W times the global mean's share, so the average over the W ranks
-        gives exactly the single-process gradient of the global batch.
-        """
-        import torch.distributed as dist
-
-        grad = self.label_logits.grad
-        if grad is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(grad)
-            grad.div_(dist.get_world_size())
 
     def compute(self, logits: Tensor, targets: Tensor, index: Optional[Tensor]) -> Tensor:
         check_state_fits(logits, "ROLE", self.num_classes, self.label_logits, "estimates")
