@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsml.distributed import average_gradients
+from wsml.distributed import all_gather_rows, average_gradients
 from wsml.losses import build_loss, reference
 
 # name, loss, hyper-parameters, rows, classes, rows of rank 0, epochs
@@ -95,6 +95,8 @@ def worker(out: Path) -> None:
         b, split = case[3], case[5]
         results[case[0]] = run_case(case, slice(0, split) if rank == 0 else slice(split, b))
     results["role-grad"] = role_grad(slice(0, 5) if rank == 0 else slice(5, 9), sync=True)
+    mine = torch.arange(6.0).reshape(3, 2) if rank == 0 else torch.empty((0, 0))  # a rank with no rows at all
+    results["gather-empty"] = all_gather_rows(mine)[0]
     torch.save(results, out / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -123,6 +125,8 @@ def test_global_selection_over_two_processes_equals_one_process(tmp_path: Path, 
     expected = (role_grad(slice(0, 5), sync=False) + role_grad(slice(5, 9), sync=False)) / 2
     torch.testing.assert_close(ranks[0]["role-grad"], expected)
     torch.testing.assert_close(ranks[1]["role-grad"], expected)
+    for r in ranks:  # the one variable-size gather: a rank without rows takes the others' shape
+        assert r["gather-empty"].tolist() == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
     assert float(expected[torch.arange(5) * 3 + 100].abs().sum()) > 0
 
 

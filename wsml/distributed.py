@@ -1,4 +1,4 @@
-"""torchrun / DDP helpers: process-group setup, rank checks, gathers and gradient averaging.
+"""torchrun / DDP helpers: process-group setup, rank checks, the variable-size gather and gradient averaging.
 
 ``wsml train`` is the same command in one process and under ``torchrun --nproc-per-node N``: when the
 ``WORLD_SIZE`` environment variable says N > 1, :func:`init_distributed` joins the process group (gloo on
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import torch
 import torch.distributed as dist
@@ -67,13 +67,33 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_gather_objects(obj: Any) -> list:
-    """Every rank's ``obj`` in rank order (``[obj]`` when not distributed)."""
+def all_gather_rows(x: torch.Tensor, pad_value: float = 0, sizes: Optional[list[int]] = None
+                    ) -> tuple[torch.Tensor, list[int]]:
+    """Every rank's ``x`` [B_r, ...] concatenated in rank order into [Σ B_r, ...], and the row counts B_r.
+
+    The one variable-size all-gather of wsml (the LL losses' global batch, the val/test scores): ranks may hold
+    different numbers of rows, zero too (then the trailing shape is taken from the other ranks); the rows are
+    padded with ``pad_value`` to the largest count for the collective and cut back after. ``sizes``: the counts
+    when already known (a second tensor of the same rows). One process: ``(x, [len(x)])``.
+    """
     if not _active():
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
+        return x, [int(x.shape[0])]
+    world = dist.get_world_size()
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else x.device
+    t = x.to(device)
+    if sizes is None:
+        shape = torch.tensor(list(t.shape), dtype=torch.long, device=device)
+        shapes = [torch.empty_like(shape) for _ in range(world)]
+        dist.all_gather(shapes, shape)
+        sizes = [int(s[0]) for s in shapes]
+        if t.shape[0] == 0:  # nothing here: take the trailing shape of a rank that has rows
+            t = t.new_empty((0, *max((tuple(s[1:].tolist()) for s in shapes), key=lambda s: sum(s))))
+    rows = max(sizes)
+    if t.shape[0] < rows:
+        t = torch.cat([t, t.new_full((rows - t.shape[0], *t.shape[1:]), pad_value)])
+    parts = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)]).to(x.device), sizes
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

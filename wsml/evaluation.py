@@ -25,7 +25,7 @@ def predict_split(forward: Callable, loader, device: torch.device) -> tuple[np.n
     Always computed in fp32 with autocast off, whatever ``train.amp`` the model was trained with (the reference
     code bases evaluate in fp32; bf16 scores tie and reorder close scores, which changes AP).
     """
-    from wsml.distributed import all_gather_objects
+    from wsml.distributed import all_gather_rows
 
     scores, rows = [], []
     for batch in loader:
@@ -33,13 +33,13 @@ def predict_split(forward: Callable, loader, device: torch.device) -> tuple[np.n
             continue
         with torch.autocast(device_type=device.type, enabled=False):
             logits = forward(batch["input"].to(device, non_blocking=True))
-        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
-        rows.append(np.asarray(batch["index"], dtype=np.int64))
-    local = (np.concatenate(scores), np.concatenate(rows)) if rows else None
-    parts = [p for p in all_gather_objects(local) if p is not None]
-    if not parts:
+        scores.append(torch.sigmoid(logits.float()).cpu())
+        rows.append(torch.as_tensor(np.asarray(batch["index"], dtype=np.int64)))
+    all_s, sizes = all_gather_rows(torch.cat(scores) if scores else torch.empty((0, 0)))  # every rank's rows
+    if not sum(sizes):
         raise ValueError("no sample of the split could be scored (all images failed to load?)")
-    all_s, all_r = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    all_r, _ = all_gather_rows(torch.cat(rows) if rows else torch.empty((0,), dtype=torch.long), sizes=sizes)
+    all_s, all_r = all_s.numpy(), all_r.numpy()
     uniq, first = np.unique(all_r, return_index=True)  # sorted row ids, first copy of each
     return all_s[first].astype(np.float32), uniq
 
