@@ -18,12 +18,13 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 
-PathLike = Union[str, Path]
+from wsml._types import PathLike, json_default
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -98,7 +99,7 @@ def write_text(path: PathLike, text: str) -> None:
 
 
 def write_json(path: PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
 def write_csv(path: PathLike, rows: list[dict]) -> None:
@@ -118,18 +119,6 @@ def _fmt(v: Any) -> Any:
     if isinstance(v, float):
         return repr(v)  # exact round trip
     return v
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, (np.ndarray, torch.Tensor)):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def rng_state() -> dict:

@@ -24,6 +24,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from wsml._types import PathLike
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "cosine", "step")
 SCHEMES = ("end-to-end", "linearinit")
@@ -148,7 +150,7 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def save(self, path: Union[str, Path]) -> None:
+    def save(self, path: PathLike) -> None:
         """Write as a run folder's ``config.yaml`` (atomically, with an end marker: wsml.run_folder)."""
         from wsml.run_folder import write_config
 
@@ -298,7 +300,7 @@ def yaml_mapping(path: Path, what: str) -> dict:
     return data
 
 
-def read_yaml(path: Union[str, Path], _seen: tuple = ()) -> dict:
+def read_yaml(path: PathLike, _seen: tuple = ()) -> dict:
     """Read a YAML config, resolving ``include`` (a path or a list, relative to this file) recursively."""
     path = Path(path)
     if not path.is_file():
@@ -352,7 +354,7 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None) -> Config:
+def load_config(path: Optional[PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
     """The resolved config: defaults ← YAML file ``path`` (optional) ← ``key=value`` overrides."""
     data = read_yaml(path) if path else {}
     data = _deep_merge(data, parse_overrides(list(overrides or [])))

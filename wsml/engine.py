@@ -31,12 +31,13 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from wsml import builders as B
+from wsml._types import PathLike
 from wsml.callbacks import CallbackList, TrainContext, build_callbacks
 from wsml.checkpoint import (
     load_checkpoint,
@@ -83,7 +84,7 @@ def plan_stages(cfg: Config) -> list[Stage]:
     return [Stage("end-to-end", 1, cfg.train.epochs)]
 
 
-def train(cfg: Config, *, resume: Optional[Union[str, Path]] = None, callbacks: Sequence = ()) -> dict:
+def train(cfg: Config, *, resume: Optional[PathLike] = None, callbacks: Sequence = ()) -> dict:
     """Train as ``cfg`` says (or continue the run folder ``resume``); return the summary (also summary.json)."""
     dist_info = init_distributed(cfg.train.device)
     try:

@@ -7,15 +7,13 @@ keeps one copy per row id, so mAP counts every sample exactly once.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
+from wsml._types import PathLike
 from wsml.run_folder import RunFolder
-
-PathLike = Union[str, Path]
 
 
 @torch.no_grad()

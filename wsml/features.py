@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from wsml._types import PathLike
 from wsml.checkpoint import atomic_write
 from wsml.labels import SparseLabels, as_observed, validate_full, validate_observed
 from wsml.models.model import MultiLabelModel
@@ -93,7 +94,7 @@ def _read_cache(stem: Path) -> Optional[dict]:
     return {"features": features, "index": index, "path": str(stem.with_suffix(".features.npy")), "cached": True}
 
 
-def extract_features(model: MultiLabelModel, loader, cache_dir: Union[str, Path], key: Optional[str] = None,
+def extract_features(model: MultiLabelModel, loader, cache_dir: PathLike, key: Optional[str] = None,
                      device: Union[str, torch.device] = "cpu", progress: bool = True) -> dict:
     """Pooled backbone features of every batch of ``loader`` (dicts with "input" and "index"), cached.
 

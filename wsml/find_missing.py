@@ -32,10 +32,10 @@ from typing import Optional, Union
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.labels import UNOBS, SparseLabels
 from wsml.run_folder import RunFolder
 
-PathLike = Union[str, Path]
 RANK_BY = ("auto", "model", "oof", "mean")
 LL_LOSSES = ("ll-r", "ll-ct", "ll-cp")  # losses that stop fitting large assumed-negative losses
 COLUMNS = ("rank", "row", "image", "class", "score", "model_score", "oof_score", "an_loss", "threshold", "sources")

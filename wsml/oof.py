@@ -21,9 +21,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.run_folder import RunFolder
-
-PathLike = Union[str, Path]
 
 
 def fold_assignment(n: int, folds: int, seed: int = 0) -> np.ndarray:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.run_folder import RunFolder
 from wsml.thresholds import apply_thresholds
-
-PathLike = Union[str, Path]
 
 
 def expand_images(items: Sequence[PathLike]) -> list[str]:

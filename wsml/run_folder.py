@@ -27,10 +27,10 @@ from typing import Any, Optional, Union
 import numpy as np
 import yaml
 
+from wsml._types import PathLike
 from wsml.checkpoint import atomic_write, load_checkpoint, remove_stale_temporaries
 from wsml.config import Config, _deep_merge, from_dict, parse_overrides, read_yaml
 
-PathLike = Union[str, Path]
 END_MARKER = "# end of wsml config"  # the last line of every config.yaml wsml writes
 # keys a resume may change: they do not change what is trained (train.epochs may only grow)
 RESUME_MAY_CHANGE = ("train.epochs", "train.device", "data.num_workers", "data.root", "run.quiet", "callbacks")

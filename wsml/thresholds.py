@@ -19,16 +19,15 @@ rows, ``wsml.partial_val``), F1 cannot be measured there and :func:`best_pu_thre
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.run_folder import RunFolder
 
 DEFAULT_THRESHOLD = 0.5
 FILE_NAME = "thresholds.json"
-PathLike = Union[str, Path]
 
 
 def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

@@ -10,16 +10,15 @@ the original size (H, W) before its maximum is taken.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wsml._types import PathLike
 from wsml.analysis.pointing_game import PointingGame, cam_peaks, point_in_boxes
 from wsml.analysis.qualitative import image_size, load_image
-
-PathLike = Union[str, Path]
 
 
 def _cam_run(run_dir: PathLike, device: str, split: str):

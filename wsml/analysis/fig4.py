@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.analysis.stats import describe, paired_compare
 from wsml.run_folder import RunFolder
 
-PathLike = Union[str, Path]
 NAMES = {"ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp"}
 
 

@@ -13,7 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-PathLike = Union[str, Path]
+from wsml._types import PathLike
+
 GROUP_STYLE = {"pos": ("observed positives", "tab:green"), "tn": ("true negatives (unobserved)", "tab:blue"),
                "fn": ("false negatives (unobserved positives)", "tab:red")}
 

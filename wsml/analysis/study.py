@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.analysis.stats import describe, fmt_mean_sd, mean_sd, paired_compare
 
-PathLike = Union[str, Path]
 REGIMES = {"scratch": "from scratch (small CNN, long budget)",
            "pretrained": "pretrained end to end (EfficientNet-Lite0)"}
 NAMES = {"an": "Naive AN", "ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp", "full": "Full label"}

@@ -7,11 +7,9 @@ of observed training labels (not images) on the x axis and gives the optimisatio
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
 
+from wsml._types import PathLike
 from wsml.analysis.study import NAMES, REGIMES
-
-PathLike = Union[str, Path]
 
 
 def _dirs(root: Path, recs: list[dict], regime: str, group: str, methods: tuple) -> list[Path]:

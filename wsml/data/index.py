@@ -28,6 +28,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from wsml._types import json_default
 from wsml.labels import POS, UNOBS, SparseLabels, validate_full, validate_observed
 
 FORMAT_VERSION = 1
@@ -177,7 +178,7 @@ class DatasetIndex:
             "num_classes": self.num_classes, "class_names": self.class_names, "splits": splits_meta,
             "meta": self.meta,
         }
-        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=json_default))
         return folder
 
     @classmethod
@@ -259,13 +260,3 @@ def _load_split(d: Path, meta: dict) -> Split:
         boxes=opt("boxes.npy", load_array),
         images=opt("images.npy", lambda p: load_array(p, mmap=True)),
     )
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")

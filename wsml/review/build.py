@@ -14,14 +14,13 @@ A review already saved in ``RUN/review`` is resumed as it is (its images and pai
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.review.export import known_labels, read_table
 from wsml.review.state import REVIEW_DIR, MissingReview, Source, ValReview, read_json
-
-PathLike = Union[str, Path]
 
 
 def run_source(run_dir: PathLike, device: str = "auto") -> Source:

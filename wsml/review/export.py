@@ -19,13 +19,12 @@ label set as an ``annotation``. ``*.labelstudio.xml`` is the matching labeling c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
+from wsml._types import PathLike
 from wsml.checkpoint import write_json, write_text
-
-PathLike = Union[str, Path]
 
 
 def read_table(csv_path: PathLike):

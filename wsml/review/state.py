@@ -23,9 +23,9 @@ from typing import Optional, Union
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.checkpoint import write_json
 
-PathLike = Union[str, Path]
 REVIEW_DIR = "review"
 STATUSES = {"val": ("all", "todo", "done"), "missing": ("all", "todo", "accepted", "rejected")}
 _CODE = {"accept": 1, "reject": -1, None: 0}
