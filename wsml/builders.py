@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from wsml.checkpoint import epoch_seed
 from wsml.config import Config, DataConfig
 from wsml.distributed import DistInfo, barrier, broadcast_object
 
@@ -167,10 +168,10 @@ def start_epoch(loader: DataLoader, epoch: int, seed: int, rank: int) -> None:
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
     if getattr(loader, "generator", None) is not None:  # base seed of the DataLoader's workers
-        loader.generator.manual_seed(seed * 1_000_003 + epoch * 7919 + rank)
+        loader.generator.manual_seed(epoch_seed(seed, epoch, rank))
     transform = getattr(loader.dataset, "transform", None)
     if hasattr(transform, "reseed"):  # in-process loading (num_workers=0); workers reseed themselves
-        transform.reseed(seed * 1_000_003 + epoch * 7919 + rank + 17)
+        transform.reseed(epoch_seed(seed, epoch, rank) + 17)
 
 
 # ------------------------------------------------------------------------------------------ optimisation

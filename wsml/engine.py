@@ -40,6 +40,7 @@ from wsml import builders as B
 from wsml._types import PathLike
 from wsml.callbacks import CallbackList, TrainContext, build_callbacks
 from wsml.checkpoint import (
+    epoch_seed,
     load_checkpoint,
     load_module_state,
     rng_state,
@@ -195,7 +196,7 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
             for epoch in range(max(stage.first, state["epoch"] + 1), stage.last + 1):
                 t0 = time.time()
                 ctx.epoch = epoch
-                seed_everything(cfg.train.seed * 1_000_003 + epoch * 7919 + dist_info.rank)
+                seed_everything(epoch_seed(cfg.train.seed, epoch, dist_info.rank))
                 loss_epoch = epoch - stage.first + 1 if cfg.train.stage2_loss == "restart" else epoch
                 loss_fn.set_epoch(loss_epoch)
                 B.start_epoch(train_loader, epoch, cfg.train.seed, dist_info.rank)
