@@ -138,3 +138,6 @@ def test_study_plots_one_scale_colour_bar_log_axis(tmp_path, monkeypatch):
     assert ax.get_xscale() == "log" and ax.get_title() == "Fig 5 — x"
     assert any(t.get_text().startswith("Naive AN 72.50 ± 0.71") for t in ax.get_legend().get_texts())
     assert len(ax.containers) == 1  # error bars
+    plots.plot_seed_lines({"LL-Ct": {0.5: [70.0]}}, tmp_path / "s1.png", "Δrel", "one seed", levels={"AN": [72.0]})
+    texts = [t.get_text() for t in figs[-1].axes[0].get_legend().get_texts()]  # one seed: no sd, said so
+    assert "AN 72.00 (n=1)" in texts and not figs[-1].axes[0].patches  # no ±sd band from one value

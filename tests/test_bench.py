@@ -103,6 +103,8 @@ def test_compare_by_hand():
     one = [r for r in runs if r["seed"] == 0]  # a single seed: no std, so no "beats by > 2 std" verdict
     (c1,) = R.compare(one, R.summarise(one, ["full", "an", "ll"]), "an", "full", ["ll"])
     assert c1["beats_an_2std"] is None and c1["delta"] == pytest.approx(10.0) and c1["gap_closed"] == pytest.approx(0.5)
+    # the one mean±sd convention (wsml.analysis.stats.mean_sd): a single run has no sd (NaN), not 0
+    assert all(math.isnan(r["test_map_std"]) for r in R.summarise(one, ["an", "ll"]))
 
 
 def test_write_results_and_cli_errors(grid, tmp_path, capsys):

@@ -3,7 +3,7 @@ written as ``<name>.md``, ``.json`` and ``.csv`` by :func:`write_results`.
 
 Statistics (stated in every table header so a reader never has to guess):
 
-* ``std`` is the sample standard deviation over seeds (``ddof=1``; 0 for a single run).
+* ``std`` is the sample standard deviation over seeds (``ddof=1``; none, shown "–", for a single run).
 * A method *beats* the reference (Naive AN) when ``Δ = mean(method) − mean(AN) > 2 · s_pooled`` with
   ``s_pooled = sqrt((std(method)² + std(AN)²) / 2)``; no verdict (None) when either has a single run.
   The per-seed paired differences (same seed = same initialisation and batch order) are reported beside it
@@ -25,12 +25,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from wsml.analysis.stats import mean_sd
+
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    a = np.asarray(values, dtype=float)
-    if len(a) == 0:
-        return math.nan, math.nan
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    """(mean, sample sd) by the one convention of wsml.analysis.stats.mean_sd: sd NaN (shown "–") for one run."""
+    return mean_sd(values)[:2]
 
 
 def summarise(runs: list[dict], methods: Sequence[str]) -> list[dict]:

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from wsml._types import PathLike
+from wsml.analysis.stats import fmt_mean_sd, mean_sd
 
 GROUP_STYLE = {"pos": ("observed positives", "tab:green"), "tn": ("true negatives (unobserved)", "tab:blue"),
                "fn": ("false negatives (unobserved positives)", "tab:red")}
@@ -238,16 +239,15 @@ def plot_seed_lines(series: dict[str, dict[float, Sequence[float]]], out: PathLi
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, (label, by_x) in enumerate(series.items()):
         xs = sorted(by_x)
-        m = np.array([np.mean(by_x[x]) if len(by_x[x]) else np.nan for x in xs])
-        sd = np.array([np.std(by_x[x], ddof=1) if len(by_x[x]) > 1 else 0.0 for x in xs])
+        m, sd = (np.array(v) for v in zip(*(mean_sd(by_x[x])[:2] for x in xs)))
         n = sorted({len(by_x[x]) for x in xs})
         lab = f"{label} ({'/'.join(map(str, n))} seed(s))" + (f", {notes[label]}" if notes and label in notes else "")
-        ax.errorbar(xs, m, yerr=sd, marker="o", capsize=3, color=f"C{k}", label=lab)
+        ax.errorbar(xs, m, yerr=np.nan_to_num(sd), marker="o", capsize=3, color=f"C{k}", label=lab)
     for label, v in (levels or {}).items():
-        v = np.asarray(v, dtype=float)
-        mu, sd = float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
-        ax.axhline(mu, color="gray", ls="--", label=f"{label} {mu:.2f} ± {sd:.2f} ({v.size} seed(s))")
-        ax.axhspan(mu - sd, mu + sd, color="gray", alpha=0.15)
+        mu, sd, _ = mean_sd(v)
+        ax.axhline(mu, color="gray", ls="--", label=f"{label} {fmt_mean_sd(v)}")
+        if not np.isnan(sd):  # no band from a single seed (sd NaN)
+            ax.axhspan(mu - sd, mu + sd, color="gray", alpha=0.15)
     if xlog:
         from matplotlib.ticker import FixedLocator, NullLocator
 
