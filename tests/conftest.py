@@ -5,6 +5,8 @@
 * :func:`launch_ddp` starts N processes of a command as torchrun would (``RANK``, ``WORLD_SIZE``, ...), with
   the rendezvous store hosted here on a port the OS picks and holds (no free-port guess that another process
   can take in between); every rank joins it as a client, so ``init_process_group("gloo")`` works unchanged.
+* Registries: whatever a test registers (a loss, a backbone, a callback) is gone after it (``_clean_registries``).
+* ``@pytest.mark.slow``: tests that start other processes (``pytest -m "not slow"`` is the quick run).
 * :func:`subprocess_env`: the environment for a child ``python``: this checkout and ``tests/`` on the path,
   one thread, and SIGINT restored to its default in the child (:func:`default_sigint`), so a Ctrl-C test also
   holds when the suite runs as a background job of a non-interactive shell (which starts it with SIGINT
@@ -35,6 +37,18 @@ def _one_thread():
     """Every test starts with one intra-op thread, whatever the previous test did."""
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _clean_registries():
+    """Every name registry (losses, backbones, data sets, callbacks: ``wsml.registry.Registry.every``) is restored
+    after each test, so an entry a test registers never leaks into the next one."""
+    from wsml.registry import Registry
+
+    saved = [(r, r.snapshot()) for r in Registry.every]
+    yield
+    for r, state in saved:
+        r.restore(state)
 
 
 @pytest.fixture

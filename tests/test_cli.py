@@ -102,6 +102,7 @@ def test_train_eval_predict(tmp_path, capsys, data):
         torch.set_num_threads(n)
 
 
+@pytest.mark.slow  # starts other processes
 @pytest.mark.timeout(120)
 def test_ctrl_c_leaves_a_resumable_run(tmp_path, data, child_env):
     from conftest import default_sigint

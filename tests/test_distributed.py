@@ -31,6 +31,7 @@ def _rows(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # starts other processes
 @pytest.mark.timeout(120)
 def test_two_process_ddp_matches_one_process(tmp_path, monkeypatch, ddp, child_env):
     data = make_feature_index(tmp_path / "data")  # 64 train rows, val and test 37 rows (odd: padded shards)
@@ -73,6 +74,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, monkeypatch, ddp, child_e
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("ddp", "single"))) == ["ddp", "single"]
 
 
+@pytest.mark.slow  # starts other processes
 @pytest.mark.timeout(120)
 def test_role_estimates_stay_identical_across_ranks(tmp_path, ddp, child_env):
     # ROLE's label-estimate matrix is not a DDP parameter: the engine averages its gradients over ranks

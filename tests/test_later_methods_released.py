@@ -8,8 +8,6 @@ import torch
 from wsml.checkpoint import load_checkpoint
 from wsml.losses import build_loss
 
-torch.set_num_threads(1)
-
 
 def sig(z):
     return 1.0 / (1.0 + np.exp(-z))

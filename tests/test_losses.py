@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from wsml.losses import available_losses, build_loss, register_loss
-from wsml.losses import registry as reg
 from wsml.losses.base import PartialLoss
 
 
@@ -81,28 +80,23 @@ def test_bad_hyper_parameters_are_named(name: str, hparams: dict, pattern: str) 
 
 
 def test_register_loss_decorator_adds_and_rejects_conflicts() -> None:
-    try:
+    # the test loss is removed again afterwards by conftest._clean_registries
+    @register_loss("test-double-an", aliases=("test-dan",))
+    class DoubleAN(PartialLoss):
+        def __init__(self, *, factor: float = 2.0) -> None:
+            super().__init__()
+            self.factor = factor
 
-        @register_loss("test-double-an", aliases=("test-dan",))
-        class DoubleAN(PartialLoss):
-            def __init__(self, *, factor: float = 2.0) -> None:
-                super().__init__()
-                self.factor = factor
+        def compute(self, logits, targets, index):  # noqa: ANN001, ANN202
+            return self.factor * torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, targets.clamp(min=0).to(logits.dtype))
 
-            def compute(self, logits, targets, index):  # noqa: ANN001, ANN202
-                return self.factor * torch.nn.functional.binary_cross_entropy_with_logits(
-                    logits, targets.clamp(min=0).to(logits.dtype))
-
-        z, t = batch()
-        loss = build_loss("TEST_DAN", factor=3.0)(z, t)
-        assert float(loss) == pytest.approx(3 * float(build_loss("an")(z, t)))
-        assert "test-double-an" in available_losses()
-        with pytest.raises(ValueError, match="already registered"):
-            register_loss("other", aliases=("test-dan",))(DoubleAN)
-    finally:  # keep the global registry clean for other tests
-        reg._LOSSES.pop("test-double-an", None)
-        for key in ("test-double-an", "test-dan", "other"):
-            reg._ALIASES.pop(key, None)
+    z, t = batch()
+    loss = build_loss("TEST_DAN", factor=3.0)(z, t)
+    assert float(loss) == pytest.approx(3 * float(build_loss("an")(z, t)))
+    assert "test-double-an" in available_losses()
+    with pytest.raises(ValueError, match="already registered"):
+        register_loss("other", aliases=("test-dan",))(DoubleAN)
 
 
 # --- validation (per loss: tests/test_loss_protocol.py, over available_losses()) ------------------------------

@@ -101,6 +101,7 @@ def worker(out: Path) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # starts other processes
 @pytest.mark.timeout(60)
 def test_global_selection_over_two_processes_equals_one_process(tmp_path: Path, ddp) -> None:
     for p in ddp([os.path.abspath(__file__), str(tmp_path)], nprocs=2, timeout=50):

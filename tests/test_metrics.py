@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -17,8 +16,6 @@ from wsml.metrics import (
     group_mean_average_precision,
     mean_average_precision,
 )
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def sklearn_ap(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -19,9 +19,10 @@ from wsml.review.state import Source
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
-                                "(`make test` installs them when run as root; else `sudo apt-get install chromium "
-                                "chromium-driver`)")
+pytestmark = [pytest.mark.slow,  # starts a browser
+              pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
+                                 "(`make test` installs them when run as root; else `sudo apt-get install chromium "
+                                 "chromium-driver`)")]
 CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1280,900")

@@ -20,19 +20,18 @@ callbacks on its own share of the batches; only rank 0's returned metrics are wr
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from wsml.registry import Registry, import_target
+
 HOOKS = ("on_train_start", "on_epoch_start", "on_batch_end", "on_epoch_end")
-_REGISTRY: dict[str, Any] = {}
-# names that live in modules imported only when asked for: name -> "module:attribute"
-_LAZY: dict[str, str] = {
-    "memorization": "wsml.analysis.memorization:MemorizationCallback",  # paper Fig 1 / Table 1
-    "memorization_eval": "wsml.analysis.memorization:MemorizationEvalCallback",  # Table 1, eval-mode pass
-    "modification": "wsml.analysis.modification:ModificationCallback",  # paper Fig 3 / Fig 4
-}
+CALLBACKS = Registry("callback", hint=" (or give package.module:ClassName)")
+# names that live in modules imported only when asked for
+CALLBACKS.register("memorization", lazy="wsml.analysis.memorization:MemorizationCallback")  # paper Fig 1 / Table 1
+CALLBACKS.register("memorization_eval", lazy="wsml.analysis.memorization:MemorizationEvalCallback")  # Table 1, eval
+CALLBACKS.register("modification", lazy="wsml.analysis.modification:ModificationCallback")  # paper Fig 3 / Fig 4
 
 
 @dataclass
@@ -70,44 +69,21 @@ class Callback:
 
 def register_callback(name: str, target: Optional[str] = None) -> Callable:
     """Register a callback class (decorator) or, with ``target="module:Class"``, a lazily imported one."""
-    key = name.lower()
-    if target is not None:
-        _LAZY[key] = target
-        return lambda cls: cls
-
-    def deco(cls):
-        _REGISTRY[key] = cls
-        return cls
-
-    return deco
+    return CALLBACKS.register(name, lazy=target)
 
 
 def available_callbacks() -> list[str]:
-    return sorted(set(_REGISTRY) | set(_LAZY))
-
-
-def _import(target: str, name: str) -> Any:
-    module, _, attr = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"callback {name!r}: cannot import {target!r} ({e})") from None
+    return CALLBACKS.available()
 
 
 def build_callbacks(names: list) -> list:
     """Instantiate callbacks from config names (registry names or ``module:Class``)."""
     out = []
     for name in names:
-        key = str(name).lower()
-        if key in _REGISTRY:
-            cls = _REGISTRY[key]
-        elif key in _LAZY:
-            cls = _import(_LAZY[key], name)
-        elif ":" in str(name):
-            cls = _import(str(name), name)
+        if str(name) in CALLBACKS or ":" not in str(name):
+            cls = CALLBACKS.get(str(name))
         else:
-            raise ValueError(f"unknown callback {name!r}; available: {', '.join(available_callbacks()) or 'none'}"
-                             " (or give package.module:ClassName)")
+            cls = import_target(str(name), f"callback {name!r}")
         obj = cls() if isinstance(cls, type) else cls
         if not any(callable(getattr(obj, hook, None)) for hook in HOOKS):
             raise ValueError(f"callback {name!r}: {type(obj).__name__} has none of the callback methods "

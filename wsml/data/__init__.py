@@ -7,15 +7,16 @@ river) are only needed for the data sets that use them.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from wsml.data.index import DatasetIndex, Split
+from wsml.registry import Registry
 
-# name -> "module:function"; every function has the signature
+# name -> "module:function" (imported when used); every function has the signature
 #   fn(root: Optional[str], **options) -> DatasetIndex
-ADAPTERS = {
+ADAPTERS = Registry("data set")
+for _name, _target in {
     "voc": "wsml.data.voc:build_voc",
     "coco": "wsml.data.coco:build_coco",
     "nus": "wsml.data.nus:build_nus",
@@ -26,20 +27,18 @@ ADAPTERS = {
     "folder": "wsml.data.custom:build_folder",
     "fashion-mosaic": "wsml.data.fashion_mosaic:build_fashion_mosaic",
     "yeast": "wsml.data.yeast:build_yeast",
-}
+}.items():
+    ADAPTERS.register(_name, lazy=_target)
 
 
 def available_datasets() -> list[str]:
-    return sorted(ADAPTERS)
+    """Names of the data set adapters (``wsml prepare <name>``)."""
+    return ADAPTERS.available()
 
 
 def build_dataset(name: str, root: Optional[str] = None, **options: Any) -> DatasetIndex:
     """Run the adapter ``name`` on the files under ``root`` and return the index (nothing written)."""
-    key = name.lower().replace("_", "-")
-    if key not in ADAPTERS:
-        raise ValueError(f"unknown data set {name!r}; available: {', '.join(available_datasets())}")
-    module, fn = ADAPTERS[key].split(":")
-    return getattr(importlib.import_module(module), fn)(root, **options)
+    return ADAPTERS.get(name)(root, **options)
 
 
 def prepare(name: str, out: Union[str, Path], root: Optional[str] = None, **options: Any) -> DatasetIndex:

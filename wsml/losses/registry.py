@@ -1,8 +1,9 @@
 """Name -> loss registry (timm-style): ``register_loss`` decorator, ``build_loss`` and ``available_losses``.
 
-Names are case-insensitive and ``_`` is read as ``-``, so ``"LL-R"``, ``"ll_r"`` and ``"ll-r"`` are the same
-loss. Hyper-parameters are checked against the loss constructor's signature, so a typo such as
-``build_loss("ll-r", delta=0.2)`` fails with a message listing the valid names instead of being ignored.
+Names are case-insensitive and ``_`` is read as ``-`` (the one normalisation of :mod:`wsml.registry`), so
+``"LL-R"``, ``"ll_r"`` and ``"ll-r"`` are the same loss. Hyper-parameters are checked against the loss
+constructor's signature, so a typo such as ``build_loss("ll-r", delta=0.2)`` fails with a message listing the
+valid names instead of being ignored.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from wsml.registry import Registry, normalise
+
 if TYPE_CHECKING:
     from wsml.losses.base import PartialLoss
 
-_LOSSES: dict[str, type] = {}  # canonical name -> class
-_ALIASES: dict[str, str] = {}  # normalised name or alias -> canonical name
+LOSSES = Registry("loss")  # canonical name -> PartialLoss subclass
 
 T = TypeVar("T", bound=type)
 
@@ -23,21 +25,12 @@ _RETIRED = {"imcl": "loss 'imcl' was removed: wsml does not implement IMCL (Huyn
                     "run under that name is 'iu-smooth' (Naive IU + graph smoothness), which is not IMCL"}
 
 
-def _normalise(name: str) -> str:
-    return name.strip().lower().replace("_", "-")
-
-
 def register_loss(name: str, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
     """Class decorator registering a ``PartialLoss`` subclass under ``name`` (and ``aliases``)."""
 
     def deco(cls: T) -> T:
-        canonical = _normalise(name)
-        for key in (canonical, *(_normalise(a) for a in aliases)):
-            if key in _ALIASES and _ALIASES[key] != canonical:
-                raise ValueError(f"loss name {key!r} is already registered for {_ALIASES[key]!r}")
-            _ALIASES[key] = canonical
-        _LOSSES[canonical] = cls
-        cls.loss_name = canonical
+        LOSSES.register(normalise(name), cls, aliases=aliases)
+        cls.loss_name = normalise(name)
         return cls
 
     return deco
@@ -45,27 +38,19 @@ def register_loss(name: str, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
 
 def available_losses() -> list[str]:
     """Canonical names of all registered losses, sorted."""
-    return sorted(_LOSSES)
+    return LOSSES.available()
 
 
 def resolve_loss_name(name: str) -> str:
     """Canonical name for ``name`` or an alias; ValueError listing the valid names when unknown."""
-    if not isinstance(name, str):
-        raise ValueError(f"loss name must be a string, got {type(name).__name__}")
-    key = _normalise(name)
-    if key in _RETIRED:
-        raise ValueError(_RETIRED[key])
-    if key not in _ALIASES:
-        aliases = sorted(a for a, c in _ALIASES.items() if a != c)
-        raise ValueError(
-            f"unknown loss {name!r}; available: {', '.join(available_losses())} (aliases: {', '.join(aliases)})"
-        )
-    return _ALIASES[key]
+    if isinstance(name, str) and normalise(name) in _RETIRED:
+        raise ValueError(_RETIRED[normalise(name)])
+    return LOSSES.resolve(name)
 
 
 def loss_hparams(name: str) -> dict[str, Any]:
     """The hyper-parameters of loss ``name`` with their defaults (``inspect.Parameter.empty`` = required)."""
-    cls = _LOSSES[resolve_loss_name(name)]
+    cls = LOSSES.get(resolve_loss_name(name))
     params = inspect.signature(cls.__init__).parameters
     return {p.name: p.default for p in params.values() if p.name != "self" and p.kind is p.KEYWORD_ONLY}
 
@@ -88,4 +73,4 @@ def build_loss(name: str, **hparams: Any) -> PartialLoss:
     missing = sorted(k for k, v in valid.items() if v is inspect.Parameter.empty and k not in hparams)
     if missing:
         raise ValueError(f"loss {canonical!r} needs hyper-parameter(s): {', '.join(missing)}")
-    return _LOSSES[canonical](**hparams)
+    return LOSSES.get(canonical)(**hparams)

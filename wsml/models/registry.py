@@ -13,11 +13,12 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from wsml.registry import Registry
+
 MeanStd = tuple[tuple[float, ...], tuple[float, ...]]
 IMAGENET_MEAN_STD: MeanStd = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
-_BACKBONES: dict[str, Callable[..., Backbone]] = {}
-_PREFIXES: dict[str, Callable[..., Backbone]] = {}
+BACKBONES = Registry("backbone")  # name -> builder; "timm:" / "torchvision:" are families
 
 
 class Backbone(nn.Module):
@@ -62,33 +63,17 @@ def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable
     A name ending in ``:`` registers a prefix family (``timm:``, ``torchvision:``); its builder gets the rest of
     the name as its first positional argument.
     """
-    key = name.lower()
-
-    def wrap(builder: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        table = _PREFIXES if key.endswith(":") else _BACKBONES
-        if key in table:
-            raise ValueError(f"backbone {name!r} is already registered")
-        table[key] = builder
-        return builder
-
-    return wrap
+    return BACKBONES.register(name)
 
 
 def available_backbones() -> list[str]:
     """Registered names, then the prefix families written as ``timm:<name>`` / ``torchvision:<name>``."""
-    return sorted(_BACKBONES) + [f"{p}<name>" for p in sorted(_PREFIXES)]
+    return BACKBONES.available()
 
 
 def resolve_backbone(name: str) -> tuple[Callable[..., Backbone], tuple[str, ...]]:
     """Return (builder, positional args) for ``name``; unknown names raise ValueError listing the choices."""
-    key = name.strip()
-    low = key.lower()
-    if low in _BACKBONES:
-        return _BACKBONES[low], ()
-    for prefix, builder in _PREFIXES.items():
-        if low.startswith(prefix):
-            rest = key[len(prefix):]
-            if not rest:
-                raise ValueError(f"backbone {name!r}: give a model name after {prefix!r}, e.g. '{prefix}resnet18'")
-            return builder, (rest,)
-    raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
+    family = BACKBONES.get_family(name)
+    if family is not None:
+        return family[0], (family[1],)
+    return BACKBONES.get(name), ()
