@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -66,7 +66,7 @@ from wsml.evaluation import predict_split, save_predictions, split_group_map
 from wsml.partial_val import describe, final_line, final_test_scores, score_val, test_summary, val_summary
 from wsml.progress import run_folder_line
 from wsml.run_folder import LAST_KEYS, check_resume, new_run_dir, saved_epoch, start_files
-from wsml.stages import begin_stage2, carry_over, early_stop, stage1_best, stage_config, stage_done
+from wsml.stages import early_stop, stage_config, stage_done, start_finetune
 
 
 @dataclass
@@ -103,39 +103,27 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
     say = partial(print, flush=True) if main and not cfg.run.quiet else (lambda *a, **k: None)
     device = B.resolve_device(cfg.train.device, dist_info)
     B.configure_determinism(cfg.train.deterministic, device)
-    dtype = B.amp_dtype(cfg.train.amp, device)
+    stages = plan_stages(cfg)
+    total = stages[-1].last
     ckpt = None
     if resume is not None:  # the same run, or refuse before anything is loaded or written
         ckpt = load_checkpoint(Path(resume) / "last.pt", required=LAST_KEYS)
-        check_resume(cfg, ckpt, resume, plan_stages(cfg)[-1].last)
+        check_resume(cfg, ckpt, resume, total)
 
     # 1. Data, model, loss, callbacks (same seed on every rank: the replicas start identical).
     seed_everything(cfg.train.seed)
-    index = B.load_index(cfg.data, dist_info)
-    info = B.model_info(cfg, index)
+    dataset = B.load_index(cfg.data, dist_info)
+    info = B.model_info(cfg, dataset)
     model = B.build_model(cfg, info=info).to(device)
-    loss_fn = B.build_loss_fn(cfg, index, log=say).to(device)
-    mean_std = model.default_mean_std
-    val_loader = B.build_loader(cfg, index, "val", dist_info, train=False, mean_std=mean_std)
+    loss_fn = B.build_loss_fn(cfg, dataset, log=say).to(device)
+    val_loader = B.build_loader(cfg, dataset, "val", dist_info, train=False, mean_std=model.default_mean_std)
     cbs = CallbackList(build_callbacks(cfg.callbacks) + extra_callbacks)
 
     # 2. The run folder; config.yaml is written once every check passed (a resume: once its states are loaded).
-    run_dir = Path(resume) if resume is not None else Path(broadcast_object(str(new_run_dir(cfg)) if main else None))
-    config_written = not main
-    if main and ckpt is None:
-        config_written = start_files(cfg, run_dir)
-    requested = cfg.run.name or f"{Path(cfg.data.path).name}-{cfg.loss.name.lower()}-{cfg.train.scheme}"
-    say(run_folder_line(run_dir, run_dir.name if resume is not None else requested))
-    ctx = TrainContext(cfg, model, loss_fn, index, run_dir, device, dist_info.rank, dist_info.world_size)
-    state = {"epoch": 0, "best_val_map": -math.inf, "best_epoch": 0, "history": []}
-    pending_rng = None
-    if ckpt is not None:
-        load_module_state(model, ckpt["model"], run_dir / "last.pt", "model")
-        load_module_state(loss_fn, ckpt["loss"], run_dir / "last.pt", "loss")
-        state, pending_rng = ckpt["state"], ckpt["rng"]
-        say(f"resuming {run_dir} after epoch {state['epoch']}")
-    stages = plan_stages(cfg)
-    total = stages[-1].last
+    run_dir, config_written = _run_folder(cfg, resume, main, fresh=ckpt is None, say=say)
+    run = _Run(cfg, dist_info, device, B.amp_dtype(cfg.train.amp, device), dataset, model, loss_fn, info, run_dir, say)
+    ctx = TrainContext(cfg, model, loss_fn, dataset, run_dir, device, dist_info.rank, dist_info.world_size)
+    state, pending_rng = _resume_state(run, ckpt)
     cbs.on_train_start(ctx)
 
     try:
@@ -147,101 +135,45 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 set_rng_state(pending_rng)
                 pending_rng = None
             ctx.stage = stage.name
-            scfg = stage_config(cfg, stage.name)  # LinearInit stage 1: its own optimizer, lr, batch (train.linear_*)
 
-            # 3. Stage set-up: LinearInit stage 2 starts from the best stage-1 model; its result is stage 2's best.
+            # 3. Stage set-up: LinearInit stage 2 starts from the best stage-1 model; then what trains, on what.
             if stage.name == "finetune" and not mid_stage:
-                barrier()
-                src = stage1_best(run_dir)
-                best = load_checkpoint(src, map_location=device, required=("model", "loss", "epoch"))
-                load_module_state(model, best["model"], src, "model")
-                if cfg.train.stage2_loss == "restart":
-                    loss_fn = B.build_loss_fn(cfg, index, log=lambda *a: None).to(device)
-                    carry_over(loss_fn, best["loss"])  # ROLE: the label estimates, as Cole et al.
-                else:
-                    load_module_state(loss_fn, best["loss"], src, "loss")
-                ctx.loss_fn = loss_fn
-                begin_stage2(state, run_dir, best, main)
-                say(f"LinearInit stage 2: fine-tuning everything from the best stage-1 epoch {best['epoch']}")
-            model.freeze_backbone(stage.cached)
-            if stage.cached:  # LinearInit stage 1: the head on cached features, the backbone never runs
-                from wsml.linearinit import HeadOnly, cached_feature_loaders
-
-                train_loader, stage_val_loader = cached_feature_loaders(scfg, model, index, dist_info, device,
-                                                                        run_dir, mean_std, say)
-                net, forward_eval = HeadOnly(model), model.forward_head
-                groups = [{"name": "head", "params": list(model.head.parameters()),
-                           "lr": scfg.optim.lr * scfg.optim.head_lr_mult}]
-            else:
-                train_loader = B.build_loader(cfg, index, "train", dist_info, train=True, mean_std=mean_std)
-                stage_val_loader, net, forward_eval = val_loader, model, model
-                groups = model.param_groups(cfg.optim.lr, cfg.optim.head_lr_mult)
-            optimizer = B.build_optimizer(scfg, groups + B.loss_param_groups(scfg, loss_fn))
-            scheduler = B.build_scheduler(scfg, optimizer, stage.last - stage.first + 1)
-            scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+                run.loss_fn, best_epoch = start_finetune(cfg, run_dir, model, run.loss_fn, dataset, device, state, main)
+                ctx.loss_fn = run.loss_fn
+                say(f"LinearInit stage 2: fine-tuning everything from the best stage-1 epoch {best_epoch}")
+            parts = _stage_parts(run, stage, val_loader, ckpt if mid_stage else None)
             if mid_stage:
-                load_module_state(optimizer, ckpt["optimizer"], run_dir / "last.pt", "optimizer")
-                if scheduler is not None:
-                    load_module_state(scheduler, ckpt["scheduler"], run_dir / "last.pt", "scheduler")
-                load_module_state(scaler, ckpt["scaler"], run_dir / "last.pt", "gradient scaler")
                 set_rng_state(pending_rng)
                 pending_rng = None
             if not config_written:
                 config_written = start_files(cfg, run_dir)
-            if dist_info.enabled:
-                net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None,
-                          broadcast_buffers=not stage.cached)  # stage 1: the frozen backbone's buffers never change
 
-            # 4. The epochs of this stage.
+            # 4. The epochs of this stage: train, then score val.
             for epoch in range(max(stage.first, state["epoch"] + 1), stage.last + 1):
                 t0 = time.time()
                 ctx.epoch = epoch
                 seed_everything(epoch_seed(cfg.train.seed, epoch, dist_info.rank))
                 loss_epoch = epoch - stage.first + 1 if cfg.train.stage2_loss == "restart" else epoch
-                loss_fn.set_epoch(loss_epoch)
-                B.start_epoch(train_loader, epoch, cfg.train.seed, dist_info.rank)
+                run.loss_fn.set_epoch(loss_epoch)
+                B.start_epoch(parts.train_loader, epoch, cfg.train.seed, dist_info.rank)
                 cbs.on_epoch_start(ctx, epoch)
-                lr = optimizer.param_groups[0]["lr"]
-
-                train_loss, modified = train_one_epoch(net, train_loader, loss_fn, optimizer, scaler, cfg, device,
-                                                       dtype, cbs, ctx, desc=f"epoch {epoch}/{total}")
-                if scheduler is not None:
-                    scheduler.step()
-                model.eval()
-                if wants_train_scores(loss_fn, loss_epoch):  # EM+APL / Curriculum: label from eval-mode scores
-                    scoring = train_loader if stage.cached else B.build_loader(cfg, index, "train", dist_info,
-                                                                                train=False, mean_std=mean_std)
-                    feed_train_scores(loss_fn, forward_eval, scoring, index["train"], device)
-                scores, rows = predict_split(forward_eval, stage_val_loader, device)
-                val = score_val(index, scores, rows)  # mAP, or PU-AUC when val labels are partial (own data)
-                val_map = val["select"]
-
+                lr = parts.optimizer.param_groups[0]["lr"]
+                train_loss, modified = train_one_epoch(parts.net, parts.train_loader, run.loss_fn, parts.optimizer,
+                                                       parts.scaler, cfg, device, run.dtype, cbs, ctx,
+                                                       desc=f"epoch {epoch}/{total}")
+                if parts.scheduler is not None:
+                    parts.scheduler.step()
+                val = _validate(run, parts, stage, loss_epoch)  # mAP, or PU-AUC when val labels are partial
                 row = {"epoch": epoch, "stage": stage.name, "train_loss": all_reduce_mean(train_loss, device),
-                       "val_map": val["map"], "val_score": val_map, "val_criterion": val["criterion"],
+                       "val_map": val["map"], "val_score": val["select"], "val_criterion": val["criterion"],
                        "num_modified": modified, "lr": lr, "time_s": round(time.time() - t0, 3)}
                 row.update(cbs.on_epoch_end(ctx, epoch))
-                state["history"].append(row)
-                state["epoch"] = epoch
-                improved = val_map > state["best_val_map"]
-                if improved:
-                    state["best_val_map"], state["best_epoch"] = val_map, epoch
+                improved = _record_epoch(state, row)
                 stop = early_stop(state, stage.name, cfg.train.early_stop_drop, cfg.train.early_stop_patience)
 
                 # 5. Files (rank 0): best.pt when val mAP improved, then last.pt and metrics.csv.
                 if main:
-                    if improved:
-                        save_checkpoint({"model": model.state_dict(), "loss": loss_fn.state_dict(), "epoch": epoch,
-                                         "stage": stage.name, "val_map": val_map, "val_map_value": val["map"],
-                                         "val_criterion": val["criterion"], "config": cfg.to_dict(),
-                                         "model_info": info}, run_dir / "best.pt")
-                    save_checkpoint({"model": model.state_dict(), "loss": loss_fn.state_dict(),
-                                     "optimizer": optimizer.state_dict(),
-                                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                                     "scaler": scaler.state_dict(), "rng": rng_state(), "state": state,
-                                     "stage": stage.name, "epoch": epoch, "config": cfg.to_dict(),
-                                     "model_info": info},
-                                    run_dir / "last.pt")
-                    write_csv(run_dir / "metrics.csv", state["history"])
+                    _save_epoch(run, parts, state, stage.name, epoch, val, improved)
                 barrier()
                 say(f"epoch {epoch:>3}/{total} {stage.name:<10} loss {row['train_loss']:.4f}  {describe(val)}"
                     f"  modified {modified:>6}  lr {lr:.2e}  {row['time_s']:6.1f}s{'  *best' if improved else ''}")
@@ -254,18 +186,139 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
         raise
     if not config_written:  # a resume with every epoch done: only the final evaluation is left
         start_files(cfg, run_dir)
-    try:
-        summary = _finish(cfg, run_dir, index, model, device, dtype, dist_info, mean_std, total)
-        summary.update({k: state[k] for k in ("stage1", "stopped") if k in state})  # LinearInit stage 1; early stops
-    except KeyboardInterrupt:
-        if main:
-            _report_interrupt(run_dir, during="the final test evaluation")
-        raise
-    summary["wall_time_s"] = round(time.time() - started, 2)
-    if main:
-        write_json(run_dir / "summary.json", summary)
-    say(final_line(summary, "test" in index.splits))
-    return summary
+
+    # 6. The final test pass: the best checkpoint (selected on val) on the test split; summary.json.
+    return _finish(run, state, total, started)
+
+
+@dataclass
+class _Run:
+    """What the loop's helpers share: the settings, the data set, the model and its loss, where files go."""
+
+    cfg: Config
+    dist: DistInfo
+    device: torch.device
+    dtype: Optional[torch.dtype]  # autocast dtype (train.amp), None for fp32
+    dataset: Any  # wsml.data.DatasetIndex
+    model: Any  # wsml.models.MultiLabelModel
+    loss_fn: Any  # wsml.losses.PartialLoss (replaced by a fresh one at LinearInit stage 2 with stage2_loss=restart)
+    info: dict  # the model's build information, kept in every checkpoint
+    run_dir: Path
+    say: Callable
+
+    @property
+    def mean_std(self) -> Optional[tuple]:
+        return self.model.default_mean_std
+
+
+@dataclass
+class _StageParts:
+    """What one stage trains and with what: the (DDP-wrapped) network, its eval forward, loaders, optimisation."""
+
+    net: Any
+    forward_eval: Callable
+    train_loader: Any
+    val_loader: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+
+
+def _run_folder(cfg: Config, resume: Optional[PathLike], main: bool, fresh: bool, say: Callable) -> tuple[Path, bool]:
+    """(the run folder, whether this process is done with config.yaml): a new folder (named on rank 0), or the
+    resumed one; rank 0 writes config.yaml now for a fresh run, after loading the states for a resume."""
+    run_dir = Path(resume) if resume is not None else Path(broadcast_object(str(new_run_dir(cfg)) if main else None))
+    config_written = not main
+    if main and fresh:
+        config_written = start_files(cfg, run_dir)
+    requested = cfg.run.name or f"{Path(cfg.data.path).name}-{cfg.loss.name.lower()}-{cfg.train.scheme}"
+    say(run_folder_line(run_dir, run_dir.name if resume is not None else requested))
+    return run_dir, config_written
+
+
+def _resume_state(run: _Run, ckpt: Optional[dict]) -> tuple[dict, Optional[dict]]:
+    """(the loop's state, the RNG states to restore where the resumed epoch starts): fresh, or from last.pt, whose
+    model and loss states are loaded here."""
+    if ckpt is None:
+        return {"epoch": 0, "best_val_map": -math.inf, "best_epoch": 0, "history": []}, None
+    load_module_state(run.model, ckpt["model"], run.run_dir / "last.pt", "model")
+    load_module_state(run.loss_fn, ckpt["loss"], run.run_dir / "last.pt", "loss")
+    run.say(f"resuming {run.run_dir} after epoch {ckpt['state']['epoch']}")
+    return ckpt["state"], ckpt["rng"]
+
+
+def _record_epoch(state: dict, row: dict) -> bool:
+    """Add the epoch's metrics row to the state; whether its val score is the best so far (then it becomes so)."""
+    state["history"].append(row)
+    state["epoch"] = row["epoch"]
+    improved = row["val_score"] > state["best_val_map"]
+    if improved:
+        state["best_val_map"], state["best_epoch"] = row["val_score"], row["epoch"]
+    return improved
+
+
+def _stage_parts(run: _Run, stage: Stage, val_loader, resume_from: Optional[dict]) -> _StageParts:
+    """A stage's network, loaders, optimizer, lr schedule and gradient scaler (with their saved states when resuming
+    inside the stage). LinearInit stage 1 trains only the head, on cached backbone features, with its own
+    optimizer, lr and batch size (``train.linear_*``); the backbone never runs then."""
+    cfg, model, scfg = run.cfg, run.model, stage_config(run.cfg, stage.name)
+    model.freeze_backbone(stage.cached)
+    if stage.cached:
+        from wsml.linearinit import HeadOnly, cached_feature_loaders
+
+        train_loader, val_loader = cached_feature_loaders(scfg, model, run.dataset, run.dist, run.device,
+                                                          run.run_dir, run.mean_std, run.say)
+        net, forward_eval = HeadOnly(model), model.forward_head
+        groups = [{"name": "head", "params": list(model.head.parameters()),
+                   "lr": scfg.optim.lr * scfg.optim.head_lr_mult}]
+    else:
+        train_loader = B.build_loader(cfg, run.dataset, "train", run.dist, train=True, mean_std=run.mean_std)
+        net, forward_eval = model, model
+        groups = model.param_groups(cfg.optim.lr, cfg.optim.head_lr_mult)
+    optimizer = B.build_optimizer(scfg, groups + B.loss_param_groups(scfg, run.loss_fn))
+    scheduler = B.build_scheduler(scfg, optimizer, stage.last - stage.first + 1)
+    scaler = torch.amp.GradScaler("cuda", enabled=run.dtype == torch.float16)
+    if resume_from is not None:
+        last = run.run_dir / "last.pt"
+        load_module_state(optimizer, resume_from["optimizer"], last, "optimizer")
+        if scheduler is not None:
+            load_module_state(scheduler, resume_from["scheduler"], last, "scheduler")
+        load_module_state(scaler, resume_from["scaler"], last, "gradient scaler")
+    if run.dist.enabled:
+        net = DDP(net, device_ids=[run.device.index] if run.device.type == "cuda" else None,
+                  broadcast_buffers=not stage.cached)  # stage 1: the frozen backbone's buffers never change
+    return _StageParts(net, forward_eval, train_loader, val_loader, optimizer, scheduler, scaler)
+
+
+def _validate(run: _Run, parts: _StageParts, stage: Stage, loss_epoch: int) -> dict:
+    """The epoch's val result (``score_val``: mAP, or PU-AUC when val labels are partial); first, for EM+APL and
+    Curriculum labelling, the eval-mode training scores their loss labels from."""
+    run.model.eval()
+    if wants_train_scores(run.loss_fn, loss_epoch):
+        scoring = parts.train_loader if stage.cached else B.build_loader(run.cfg, run.dataset, "train", run.dist,
+                                                                         train=False, mean_std=run.mean_std)
+        feed_train_scores(run.loss_fn, parts.forward_eval, scoring, run.dataset["train"], run.device)
+    scores, rows = predict_split(parts.forward_eval, parts.val_loader, run.device)
+    return score_val(run.dataset, scores, rows)
+
+
+def _save_epoch(run: _Run, parts: _StageParts, state: dict, stage_name: str, epoch: int, val: dict,
+                improved: bool) -> None:
+    """Rank 0's files after an epoch: best.pt when the val score improved, then last.pt (all a resume needs: the
+    model, loss, optimizer, scheduler, scaler and RNG states) and metrics.csv."""
+    model, loss_fn, cfg = run.model, run.loss_fn, run.cfg
+    if improved:
+        save_checkpoint({"model": model.state_dict(), "loss": loss_fn.state_dict(), "epoch": epoch,
+                         "stage": stage_name, "val_map": val["select"], "val_map_value": val["map"],
+                         "val_criterion": val["criterion"], "config": cfg.to_dict(),
+                         "model_info": run.info}, run.run_dir / "best.pt")
+    save_checkpoint({"model": model.state_dict(), "loss": loss_fn.state_dict(),
+                     "optimizer": parts.optimizer.state_dict(),
+                     "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+                     "scaler": parts.scaler.state_dict(), "rng": rng_state(), "state": state,
+                     "stage": stage_name, "epoch": epoch, "config": cfg.to_dict(), "model_info": run.info},
+                    run.run_dir / "last.pt")
+    write_csv(run.run_dir / "metrics.csv", state["history"])
 
 
 def _report_interrupt(run_dir: Path, during: str) -> None:
@@ -280,30 +333,45 @@ def _report_interrupt(run_dir: Path, during: str) -> None:
           f"  wsml train --resume {run_dir}", file=sys.stderr)
 
 
-def _finish(cfg: Config, run_dir: Path, index, model, device, dtype, dist_info: DistInfo, mean_std,
-            total: int) -> dict:
+def _finish(run: _Run, state: dict, total: int, started: float) -> dict:
+    """The final test pass and summary.json (rank 0); a Ctrl-C here says that training itself is complete."""
+    try:
+        summary = _test_pass(run, total)
+        summary.update({k: state[k] for k in ("stage1", "stopped") if k in state})  # LinearInit stage 1; early stops
+    except KeyboardInterrupt:
+        if run.dist.is_main:
+            _report_interrupt(run.run_dir, during="the final test evaluation")
+        raise
+    summary["wall_time_s"] = round(time.time() - started, 2)
+    if run.dist.is_main:
+        write_json(run.run_dir / "summary.json", summary)
+    run.say(final_line(summary, "test" in run.dataset.splits))
+    return summary
+
+
+def _test_pass(run: _Run, total: int) -> dict:
     """Test mAP of the best checkpoint (selected on val), its predictions; the summary without its wall time."""
-    main = dist_info.is_main
+    cfg, dataset, model, run_dir, device = run.cfg, run.dataset, run.model, run.run_dir, run.device
     barrier()
     best = load_checkpoint(run_dir / "best.pt", map_location=device, required=("model", "epoch", "stage", "val_map"))
     load_module_state(model, best["model"], run_dir / "best.pt", "model")
     model.freeze_backbone(False)
     model.eval()
-    summary = {"run_dir": str(run_dir), "dataset": index.name, "loss": cfg.loss.name, "scheme": cfg.train.scheme,
+    summary = {"run_dir": str(run_dir), "dataset": dataset.name, "loss": cfg.loss.name, "scheme": cfg.train.scheme,
                "backbone": cfg.model.backbone, "epochs": total, "best_epoch": best["epoch"],
-               "best_stage": best["stage"], "val_map": best["val_map"], "world_size": dist_info.world_size,
+               "best_stage": best["stage"], "val_map": best["val_map"], "world_size": run.dist.world_size,
                **val_summary(best)}
-    if "test" in index.splits:  # a user's own data may come without a test split: no test_map then
-        test_loader = B.build_loader(cfg, index, "test", dist_info, train=False, mean_std=mean_std,
+    if "test" in dataset.splits:  # a user's own data may come without a test split: no test_map then
+        test_loader = B.build_loader(cfg, dataset, "test", run.dist, train=False, mean_std=run.mean_std,
                                      on_bad_image="skip")  # a bad test image never throws the run away
         scores, rows = final_test_scores(model, test_loader, device, summary, run_dir)
         if rows is not None:
-            summary.update(test_summary(index, scores, rows))  # mAP under the policy the test labels call for
-            groups = split_group_map(index, "test", scores, rows)  # OpenImages: mAP per class group (Table 3)
+            summary.update(test_summary(dataset, scores, rows))  # mAP under the policy the test labels call for
+            groups = split_group_map(dataset, "test", scores, rows)  # OpenImages: mAP per class group (Table 3)
             if groups is not None:
                 summary["test_group_map"] = groups
-            if main:
-                save_predictions(run_dir / "predictions_test.npz", scores, rows, index.class_names)
+            if run.dist.is_main:
+                save_predictions(run_dir / "predictions_test.npz", scores, rows, dataset.class_names)
     return summary
 
 
@@ -320,10 +388,10 @@ def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: Config, device
             continue
         x = batch["input"].to(device, non_blocking=True)
         targets = batch["observed"].to(device, non_blocking=True)
-        index = torch.as_tensor(batch["index"], dtype=torch.long).to(device, non_blocking=True)
+        rows = torch.as_tensor(batch["index"], dtype=torch.long).to(device, non_blocking=True)  # data set row ids
         with B.autocast(device, dtype):
             logits = net(x)
-        loss = loss_fn(logits.float(), targets, index=index)
+        loss = loss_fn(logits.float(), targets, index=rows)
         optimizer.zero_grad(set_to_none=True)
         if own is not None:
             own.zero_grad(set_to_none=True)

@@ -18,8 +18,9 @@ from typing import Any, Optional
 
 import torch
 
-from wsml.checkpoint import atomic_write
+from wsml.checkpoint import atomic_write, load_checkpoint, load_module_state
 from wsml.config import Config
+from wsml.distributed import barrier
 
 
 def stage_config(cfg: Config, stage_name: str) -> Config:
@@ -48,6 +49,26 @@ def stage1_best(run_dir: Path) -> Path:
     stage-2 epoch: a run killed after that write resumes at the boundary), else ``best.pt``."""
     kept = run_dir / "best_stage1.pt"
     return kept if kept.is_file() else run_dir / "best.pt"
+
+
+def start_finetune(cfg: Config, run_dir: Path, model: torch.nn.Module, loss_fn: torch.nn.Module, dataset: Any,
+                   device: torch.device, state: dict, main: bool) -> tuple[torch.nn.Module, int]:
+    """LinearInit stage 2's start: the best stage-1 model, and the loss fresh (``train.stage2_loss=restart``, with
+    what Cole et al. carry over) or in its best stage-1 state (``continue``). Returns (the loss to train with, the
+    stage-1 epoch it starts from)."""
+    from wsml import builders as B
+
+    barrier()
+    src = stage1_best(run_dir)
+    best = load_checkpoint(src, map_location=device, required=("model", "loss", "epoch"))
+    load_module_state(model, best["model"], src, "model")
+    if cfg.train.stage2_loss == "restart":
+        loss_fn = B.build_loss_fn(cfg, dataset, log=lambda *a: None).to(device)
+        carry_over(loss_fn, best["loss"])  # ROLE: the label estimates, as Cole et al.
+    else:
+        load_module_state(loss_fn, best["loss"], src, "loss")
+    begin_stage2(state, run_dir, best, main)
+    return loss_fn, best["epoch"]
 
 
 def begin_stage2(state: dict, run_dir: Path, best: dict, main: bool) -> None:
