@@ -17,18 +17,15 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 def run_dir_of(ctx: Any) -> Optional[Path]:
-    """The run folder of an engine context (attribute or key ``run_dir``/``out_dir``/``output_dir``), if any.
+    """The run folder of an engine context (attribute or key ``run_dir``), if any.
 
     None on ranks other than 0 under torchrun: only rank 0 writes files (each rank measures its own share
     of the batches; the engine logs rank 0's numbers)."""
     rank = ctx.get("rank", 0) if isinstance(ctx, dict) else getattr(ctx, "rank", 0)
     if rank:
         return None
-    for name in ("run_dir", "out_dir", "output_dir"):
-        value = ctx.get(name) if isinstance(ctx, dict) else getattr(ctx, name, None)
-        if value:
-            return Path(value)
-    return None
+    value = ctx.get("run_dir") if isinstance(ctx, dict) else getattr(ctx, "run_dir", None)
+    return Path(value) if value else None
 
 
 def batch_full(batch: dict, what: str) -> Optional[np.ndarray]:

@@ -23,8 +23,8 @@ from wsml.analysis.plots import plot_memorization, plot_precision, plot_sweep, p
 from wsml.analysis.sweeps import SWEEP_FILE
 from wsml.run_folder import RunFolder, read_json
 
-VAL_MAP = ("val_map", "val_mAP", "val/map", "val_map_all")
-TEST_MAP = ("test_map", "test_mAP", "test/map")
+VAL_MAP = ("val_map",)  # the metrics.csv columns wsml writes (test_map: in summary.json, or a column of older runs)
+TEST_MAP = ("test_map",)
 
 
 def find_column(columns: dict, *candidates: str) -> Optional[str]:
