@@ -49,8 +49,8 @@ def test_register_custom_backbone():
     def tiny(*, in_chans=3, in_features=None):
         return SmallCNN(in_chans, widths=(4,))
 
-    m = create_model("TEST_tiny_conv", 2)
-    assert m(torch.zeros(1, 3, 5, 5)).shape == (1, 2) and m.feature_dim == 4
+    m = create_model("TEST-tiny_conv", 2)  # any spelling; the model keeps the registered one
+    assert m(torch.zeros(1, 3, 5, 5)).shape == (1, 2) and m.feature_dim == 4 and m.backbone_name == "test_tiny_conv"
     with pytest.raises(ValueError, match="already registered"):
         register_backbone("test_tiny_conv")(tiny)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
+from wsml.builders import channels_for
 from wsml.callbacks import CALLBACKS
 from wsml.data import ADAPTERS
 from wsml.losses.registry import LOSSES
@@ -21,6 +23,8 @@ def test_one_normalisation_for_every_kind():
     assert ADAPTERS.resolve("fashion_mosaic") == "fashion-mosaic" and "FASHION-mosaic" in ADAPTERS
     assert CALLBACKS.resolve("memorization-eval") == "memorization_eval"
     assert resolve_backbone("timm:resnet18")[1] == ("resnet18",)  # a family keeps the model name's spelling
+    assert channels_for(SimpleNamespace(model=SimpleNamespace(backbone="Small-CNN", pretrained=False, weights=None)),
+                        SimpleNamespace(kind="images", meta={"channels": 1})) == 1  # any spelling is the small CNN
     for reg in (LOSSES, BACKBONES, ADAPTERS, CALLBACKS):
         assert reg in Registry.every and reg.available()
 

@@ -19,6 +19,7 @@ from torch.utils.data.distributed import DistributedSampler
 from wsml.checkpoint import epoch_seed
 from wsml.config import Config, DataConfig
 from wsml.distributed import DistInfo, barrier, broadcast_object
+from wsml.registry import normalise
 
 # ------------------------------------------------------------------------------------------ data set
 
@@ -50,7 +51,7 @@ def channels_for(cfg: Config, index) -> int:
     """Input channels: 1 for grayscale image data (the mosaics) with the small CNN trained from scratch;
     3 otherwise (ImageNet backbones expect RGB: grayscale images are replicated to 3 channels)."""
     gray = index.kind == "images" and int(index.meta.get("channels", 3)) == 1
-    scratch = cfg.model.backbone.lower() == "small_cnn" and not (cfg.model.pretrained or cfg.model.weights)
+    scratch = normalise(cfg.model.backbone) == "small-cnn" and not (cfg.model.pretrained or cfg.model.weights)
     return 1 if gray and scratch else 3
 
 

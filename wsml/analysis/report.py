@@ -21,6 +21,7 @@ from wsml.analysis import memorization as mem
 from wsml.analysis.document import Document
 from wsml.analysis.plots import plot_memorization, plot_precision, plot_sweep, plot_training_curves
 from wsml.analysis.sweeps import SWEEP_FILE
+from wsml.registry import normalise
 from wsml.run_folder import RunFolder, read_json
 
 VAL_MAP = ("val_map",)  # the metrics.csv columns wsml writes (test_map: in summary.json, or a column of older runs)
@@ -135,7 +136,7 @@ def _modification_section(doc: Document, runs: list[RunFolder], assets: Path) ->
              "the % of unobserved entries that are truly positive (what a random choice would get).")
     series, oracle, bases, rows = {}, {}, [], []
     for r in have:
-        cum = r.loss_name.lower().replace("_", "-") == "ll-cp"
+        cum = normalise(r.loss_name) == "ll-cp"
         col = "mod_cum_precision" if cum else "mod_precision"
         prec = [100 * v for v in r.column(col)]
         series[r.label + (" (accumulated)" if cum else "")] = (r.column("epoch"), prec)

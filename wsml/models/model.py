@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsml.models.registry import Backbone, MeanStd, resolve_backbone
+from wsml.models.registry import BACKBONES, Backbone, MeanStd, resolve_backbone
 from wsml.models.weights import (
     find_local_weights,
     load_backbone_weights,
@@ -142,6 +142,8 @@ def create_model(backbone: str, num_classes: int, *, pretrained: bool = False,
         raise ValueError(f"in_chans must be >= 1, got {in_chans}")
     in_chans = int(in_chans)
     builder, args = resolve_backbone(backbone)
+    if not args:  # one spelling from here on (names, weight files): "Small-CNN" -> "small_cnn"
+        backbone = BACKBONES.resolve(backbone)
     body = builder(*args, in_chans=in_chans, in_features=in_features, **backbone_kwargs)
     if body.default_mean_std is not None and in_chans == 1 and len(body.default_mean_std[0]) == 3:
         body.default_mean_std = tuple((sum(v) / 3,) for v in body.default_mean_std)  # grey = mean of RGB stats
