@@ -7,7 +7,9 @@ import html
 import math
 import shutil
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
+
+from wsml._types import PathLike
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -39,10 +41,10 @@ class Document:
     def table(self, header: list[str], rows: list[list[Any]]) -> None:
         self.blocks.append(("table", header, [[fmt(v) for v in r] for r in rows]))
 
-    def image(self, path: Union[str, Path], caption: str = "") -> None:
+    def image(self, path: PathLike, caption: str = "") -> None:
         self.blocks.append(("img", Path(path), caption))
 
-    def write(self, out: Union[str, Path]) -> Path:
+    def write(self, out: PathLike) -> Path:
         """Write ``out``: ``.html`` → one self-contained file; anything else → Markdown with PNGs beside it."""
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

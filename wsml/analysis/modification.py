@@ -26,10 +26,11 @@ Precisions are fractions in [0, 1]; NaN when nothing was modified.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.analysis._common import batch_full, batch_rows_positions, run_dir_of, safe_ratio, to_numpy
 from wsml.labels import UNOBS
 
@@ -152,7 +153,7 @@ class ModificationCallback:
                 "mod_oracle_precision": oracle_precision(self._unobs[1], n),
                 "mod_cum_oracle_precision": oracle_precision(self._unobs[1], int(self._cum_keys.size))}
 
-    def save(self, path: Union[str, Path]) -> None:
+    def save(self, path: PathLike) -> None:
         """Write the modification log: arrays epoch, row, cls, truth (one entry per distinct pair and epoch)."""
         cols = [np.concatenate(a) for a in zip(*self._log)] if self._log else [np.zeros(0, np.int64)] * 4
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +162,7 @@ class ModificationCallback:
                             num_classes=np.int64(self.num_classes))
 
 
-def load_modifications(run_dir: Union[str, Path]) -> Optional[dict]:
+def load_modifications(run_dir: PathLike) -> Optional[dict]:
     """The arrays of ``modifications.npz`` in a run folder, or None when it has none."""
     p = Path(run_dir) / LOG_FILE
     if not p.exists():

@@ -13,10 +13,11 @@ import json
 import math
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.analysis import memorization as mem
 from wsml.analysis.document import Document
 from wsml.analysis.plots import plot_memorization, plot_precision, plot_sweep, plot_training_curves
@@ -212,7 +213,7 @@ def _sweep_section(doc: Document, sweep_dirs: list[Path], assets: Path) -> None:
                   [[str(v)] + [s[j] for s in sw["series"].values()] for j, v in enumerate(sw["values"])])
 
 
-def build_report(paths: Sequence[Union[str, Path]], out: Union[str, Path], title: str = "wsml report") -> Path:
+def build_report(paths: Sequence[PathLike], out: PathLike, title: str = "wsml report") -> Path:
     """Write the report of run folders (and sweep folders) ``paths`` to ``out`` (.md or .html)."""
     if not paths:
         raise ValueError("report: give at least one run folder")

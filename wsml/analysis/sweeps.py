@@ -17,8 +17,9 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
+from wsml._types import PathLike
 from wsml.analysis.plots import plot_sweep
 from wsml.checkpoint import write_json
 from wsml.run_folder import RunFolder
@@ -58,7 +59,7 @@ def _run_config(config: Optional[str], overrides: list[str]):
     return cfg
 
 
-def run_sweep(param: str, values: Sequence[Any], methods: dict[str, list[str]], out: Union[str, Path],
+def run_sweep(param: str, values: Sequence[Any], methods: dict[str, list[str]], out: PathLike,
               config: Optional[str] = None, overrides: Sequence[str] = (), xlabel: str = "",
               train_fn: Optional[Callable] = None, log: Callable = print, command: Optional[str] = None) -> dict:
     """Train every (method, value) and write ``sweep.json`` + ``sweep.png`` under ``out``; return the sweep."""

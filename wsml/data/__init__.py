@@ -7,9 +7,9 @@ river) are only needed for the data sets that use them.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
+from wsml._types import PathLike
 from wsml.data.index import DatasetIndex, Split
 from wsml.registry import Registry
 
@@ -41,7 +41,7 @@ def build_dataset(name: str, root: Optional[str] = None, **options: Any) -> Data
     return ADAPTERS.get(name)(root, **options)
 
 
-def prepare(name: str, out: Union[str, Path], root: Optional[str] = None, **options: Any) -> DatasetIndex:
+def prepare(name: str, out: PathLike, root: Optional[str] = None, **options: Any) -> DatasetIndex:
     """Build the data set ``name`` and save it to ``out`` (what ``wsml prepare`` does)."""
     index = build_dataset(name, root, **options)
     index.save(out)

@@ -26,6 +26,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.data.index import DatasetIndex, Split
 from wsml.data.protocol import reference_splits
 
@@ -36,7 +37,7 @@ _IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def read_idx(path: Union[str, Path]) -> np.ndarray:
+def read_idx(path: PathLike) -> np.ndarray:
     """Read an idx file (the MNIST format; gzip'd or plain) and return its array in native byte order.
 
     Validates the magic number (two zero bytes, a known type code, ndim >= 1) and that the data size
@@ -74,7 +75,7 @@ def _find(root: Path, stem: str) -> Path:
                             f"`sudo apt-get install dataset-fashion-mnist`, or `make fashion-mnist`)")
 
 
-def load_fashion_mnist(root: Optional[Union[str, Path]] = None, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def load_fashion_mnist(root: Optional[PathLike] = None, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 [N, 28, 28] and labels int64 [N] of Fashion-MNIST ``split`` ("train" or "test")."""
     if split not in ("train", "test"):
         raise ValueError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}")

@@ -14,10 +14,11 @@ from __future__ import annotations
 import gzip
 import importlib.util
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.data.index import DatasetIndex, Split
 from wsml.data.protocol import reference_splits
 from wsml.labels import split_train_val, subsample
@@ -40,7 +41,7 @@ def river_yeast_path() -> Path:
     return path
 
 
-def read_yeast_csv(path: Union[str, Path]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_yeast_csv(path: PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Features float32 [N, 103], full labels uint8 [N, 14] and class names from a Yeast CSV (Att*, Class*)."""
     path = Path(path)
     if not path.is_file():

@@ -12,10 +12,11 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional
 
 import torch
 
+from wsml._types import PathLike
 from wsml.models.registry import Backbone
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -42,7 +43,7 @@ def weights_file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name.strip()).strip("-")
 
 
-def find_local_weights(name: str, extra_dirs: Iterable[Union[str, Path]] = ()) -> Optional[Path]:
+def find_local_weights(name: str, extra_dirs: Iterable[PathLike] = ()) -> Optional[Path]:
     """First existing local weights file for backbone ``name``, or None."""
     stems = [weights_file_stem(name)]
     if ":" in name:  # a prefixed name may also be stored under its bare model name
@@ -70,7 +71,7 @@ def _pick_hashed(files: list[Path], stem: str) -> Path:
                      f"IMAGENET1K_V1 file: name the file with model.weights=PATH")
 
 
-def sha256_of(path: Union[str, Path]) -> str:
+def sha256_of(path: PathLike) -> str:
     import hashlib
 
     h = hashlib.sha256()
@@ -80,7 +81,7 @@ def sha256_of(path: Union[str, Path]) -> str:
     return h.hexdigest()
 
 
-def verify_weights(path: Union[str, Path], backbone: str, require: str) -> str:
+def verify_weights(path: PathLike, backbone: str, require: str) -> str:
     """Check that ``path`` holds the weights ``require`` names ("imagenet1k_v1": torchvision's original ImageNet
     ResNet-50/101, by the SHA-256 prefix torchvision puts in its file names); returns the SHA-256."""
     name = backbone.split(":", 1)[-1].strip().lower()
@@ -112,7 +113,7 @@ def missing_weights_error(name: str, hint: str = "") -> FileNotFoundError:
     )
 
 
-def read_state_dict(path: Union[str, Path]) -> dict[str, torch.Tensor]:
+def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict from ``path``; unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` and ``module.``."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -156,7 +157,7 @@ def _examples(keys: list[str], n: int = 5) -> str:
     return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
 
 
-def load_backbone_weights(backbone: Backbone, path: Union[str, Path], name: str = "backbone") -> dict:
+def load_backbone_weights(backbone: Backbone, path: PathLike, name: str = "backbone") -> dict:
     """Load the state dict at ``path`` into ``backbone.weights_target``, strictly.
 
     Returns ``{"path", "loaded", "ignored"}`` (ignored = the original classifier's keys). Any missing backbone

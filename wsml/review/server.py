@@ -16,16 +16,17 @@ import threading
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 from urllib.parse import parse_qs, urlparse
 
+from wsml._types import PathLike
 from wsml.review.export import export_review
 
 PAGE = Path(__file__).with_name("page.html")
 HOST = "127.0.0.1"
 
 
-def resolve_image(root: Union[str, Path], image: str, allowed: set) -> Optional[Path]:
+def resolve_image(root: PathLike, image: str, allowed: set) -> Optional[Path]:
     """The file of ``image`` when it is allowed and really inside ``root``; else None."""
     if image not in allowed:
         return None
