@@ -58,8 +58,7 @@ def adapter_help(dataset: str) -> Optional[str]:
     from wsml.data import ADAPTERS
     from wsml.data.options_help import options_text
 
-    key = dataset.lower().replace("_", "-")
-    return options_text(key, ADAPTERS[key]) if key in ADAPTERS else None
+    return options_text(ADAPTERS.resolve(dataset), ADAPTERS[dataset]) if dataset in ADAPTERS else None
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
