@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from mosaic_csv import export_mosaic_csv, read_hidden  # noqa: E402
 
+from wsml.analysis.stats import mean_sd  # noqa: E402
 from wsml.cli import main as wsml  # noqa: E402
 
 
@@ -143,7 +144,8 @@ LABELS = {"an": ("Naive AN", "labels.csv"), "ll-r": ("LL-R", "labels.csv"),
 
 
 def _ms(values: list) -> str:
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+    m, sd, n = mean_sd(values)  # the one convention: sample sd (ddof=1)
+    return f"{m:.2f} ± {sd:.2f}" if n > 1 else f"{m:.2f}"
 
 
 def markdown(r: dict) -> str:
@@ -183,8 +185,8 @@ def markdown(r: dict) -> str:
         "* control: the `--val` split (same val rows, same larger training set) with the val rows' first-try labels "
         "(one positive, taken as complete): the difference to `--val` is what complete label sets buy, the "
         "difference to the first LL-R run what the split change (more training rows, fewer val rows) does.", "",
-        "Test mAP and test macro F1 (per-class thresholds chosen on each run's val split) as mean ± std over the "
-        "seeds; Δ are paired by seed (per seed in brackets).", "",
+        "Test mAP and test macro F1 (per-class thresholds chosen on each run's val split) as mean ± sample std "
+        "(ddof=1) over the seeds; Δ are paired by seed (per seed in brackets).", "",
         "| run | labels CSV | train / val rows | test mAP | Δ mAP vs first LL-R | Δ mAP vs Naive AN | test macro F1 |",
         "|---|---|---|---:|---:|---:|---:|"]
     for key, (name, csv) in LABELS.items():

@@ -105,6 +105,7 @@ def test_compare_by_hand():
     assert c1["beats_an_2std"] is None and c1["delta"] == pytest.approx(10.0) and c1["gap_closed"] == pytest.approx(0.5)
     # the one mean±sd convention (wsml.analysis.stats.mean_sd): a single run has no sd (NaN), not 0
     assert all(math.isnan(r["test_map_std"]) for r in R.summarise(one, ["an", "ll"]))
+    assert R._pm(60.0, math.nan) == "60.00" and R._pm(9.5, 0.7071, sign="+") == "+9.50 ± 0.71"  # tables: no "± 0"
 
 
 def test_write_results_and_cli_errors(grid, tmp_path, capsys):

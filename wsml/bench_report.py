@@ -156,6 +156,12 @@ def _f(x: float, nd: int = 2) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
+def _pm(mean: float, std: float, nd: int = 2, sign: str = "") -> str:
+    """"mean ± std", or the mean alone when there is no std (a single run)."""
+    m = f"{mean:{sign}.{nd}f}" if sign and not math.isnan(mean) else _f(mean, nd)
+    return m if std is None or math.isnan(std) else f"{m} ± {_f(std, nd)}"
+
+
 def markdown(results: dict) -> str:
     """The Markdown report: header (command, spec), hyper-parameter search, result and comparison tables."""
     spec, lines = results["spec"], []
@@ -177,7 +183,7 @@ def markdown(results: dict) -> str:
               "| method | test mAP (mean ± std) | runs | val-selected epoch (mean) | val mAP (mean) | s / run |",
               "|---|---|---|---|---|---|"]
     for r in results["table"]:
-        lines.append(f"| {r['method']} | {_f(r['test_map_mean'])} ± {_f(r['test_map_std'])} | {r['runs']} | "
+        lines.append(f"| {r['method']} | {_pm(r['test_map_mean'], r['test_map_std'])} | {r['runs']} | "
                      f"{_f(r['best_epoch_mean'], 1)} | {_f(r['val_map_mean'])} | {_f(r['wall_s_mean'], 0)} |")
     lines.append("")
     if results.get("comparison"):
@@ -191,7 +197,7 @@ def markdown(results: dict) -> str:
         for c in results["comparison"]:
             lines.append(f"| {c['method']} | {c['delta']:+.2f} | {_f(c['pooled_std'])} | "
                          f"{_f(c['delta_over_pooled_std'], 1)} | {_verdict(c['beats_an_2std'])} | "
-                         f"{c['paired_delta_mean']:+.2f} ± {_f(c['paired_delta_std'])} (n={c['paired_n']}) | "
+                         f"{_pm(c['paired_delta_mean'], c['paired_delta_std'], sign='+')} (n={c['paired_n']}) | "
                          f"{_pct(c['gap_closed'])} |")
         lines.append("")
     gkeys = [k[5:-5] for k in (results["table"][0] if results["table"] else {}) if k.startswith("test_G")
@@ -201,7 +207,7 @@ def markdown(results: dict) -> str:
                   results.get("group_note", ""), "",
                   "| method | " + " | ".join(gkeys) + " | All Gs |", "|---" * (len(gkeys) + 2) + "|"]
         for r in results["table"]:
-            cells = [f"{_f(r[f'test_{g}_mean'])} ± {_f(r[f'test_{g}_std'])}" for g in gkeys]
+            cells = [_pm(r[f"test_{g}_mean"], r[f"test_{g}_std"]) for g in gkeys]
             lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {_f(r['test_all_mean'])} |")
         lines.append("")
     lines += ["## Runs", "", "| method | seed | test mAP | val mAP | best epoch | s | run folder |",

@@ -14,17 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from wsml.analysis.memorization import memorization_summary
+from wsml.analysis.stats import fmt_mean_sd
 from wsml.run_folder import RunFolder
 
 METHODS = {"an": "Naive AN", "ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp"}
 NAMES = {**METHODS, "ll-cp-d1": "LL-Cp (Δrel 1)"}
-
-
-def mean_sd(values: list[float]) -> str:
-    v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
-    if v.size == 0:
-        return "–"
-    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if v.size > 1 else f"{v[0]:.2f}"
 
 
 def seeds(out: Path, m: str) -> list[Path]:
@@ -38,8 +32,8 @@ def methods_table(out: Path) -> list[str]:
         runs = seeds(out, m)
         maps = [RunFolder(r).summary["test_map"] for r in runs]
         pg = [json.loads(p.read_text()) for p in (r / "analysis" / "pointing_game.json" for r in runs) if p.exists()]
-        lines.append(f"| {name} | {len(runs)} | {mean_sd(maps)} | {mean_sd([p['score'] for p in pg])} | "
-                     f"{mean_sd([p['random_score'] for p in pg])} |")
+        lines.append(f"| {name} | {len(runs)} | {fmt_mean_sd(maps)} | {fmt_mean_sd([p['score'] for p in pg])} | "
+                     f"{fmt_mean_sd([p['random_score'] for p in pg])} |")
     return lines + [""]
 
 
