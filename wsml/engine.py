@@ -168,7 +168,7 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                        "val_map": val["map"], "val_score": val["select"], "val_criterion": val["criterion"],
                        "num_modified": modified, "lr": lr, "time_s": round(time.time() - t0, 3)}
                 row.update(cbs.on_epoch_end(ctx, epoch))
-                improved = _record_epoch(state, row)
+                improved = _record_epoch(state, row, epoch, val["select"])
                 stop = early_stop(state, stage.name, cfg.train.early_stop_drop, cfg.train.early_stop_patience)
 
                 # 5. Files (rank 0): best.pt when val mAP improved, then last.pt and metrics.csv.
@@ -247,13 +247,13 @@ def _resume_state(run: _Run, ckpt: Optional[dict]) -> tuple[dict, Optional[dict]
     return ckpt["state"], ckpt["rng"]
 
 
-def _record_epoch(state: dict, row: dict) -> bool:
-    """Add the epoch's metrics row to the state; whether its val score is the best so far (then it becomes so)."""
+def _record_epoch(state: dict, row: dict, epoch: int, score: float) -> bool:
+    """Add the epoch's metrics row to the state; whether its val ``score`` is the best so far (then it becomes so)."""
     state["history"].append(row)
-    state["epoch"] = row["epoch"]
-    improved = row["val_score"] > state["best_val_map"]
+    state["epoch"] = epoch
+    improved = score > state["best_val_map"]
     if improved:
-        state["best_val_map"], state["best_epoch"] = row["val_score"], row["epoch"]
+        state["best_val_map"], state["best_epoch"] = score, epoch
     return improved
 
 
