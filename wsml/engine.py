@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from wsml import builders as B
 from wsml._types import PathLike
@@ -66,7 +65,7 @@ from wsml.evaluation import predict_split, save_predictions, split_group_map
 from wsml.partial_val import describe, final_line, final_test_scores, score_val, test_summary, val_summary
 from wsml.progress import run_folder_line
 from wsml.run_folder import LAST_KEYS, check_resume, new_run_dir, saved_epoch, start_files
-from wsml.stages import early_stop, stage_config, stage_done, start_finetune
+from wsml.stages import StageParts, early_stop, stage_done, stage_parts, start_finetune
 
 
 @dataclass
@@ -141,7 +140,7 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                 run.loss_fn, best_epoch = start_finetune(cfg, run_dir, model, run.loss_fn, dataset, device, state, main)
                 ctx.loss_fn = run.loss_fn
                 say(f"LinearInit stage 2: fine-tuning everything from the best stage-1 epoch {best_epoch}")
-            parts = _stage_parts(run, stage, val_loader, ckpt if mid_stage else None)
+            parts = stage_parts(run, stage, val_loader, ckpt if mid_stage else None)
             if mid_stage:
                 set_rng_state(pending_rng)
                 pending_rng = None
@@ -211,19 +210,6 @@ class _Run:
         return self.model.default_mean_std
 
 
-@dataclass
-class _StageParts:
-    """What one stage trains and with what: the (DDP-wrapped) network, its eval forward, loaders, optimisation."""
-
-    net: Any
-    forward_eval: Callable
-    train_loader: Any
-    val_loader: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-
-
 def _run_folder(cfg: Config, resume: Optional[PathLike], main: bool, fresh: bool, say: Callable) -> tuple[Path, bool]:
     """(the run folder, whether this process is done with config.yaml): a new folder (named on rank 0), or the
     resumed one; rank 0 writes config.yaml now for a fresh run, after loading the states for a resume."""
@@ -257,40 +243,7 @@ def _record_epoch(state: dict, row: dict, epoch: int, score: float) -> bool:
     return improved
 
 
-def _stage_parts(run: _Run, stage: Stage, val_loader, resume_from: Optional[dict]) -> _StageParts:
-    """A stage's network, loaders, optimizer, lr schedule and gradient scaler (with their saved states when resuming
-    inside the stage). LinearInit stage 1 trains only the head, on cached backbone features, with its own
-    optimizer, lr and batch size (``train.linear_*``); the backbone never runs then."""
-    cfg, model, scfg = run.cfg, run.model, stage_config(run.cfg, stage.name)
-    model.freeze_backbone(stage.cached)
-    if stage.cached:
-        from wsml.linearinit import HeadOnly, cached_feature_loaders
-
-        train_loader, val_loader = cached_feature_loaders(scfg, model, run.dataset, run.dist, run.device,
-                                                          run.run_dir, run.mean_std, run.say)
-        net, forward_eval = HeadOnly(model), model.forward_head
-        groups = [{"name": "head", "params": list(model.head.parameters()),
-                   "lr": scfg.optim.lr * scfg.optim.head_lr_mult}]
-    else:
-        train_loader = B.build_loader(cfg, run.dataset, "train", run.dist, train=True, mean_std=run.mean_std)
-        net, forward_eval = model, model
-        groups = model.param_groups(cfg.optim.lr, cfg.optim.head_lr_mult)
-    optimizer = B.build_optimizer(scfg, groups + B.loss_param_groups(scfg, run.loss_fn))
-    scheduler = B.build_scheduler(scfg, optimizer, stage.last - stage.first + 1)
-    scaler = torch.amp.GradScaler("cuda", enabled=run.dtype == torch.float16)
-    if resume_from is not None:
-        last = run.run_dir / "last.pt"
-        load_module_state(optimizer, resume_from["optimizer"], last, "optimizer")
-        if scheduler is not None:
-            load_module_state(scheduler, resume_from["scheduler"], last, "scheduler")
-        load_module_state(scaler, resume_from["scaler"], last, "gradient scaler")
-    if run.dist.enabled:
-        net = DDP(net, device_ids=[run.device.index] if run.device.type == "cuda" else None,
-                  broadcast_buffers=not stage.cached)  # stage 1: the frozen backbone's buffers never change
-    return _StageParts(net, forward_eval, train_loader, val_loader, optimizer, scheduler, scaler)
-
-
-def _validate(run: _Run, parts: _StageParts, stage: Stage, loss_epoch: int) -> dict:
+def _validate(run: _Run, parts: StageParts, stage: Stage, loss_epoch: int) -> dict:
     """The epoch's val result (``score_val``: mAP, or PU-AUC when val labels are partial); first, for EM+APL and
     Curriculum labelling, the eval-mode training scores their loss labels from."""
     run.model.eval()
@@ -302,7 +255,7 @@ def _validate(run: _Run, parts: _StageParts, stage: Stage, loss_epoch: int) -> d
     return score_val(run.dataset, scores, rows)
 
 
-def _save_epoch(run: _Run, parts: _StageParts, state: dict, stage_name: str, epoch: int, val: dict,
+def _save_epoch(run: _Run, parts: StageParts, state: dict, stage_name: str, epoch: int, val: dict,
                 improved: bool) -> None:
     """Rank 0's files after an epoch: best.pt when the val score improved, then last.pt (all a resume needs: the
     model, loss, optimizer, scheduler, scaler and RNG states) and metrics.csv."""

@@ -1,4 +1,4 @@
-"""Stage bookkeeping of the training loop: LinearInit's two stages and early stopping.
+"""Stage bookkeeping of the training loop: each stage's set-up, LinearInit's two stages and early stopping.
 
 LinearInit (paper §4: "train 25 epochs with the feature extractor frozen, then fine-tune the best model for 10
 epochs"): the run's result is the best *stage-2* epoch on val, as Cole et al. report the best fine-tuning epoch;
@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
+from wsml import builders as B
 from wsml.checkpoint import atomic_write, load_checkpoint, load_module_state
 from wsml.config import Config
 from wsml.distributed import barrier
@@ -56,8 +59,6 @@ def start_finetune(cfg: Config, run_dir: Path, model: torch.nn.Module, loss_fn: 
     """LinearInit stage 2's start: the best stage-1 model, and the loss fresh (``train.stage2_loss=restart``, with
     what Cole et al. carry over) or in its best stage-1 state (``continue``). Returns (the loss to train with, the
     stage-1 epoch it starts from)."""
-    from wsml import builders as B
-
     barrier()
     src = stage1_best(run_dir)
     best = load_checkpoint(src, map_location=device, required=("model", "loss", "epoch"))
@@ -113,3 +114,50 @@ def early_stop(state: dict, stage_name: str, drop: float, patience: int) -> Opti
 def stage_done(state: dict, stage_name: str, last_epoch: int) -> bool:
     """Whether a stage needs no more epochs: all of them ran, or it stopped early (also after a resume)."""
     return state["epoch"] >= last_epoch or stage_name in state.get("stopped", {})
+
+
+@dataclass
+class StageParts:
+    """What one stage trains and with what: the (DDP-wrapped) network, its eval forward, loaders, optimisation."""
+
+    net: Any
+    forward_eval: Callable
+    train_loader: Any
+    val_loader: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+
+
+def stage_parts(run: Any, stage: Any, val_loader: Any, resume_from: Optional[dict]) -> StageParts:
+    """A stage's network (DDP-wrapped under torchrun), loaders, optimizer, lr schedule and gradient scaler, with their
+    saved states when resuming inside the stage; ``run`` is the training loop's shared state (wsml.engine._Run).
+    LinearInit stage 1 trains only the head, on cached backbone features, with its own optimizer, lr and batch size
+    (``train.linear_*``); the backbone never runs then."""
+    cfg, model, scfg = run.cfg, run.model, stage_config(run.cfg, stage.name)
+    model.freeze_backbone(stage.cached)
+    if stage.cached:
+        from wsml.linearinit import HeadOnly, cached_feature_loaders
+
+        train_loader, val_loader = cached_feature_loaders(scfg, model, run.dataset, run.dist, run.device,
+                                                          run.run_dir, run.mean_std, run.say)
+        net, forward_eval = HeadOnly(model), model.forward_head
+        groups = [{"name": "head", "params": list(model.head.parameters()),
+                   "lr": scfg.optim.lr * scfg.optim.head_lr_mult}]
+    else:
+        train_loader = B.build_loader(cfg, run.dataset, "train", run.dist, train=True, mean_std=run.mean_std)
+        net, forward_eval = model, model
+        groups = model.param_groups(cfg.optim.lr, cfg.optim.head_lr_mult)
+    optimizer = B.build_optimizer(scfg, groups + B.loss_param_groups(scfg, run.loss_fn))
+    scheduler = B.build_scheduler(scfg, optimizer, stage.last - stage.first + 1)
+    scaler = torch.amp.GradScaler("cuda", enabled=run.dtype == torch.float16)
+    if resume_from is not None:
+        last = run.run_dir / "last.pt"
+        load_module_state(optimizer, resume_from["optimizer"], last, "optimizer")
+        if scheduler is not None:
+            load_module_state(scheduler, resume_from["scheduler"], last, "scheduler")
+        load_module_state(scaler, resume_from["scaler"], last, "gradient scaler")
+    if run.dist.enabled:
+        net = DDP(net, device_ids=[run.device.index] if run.device.type == "cuda" else None,
+                  broadcast_buffers=not stage.cached)  # stage 1: the frozen backbone's buffers never change
+    return StageParts(net, forward_eval, train_loader, val_loader, optimizer, scheduler, scaler)
