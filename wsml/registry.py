@@ -37,10 +37,10 @@ class Registry:
         Registry.every.append(self)
 
     def register(self, name: str, obj: Any = None, *, aliases: tuple[str, ...] = (), lazy: Optional[str] = None
-                 ) -> Callable:
-        """Register ``obj`` (or, used as a decorator, the decorated object; or the ``lazy`` "module:attr") under
-        ``name`` and ``aliases``; returns a decorator that returns what it decorates. A name or alias already
-        taken is a ValueError (unregister first to replace an entry)."""
+                 ) -> Any:
+        """Register ``obj`` (returned), or the ``lazy`` "module:attr", or, used as a decorator, the decorated object
+        under ``name`` and ``aliases``. A name or alias already taken is a ValueError (unregister first to replace
+        an entry)."""
 
         def add(target: Any) -> Any:
             key = normalise(name)
@@ -57,9 +57,7 @@ class Registry:
         if lazy is not None:
             add(lazy)
             return lambda x: x
-        if obj is not None:
-            add(obj)
-        return add
+        return add if obj is None else add(obj)
 
     def unregister(self, name: str) -> None:
         """Remove an entry and its aliases (no error when absent)."""
