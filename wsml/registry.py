@@ -17,7 +17,7 @@ unknown name is a ValueError listing the choices.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 
 def normalise(name: str) -> str:
