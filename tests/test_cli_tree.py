@@ -83,3 +83,19 @@ def test_key_value_items_have_one_parser(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a command without key=value items rejects them
         main(["eval", str(tmp_path), "a=1"])
     assert "unrecognized arguments: a=1" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # starts another process
+def test_output_piped_into_head_stops_quietly(tmp_path):
+    """`wsml … | head`: the closed pipe ends the command with 141 and no traceback or error line."""
+    import subprocess
+    import sys
+
+    script = ("import argparse, sys\nfrom wsml.cli._guard import guarded\n"
+              "def spam(args):\n    for _ in range(100000):\n        print('x' * 50)\n    return 0\n"
+              "sys.exit(guarded(spam, argparse.Namespace(debug=False)))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == "", err

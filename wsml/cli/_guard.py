@@ -1,13 +1,15 @@
 """The one error guard of every ``wsml`` command, and the one list of what counts as a user error.
 
 A user error (a bad value, config, path or file; a full disk) prints one line ``wsml: error: ...`` and exits with
-code 2; Ctrl-C exits with 130 (training leaves a resumable ``last.pt``); ``--debug`` shows the traceback instead.
+code 2; Ctrl-C exits with 130 (training leaves a resumable ``last.pt``), a closed output pipe (``| head``)
+quietly with 141; ``--debug`` shows the traceback instead.
 Anything else is a bug in wsml and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -27,6 +29,9 @@ def guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -
         return fn(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` & co.: stop quietly, as other Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
     except USER_ERRORS as e:
         if getattr(args, "debug", False):
             raise
