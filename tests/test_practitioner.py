@@ -218,6 +218,32 @@ def test_find_missing(run, own_data, tmp_path, capsys):
     assert "## Evaluation and find-missing" in text and "ranked pairs" in text
 
 
+def test_predict_streams_batches_with_the_same_output(run, own_data, tmp_path):
+    from wsml.prediction_files import (
+        PredictionWriter,
+        prediction_records,
+        run_image_score_batches,
+        run_image_scores,
+        write_predictions,
+    )
+    from wsml.run_folder import RunFolder
+
+    imgs = [str(own_data / "img" / f"{i:03d}.png") for i in range(80, 87)]
+    batches = list(run_image_score_batches(RunFolder(run), imgs, CLASSES[::-1], batch=3))  # columns in this order
+    assert [p for p, _ in batches] == [imgs[:3], imgs[3:6], imgs[6:]]
+    scores = np.concatenate([s for _, s in batches])
+    np.testing.assert_array_equal(scores, run_image_scores(RunFolder(run), imgs, CLASSES[::-1]))
+    records = prediction_records(imgs, scores, CLASSES[::-1], [.5] * 4, top_k=2)
+    for name, wide in (("a.csv", False), ("b.csv", True), ("c.json", False)):
+        whole = write_predictions(tmp_path / f"whole_{name}", records, CLASSES[::-1], wide)
+        w = PredictionWriter(tmp_path / name, CLASSES[::-1], wide)
+        for i in range(0, 7, 3):
+            w.write(records[i:i + 3])
+        assert (tmp_path / f"{name}.partial").is_file() and not (tmp_path / name).exists()  # until close()
+        assert w.close().read_bytes() == whole.read_bytes()
+    assert (tmp_path / "whole_c.json").read_text() == json.dumps(records, indent=2) + "\n"  # the layout it had
+
+
 def test_predict_accepts_a_folder(run, own_data, tmp_path):
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)

@@ -96,38 +96,108 @@ def run_split_scores(run: RunFolder, split: str, device: Union[str, torch.device
     return predict_split(model, run.loader(split, model), next(model.parameters()).device)
 
 
+DENSE_PREDICTIONS = 2**27  # N × C up to which scores travel as arrays and predictions_<split>.npz is written
+
+
 def evaluate_run(run: Union[RunFolder, PathLike], split: str = "test", device: str = "auto", write: bool = True,
-                 ) -> tuple[dict, np.ndarray, np.ndarray]:
+                 ) -> tuple[dict, Optional[np.ndarray], Optional[np.ndarray]]:
     """(result, scores, rows): mAP of the run's best checkpoint on ``split`` with the arrays it was computed from;
-    ``write`` saves ``predictions_<split>.npz`` and ``eval_<split>.json`` into the run folder."""
-    from wsml.checkpoint import write_json
-    from wsml.partial_val import score_split
+    ``write`` saves ``predictions_<split>.npz`` and ``eval_<split>.json`` into the run folder.
+
+    Scores go to disk in chunks as they come and the metrics are computed a block of classes at a time
+    (:mod:`wsml.metrics_blocked`: identical to the dense computation, memory bounded). Under torchrun every
+    process scores its shard and writes its own chunks; rank 0 evaluates from disk (no N × C gather). Above
+    ``DENSE_PREDICTIONS`` scores, (scores, rows) are None and the scores stay in ``predictions_<split>.chunks/``.
+    """
+    import shutil
+    import tempfile
+
+    from wsml.builders import resolve_device
+    from wsml.distributed import barrier, broadcast_object, init_distributed
+    from wsml.metrics_blocked import score_to_chunks
 
     run = RunFolder.of(run)
-    scores, rows = run_split_scores(run, split, device)
+    info = init_distributed(device)
+    dev = resolve_device(device, info) if isinstance(device, str) else device
+    model = run.model(dev)
+    loader = run.loader(split, model, info)  # this process's shard
+    chunks = run.file(f"predictions_{split}.chunks")
+    tmp = None
+    if not write or info.enabled:  # a scratch folder every rank can reach: the run folder's
+        tmp = broadcast_object(tempfile.mkdtemp(prefix=f".scores_{split}_", dir=run.path) if info.is_main else None)
+    folder = Path(tmp) if tmp else chunks
+    if info.is_main and folder.exists() and not tmp:
+        shutil.rmtree(folder)  # stale chunks of an earlier evaluation
+    barrier()
+    score_to_chunks(model, loader, dev, folder, run.dataset.num_classes, info.rank)
+    barrier()
+    out = error = None
+    if info.is_main:
+        try:
+            out = _evaluate_chunks(run, split, folder, chunks, write)
+        except (ValueError, FileNotFoundError) as e:
+            error = e  # handed to every rank: none waits for a result that will not come
+        finally:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+    out, error = broadcast_object((out, error))
+    if error is not None:
+        raise error
+    return out
+
+
+def _evaluate_chunks(run: RunFolder, split: str, folder: Path, chunks: Path, write: bool) -> tuple:
+    """:func:`evaluate_run`'s (result, scores, rows) from the score chunks in ``folder`` (rank 0)."""
+    import shutil
+
+    from wsml.checkpoint import write_json
+    from wsml.metrics_blocked import ScoreChunks, score_split_blocked
+
+    try:
+        store = ScoreChunks(folder)
+    except FileNotFoundError:
+        raise ValueError("no sample of the split could be scored (all images failed to load?)") from None
     index = run.dataset
-    result = {"split": split, **score_split(index, split, scores, rows), "num_samples": int(len(rows)),
+    result = {"split": split, **score_split_blocked(index, split, store), "num_samples": int(len(store.rows)),
               "checkpoint_epoch": int(run.checkpoint().get("epoch", 0))}  # partial own-data labels: their policy
-    groups = split_group_map(index, split, scores, rows)
-    if groups is not None:
-        result["group_map"] = groups
+    group_map = result.pop("group_map", None)
+    if group_map is not None:
+        result["group_map"] = group_map  # after the other fields, as before
+    small = len(store.rows) * store.num_classes <= DENSE_PREDICTIONS
+    scores, rows = (store.to_dense(), store.rows) if small else (None, None)
     if write:
-        save_predictions(run.file(f"predictions_{split}.npz"), scores, rows, index.class_names)
+        if small:
+            save_predictions(run.file(f"predictions_{split}.npz"), scores, rows, index.class_names)
+            shutil.rmtree(chunks, ignore_errors=True)  # this folder's chunks, or stale ones of a larger evaluation
+        else:
+            run.file(f"predictions_{split}.npz").unlink(missing_ok=True)  # no older dense file beside the chunks
+            if folder != chunks:
+                shutil.rmtree(chunks, ignore_errors=True)
+                folder.rename(chunks)
+            result["predictions"] = (f"{chunks.name}/ (N x C = {len(store.rows)} x {store.num_classes} is too "
+                                     "large for one .npz; read it with wsml.metrics_blocked.ScoreChunks)")
         write_json(run.file(f"eval_{split}.json"), result)
     return result, scores, rows
 
 
-@torch.no_grad()
 def score_images(model: torch.nn.Module, paths: Sequence[PathLike], transform: Callable, channels: int = 3,
                  ) -> np.ndarray:
     """float32 [N, C] sigmoid scores of image files, one image at a time, in fp32 (the one image scorer:
     ``wsml predict``'s CSV/JSON and ``wsml review`` format its output)."""
+    out = list(iter_image_scores(model, paths, transform, channels))
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+def iter_image_scores(model: torch.nn.Module, paths: Sequence[PathLike], transform: Callable, channels: int = 3):
+    """:func:`score_images` one image at a time, as each is scored (``wsml predict`` streams its output)."""
     from wsml.data.loading import load_image
 
     dev = next(model.parameters()).device
-    out = [torch.sigmoid(model(transform(load_image(str(p), channels))[None].to(dev)).float())[0].cpu().numpy()
-           for p in paths]
-    return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+    for p in paths:
+        with torch.no_grad():
+            x = transform(load_image(str(p), channels))[None].to(dev)
+            scores = torch.sigmoid(model(x).float())[0].cpu().numpy()
+        yield scores
 
 
 def image_transform(run: RunFolder, model: torch.nn.Module) -> tuple[Callable, int]:

@@ -120,16 +120,27 @@ def average_precision_per_class(
     cls = (flat % c).astype(np.int16 if c < 2**15 else np.int64)
     order = np.argsort(cls, kind="stable")
     cls, pos_scores = cls[order], np.ravel(S)[flat[order]]
-    num_pos = np.bincount(cls, minlength=c)
-    # one sorted copy of the scores per class; removed entries sink to -inf (handled below)
+    # one copy of the scores per class; removed entries sink to -inf (handled in ap_class_major)
     src = S if M is None else np.where(M, S, -np.inf).astype(S.dtype, copy=False)
     work = np.empty((c, n), dtype=src.dtype)  # a fresh [C, N] copy; torch's blocked transpose is ~4x numpy's
     torch.from_numpy(work).copy_(torch.from_numpy(np.ascontiguousarray(src)).t())
-    _sort_rows(work)
     n_counted = np.full(c, n) if M is None else M.sum(axis=0)
+    return ap_class_major(work, cls, pos_scores, n_counted)
+
+
+def ap_class_major(work: np.ndarray, cls: np.ndarray, pos_scores: np.ndarray, n_counted: np.ndarray) -> np.ndarray:
+    """AP per class from class-major scores ``work`` [C, N] (sorted in place; uncounted entries = -inf), the
+    class id and score of every counted positive (grouped by class) and the counted entries per class.
+
+    Each class's AP depends on that class's row only (its precision terms are summed on their own), so AP
+    computed over any block of classes equals the full computation bit for bit (:mod:`wsml.metrics_blocked`).
+    """
+    c, n = work.shape
+    _sort_rows(work)
+    num_pos = np.bincount(cls, minlength=c)
     # positives of each class in a padded [C, P_max] block, padding +inf (never below a real score)
-    width = max(int(num_pos.max()), 1)
-    start = np.concatenate(([0], np.cumsum(num_pos)[:-1]))
+    width = max(int(num_pos.max()), 1) if c else 1
+    start = np.concatenate(([0], np.cumsum(num_pos)[:-1])).astype(np.int64)
     padded = np.full((c, width), np.inf, dtype=work.dtype)
     padded[cls, np.arange(len(cls)) - start[cls]] = pos_scores
     padded.sort(axis=1)
@@ -138,10 +149,13 @@ def average_precision_per_class(
     below_all = torch.searchsorted(torch.from_numpy(work), pt).numpy()
     below_pos = torch.searchsorted(pt, pt).numpy()
     counted = np.where(padded == -np.inf, n_counted[:, None], n - below_all)
-    tp = num_pos[:, None] - below_pos
     valid = np.arange(width)[None, :] < num_pos[:, None]
-    precision = np.where(valid, tp / np.maximum(counted, 1), 0.0)
-    return precision.sum(axis=1) / np.maximum(num_pos, 1)
+    precision = ((num_pos[:, None] - below_pos) / np.maximum(counted, 1))[valid]  # row-major: class by class
+    total = np.zeros(c)
+    has = num_pos > 0
+    if precision.size:
+        total[has] = np.add.reduceat(precision, start[has])  # one sum per class, its own terms only
+    return total / np.maximum(num_pos, 1)
 
 
 def reproduction_classes(mask: Optional[ArrayOrTensor], num_classes: int) -> np.ndarray:

@@ -54,15 +54,31 @@ def run_image_scores(run: RunFolder, images: Sequence[PathLike], class_names: Se
                      device: str = "auto") -> np.ndarray:
     """Sigmoid scores [N, C] of image files by the run's best checkpoint (:func:`wsml.evaluation.score_images`),
     columns in ``class_names`` order (the thresholds' classes)."""
-    from wsml.evaluation import image_transform, score_images
+    parts = [s for _, s in run_image_score_batches(run, images, class_names, device)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(class_names)))
+
+
+def run_image_score_batches(run: RunFolder, images: Sequence[PathLike], class_names: Sequence[str],
+                            device: str = "auto", batch: int = 256):
+    """(image paths, sigmoid scores float64 [b, C] in ``class_names`` order) for ``batch`` images at a time, as
+    they are scored (:func:`wsml.evaluation.iter_image_scores`): memory does not grow with the number of images."""
+    from wsml.evaluation import image_transform, iter_image_scores
 
     have = list(run.model_info()["class_names"])
     missing = [c for c in class_names if c not in have]
     if missing:
         raise ValueError(f"{run.path}: the model has no class {missing[0]!r} (thresholds.json is stale?)")
+    cols = np.array([have.index(c) for c in class_names], dtype=np.int64)
     model = run.model(device)
-    scores = score_images(model, images, *image_transform(run, model))
-    return scores[:, [have.index(c) for c in class_names]].astype(np.float64)
+    paths, rows = [], []
+    for path, probs in zip(images, iter_image_scores(model, images, *image_transform(run, model))):
+        paths.append(path)
+        rows.append(probs[cols].astype(np.float64))
+        if len(paths) == batch:
+            yield paths, np.stack(rows)
+            paths, rows = [], []
+    if paths:
+        yield paths, np.stack(rows)
 
 
 def prediction_records(images: Sequence[PathLike], scores: np.ndarray, class_names: Sequence[str],
@@ -87,25 +103,49 @@ def prediction_records(images: Sequence[PathLike], scores: np.ndarray, class_nam
     return out
 
 
+class PredictionWriter:
+    """Writes prediction records as they come, in :func:`write_predictions`'s layouts (the same bytes), to
+    ``<path>.partial`` first; :meth:`close` renames it to ``path``, so an interrupted run leaves no half file
+    under the final name (the rows written so far stay in the .partial file)."""
+
+    def __init__(self, path: PathLike, class_names: Sequence[str], wide: bool = False):
+        self.path = Path(path)
+        self.suffix = self.path.suffix.lower()
+        if self.suffix not in (".csv", ".json"):
+            raise ValueError(f"prediction file must end in .csv or .json, got {self.path}")
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.class_names, self.wide, self.count = list(class_names), wide, 0
+        self.f = open(self.partial, "w", newline="", encoding="utf-8")
+        self.csv = csv.writer(self.f) if self.suffix == ".csv" else None
+        if self.csv is not None:
+            self.csv.writerow(["path", "labels"] + [f"score:{c}" for c in self.class_names] if wide else
+                              ["image", "rank", "class", "score", "threshold", "predicted"])
+
+    def write(self, records: list[dict]) -> None:
+        for r in records:
+            if self.csv is None:  # the layout of json.dumps(list, indent=2), one element at a time
+                body = "\n".join("  " + line for line in json.dumps(r, indent=2).split("\n"))
+                self.f.write(("[\n" if self.count == 0 else ",\n") + body)
+            elif self.wide:
+                self.csv.writerow([r["image"], ";".join(r["labels"])]
+                                  + [f"{r['scores'][c]:.6f}" for c in self.class_names])
+            else:
+                for k, t in enumerate(r["top"], 1):
+                    self.csv.writerow([r["image"], k, t["class"], f"{t['score']:.6f}", f"{t['threshold']:.6f}",
+                                       int(t["predicted"])])
+            self.count += 1
+        self.f.flush()
+
+    def close(self) -> Path:
+        if self.csv is None:
+            self.f.write("\n]\n" if self.count else "[]\n")
+        self.f.close()
+        self.partial.replace(self.path)
+        return self.path
+
+
 def write_predictions(path: PathLike, records: list[dict], class_names: Sequence[str], wide: bool = False) -> Path:
     """Write ``records`` (from :func:`prediction_records`) as .json, long .csv or (``wide``) wide .csv."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".json"):
-        raise ValueError(f"prediction file must end in .csv or .json, got {path}")
-    if suffix == ".json":
-        path.write_text(json.dumps(records, indent=2) + "\n")
-        return path
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        if wide:
-            w.writerow(["path", "labels"] + [f"score:{c}" for c in class_names])
-            for r in records:
-                w.writerow([r["image"], ";".join(r["labels"])] + [f"{r['scores'][c]:.6f}" for c in class_names])
-        else:
-            w.writerow(["image", "rank", "class", "score", "threshold", "predicted"])
-            for r in records:
-                for k, t in enumerate(r["top"], 1):
-                    w.writerow([r["image"], k, t["class"], f"{t['score']:.6f}", f"{t['threshold']:.6f}",
-                                int(t["predicted"])])
-    return path
+    w = PredictionWriter(path, class_names, wide)
+    w.write(records)
+    return w.close()

@@ -381,13 +381,14 @@ class RunFolder:
             raise ValueError(f"data set {index.name!r} has no split {name!r} (has: {', '.join(sorted(index.splits))})")
         return index[name]
 
-    def loader(self, split: str, model: Any) -> Any:
-        """The evaluation loader of ``split`` (no augmentation; the model's normalisation)."""
+    def loader(self, split: str, model: Any, dist_info: Any = None) -> Any:
+        """The evaluation loader of ``split`` (no augmentation; the model's normalisation); with ``dist_info``
+        (torchrun) this process's shard of it."""
         from wsml.builders import build_loader
         from wsml.distributed import DistInfo
 
         self.split(split)
-        return build_loader(self._eval_config, self.dataset, split, DistInfo(), train=False,
+        return build_loader(self._eval_config, self.dataset, split, dist_info or DistInfo(), train=False,
                             mean_std=model.default_mean_std)
 
     def predictions(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:

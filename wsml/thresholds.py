@@ -169,12 +169,18 @@ def ensure_thresholds(run: Union[RunFolder, PathLike], device: str = "auto") -> 
     stamp = _stamp(run)
     result, scores, rows = evaluate_run(run, "val", device=device, write=True)
     index = run.dataset
-    if split_labels(index, "val") == PARTIAL:  # F1 is not measurable on partial labels: the PU rule
+    partial = split_labels(index, "val") == PARTIAL  # F1 is not measurable on partial labels: the PU rule
+    if scores is None:  # too large to hold: the val scores stayed in chunks, thresholds a block of classes at a time
+        from wsml.metrics_blocked import ScoreChunks, choose_thresholds_blocked
+
+        store = ScoreChunks(run.file("predictions_val.chunks"))
+        chosen, rows = choose_thresholds_blocked(store, index["val"], partial), store.rows
+    elif partial:
         chosen = choose_pu_thresholds(scores, dense_observed(index["val"], rows) == POS)
-        criterion = "PU rule: max recall(observed positives)^2 / predicted-positive rate (partial val labels)"
     else:
         chosen = choose_thresholds(scores, *targets_at(index["val"], rows))
-        criterion = "per-class F1"
+    criterion = ("PU rule: max recall(observed positives)^2 / predicted-positive rate (partial val labels)"
+                 if partial else "per-class F1")
     data = {"split": "val", "criterion": criterion, "checkpoint_epoch": result["checkpoint_epoch"],
             "num_samples": int(len(rows)), "class_names": list(index.class_names), **chosen,
             "best_pt_mtime_ns": stamp}

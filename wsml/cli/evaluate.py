@@ -63,6 +63,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if "group_map" in r:
         print("  per class group (G1 = fewest annotated training images): "
               + ", ".join(f"{g} {v:.2f}" for g, v in r["group_map"].items()))
+    if scores is None:  # scores kept in chunks (too large to hold): the thresholded metrics need them in memory
+        print(f"  scores in {r['predictions']}; per-class F1 at the val thresholds is not computed at this size")
+        return 0
     t = thresholded_metrics(run, args.split, scores, rows, device=args.device)  # per-class thresholds chosen on val
     if t["macro_f1"] is not None:
         note = " (optimistic: the thresholds were chosen on val)" if args.split == "val" else ""
@@ -95,7 +98,7 @@ def _thresholds(run, device: str) -> tuple[list, list]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from wsml.prediction_files import expand_images, prediction_records, run_image_scores, write_predictions
+    from wsml.prediction_files import PredictionWriter, expand_images, prediction_records, run_image_score_batches
     from wsml.run_folder import RunFolder
 
     args.images = expand_images(args.images)  # folders: their image files, sorted
@@ -105,11 +108,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--top-k must be >= 0 (0 = every class), got {args.top_k}")
     run = RunFolder(args.run_dir)
     class_names, thresholds = _thresholds(run, args.device)
-    scores = run_image_scores(run, args.images, class_names, device=args.device)
-    records = prediction_records(args.images, scores, class_names, thresholds, top_k=args.top_k)
-    for r in records:
-        print(r["image"] + ": " + ", ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
-              + f"  -> labels: {'; '.join(r['labels']) or '(none)'}")
-    if args.out:
-        print(f"wrote {write_predictions(args.out, records, class_names, wide=args.wide)}")
+    writer = PredictionWriter(args.out, class_names, wide=args.wide) if args.out else None
+    for paths, scores in run_image_score_batches(run, args.images, class_names, device=args.device):
+        records = prediction_records(paths, scores, class_names, thresholds, top_k=args.top_k)  # streamed
+        for r in records:
+            print(r["image"] + ": " + ", ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
+                  + f"  -> labels: {'; '.join(r['labels']) or '(none)'}")
+        if writer is not None:
+            writer.write(records)
+    if writer is not None:
+        print(f"wrote {writer.close()}")
     return 0

@@ -5,6 +5,7 @@ serve its page on 127.0.0.1, :mod:`wsml.review`)."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 
 EPILOG_FIND_MISSING = """examples:
@@ -76,6 +77,8 @@ def cmd_find_missing(args: argparse.Namespace) -> int:
 
     rows = find_missing(args.run_dir, k=args.k, folds=args.folds, oof_epochs=args.oof_epochs,
                         oof_seed=args.oof_seed, rank_by=args.rank_by, device=args.device, quiet=False)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: every process scored its shard; rank 0 writes
+        return 0
     write_missing(args.out, rows)
     record_run(args, rows)
     for r in rows[:10]:
