@@ -54,12 +54,20 @@ class ScoreChunkWriter:
             return
         scores = np.concatenate(self._scores)
         stem = self.folder / f"r{self.rank:03d}_{self._index:05d}"
-        np.save(f"{stem}.rows.npy", np.concatenate(self._rows))
-        np.save(f"{stem}.scores.npy", np.ascontiguousarray(scores.T))  # the .scores file marks a complete chunk
+        _save(Path(f"{stem}.rows.npy"), np.concatenate(self._rows))
+        _save(Path(f"{stem}.scores.npy"), np.ascontiguousarray(scores.T))  # the .scores file marks a complete chunk
         self._scores, self._rows, self._count, self._index = [], [], 0, self._index + 1
 
     def close(self) -> None:
         self.flush()
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a temporary name moved into place: a killed scoring never leaves a truncated chunk."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    tmp.replace(path)
 
 
 class ScoreChunks:
