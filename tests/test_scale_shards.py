@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from wsml.find_missing import rank_missing
-from wsml.labels import NEG, POS, UNOBS
+from wsml.labels import NEG, POS, UNOBS, SparseLabels
 
 
 def _dense_ranking(observed, thr, score, flags, k):
@@ -38,9 +38,9 @@ def test_streaming_top_k_equals_the_dense_ranking(k):
     score = 0.5 * (model + oof)
     flags = np.stack([model >= thr, oof >= oof_thr, corrected])
     want = _dense_ranking(observed, thr, score, flags, k)
-    for chunk_rows in (1, 9, 1000):
-        rows, classes, s, sources = rank_missing(observed, thr, model, oof, corrected, "mean", k, oof_thr,
-                                                 chunk_rows=chunk_rows)
+    for chunk_rows, obs in ((1, observed), (9, SparseLabels.from_dense(observed)), (1000, observed)):
+        rows, classes, s, sources = rank_missing(obs, thr, model, oof, corrected, "mean", k, oof_thr,
+                                                 chunk_rows=chunk_rows)  # sparse labels: densified per chunk
         np.testing.assert_array_equal(rows, want[0])
         np.testing.assert_array_equal(classes, want[1])
         np.testing.assert_array_equal(s, want[2])
