@@ -7,6 +7,7 @@ keeps one copy per row id, so mAP counts every sample exactly once.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np

@@ -17,10 +17,10 @@ from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.labels import POS, UNOBS, SparseLabels
 from wsml.metrics import MaskedMAP, ap_class_major, class_groups
 
-PathLike = Union[str, Path]
 CHUNK_ROWS = 4096  # rows per chunk file
 BLOCK_BYTES = 256 * 2**20  # working memory of one block of classes (about 40 bytes per (row, class) entry)
 BYTES_PER_ENTRY = 40
