@@ -105,8 +105,19 @@ class TopPairs:
 
 
 def merge_ranks(local: Ranked, k: Optional[int]) -> Ranked:
-    """Every torchrun process's best pairs merged (the same on every rank); ``local`` when not distributed."""
-    from wsml.distributed import all_gather_objects
+    """Every torchrun process's best pairs merged (the same on every rank); ``local`` when not distributed.
+    Only these O(k) lists travel (:func:`wsml.distributed.all_gather_rows`), never the scores."""
+    import torch
+    import torch.distributed as dist
 
-    parts = all_gather_objects(local)
-    return local if len(parts) == 1 else best(Ranked.concat(parts), k)
+    from wsml.distributed import all_gather_rows
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return local
+    sizes, parts = None, []
+    for f, kind in zip(fields(Ranked), (np.int64, np.int64, np.float64, np.float64, np.float64, np.int64)):
+        column = torch.from_numpy(np.ascontiguousarray(getattr(local, f.name), dtype=kind))
+        gathered, sizes = all_gather_rows(column, sizes=sizes)  # one dtype on every rank (float32 scores exact)
+        parts.append(gathered.numpy())
+    parts[-1] = parts[-1].astype(np.uint8)
+    return best(Ranked(*parts), k)
