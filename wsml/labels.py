@@ -268,3 +268,10 @@ def as_observed(Y: Union[np.ndarray, SparseLabels], rows: Optional[np.ndarray] =
     if isinstance(Y, SparseLabels):
         return Y[np.arange(len(Y)) if rows is None else rows]
     return Y if rows is None else Y[rows]
+
+
+def as_full(Y: Union[np.ndarray, SparseLabels], rows: Optional[np.ndarray] = None) -> np.ndarray:
+    """Dense uint8 {0,1} full labels for ``rows`` (all when None) of a dense matrix or a SparseLabels of positives."""
+    if isinstance(Y, SparseLabels):
+        return (as_observed(Y, rows) == POS).view(np.uint8)
+    return Y if rows is None else Y[rows]

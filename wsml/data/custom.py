@@ -25,21 +25,22 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from wsml.data._io import IMAGE_EXTENSIONS, protocol_options, read_names, require_root
+from wsml.data._io import IMAGE_EXTENSIONS, need_file, protocol_options, read_names, require_root
 from wsml.data.image_check import inspect_images
-from wsml.data.index import SPLITS, DatasetIndex, Split
+from wsml.data.index import SPLITS, DatasetIndex, Split, load_array
 from wsml.data.label_files import Table, read_label_file
 from wsml.data.loading import DEFAULT_MAX_PIXELS
 from wsml.data.protocol import label_statistics, reference_splits
-from wsml.labels import NEG, POS, observe_labels, subsample
+from wsml.labels import POS, SparseLabels, observe_labels, subsample
 
 FEW_POSITIVES = 5  # prepare warns about classes with fewer training positives
+SPARSE_ABOVE = 2**25  # a split's labels are stored sparse above this many entries (N x C; 32 MB as int8)
 read_label_csv = read_label_file  # the name other modules import (wsml.review)
 
 
 def _class_list(classes: Union[None, str, Path, Sequence[str]], base: Path, table: Table) -> list[str]:
     if classes is None:
-        return table.columns or sorted({c for names in table.pos + table.neg for c in names})
+        return table.columns or sorted(table.vocab)
     if isinstance(classes, (str, Path)):
         p = Path(classes) if Path(classes).is_absolute() else base / classes
         classes = read_names(p, "class list")
@@ -49,24 +50,39 @@ def _class_list(classes: Union[None, str, Path, Sequence[str]], base: Path, tabl
     return names
 
 
-def _matrices(table: Table, rows: np.ndarray, class_id: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(full-if-complete {0,1}, observed {1,0,-1}) for the given rows; unknown classes are an error."""
-    full = np.zeros((len(rows), len(class_id)), dtype=np.uint8)
-    obs = np.zeros((len(rows), len(class_id)), dtype=np.int8)
-    for r, i in enumerate(rows):
-        for names, value in ((table.pos[i], POS), (table.neg[i], NEG)):
-            for n in names:
-                if n not in class_id:
-                    raise ValueError(f"{table.where[i]}: class {n!r} is not in the class list")
-                obs[r, class_id[n]] = value
-                full[r, class_id[n]] = value == POS
-    return full, obs
+def _labels(table: Table, rows: np.ndarray, vocab_class: np.ndarray, num_classes: int,
+            as_full: bool) -> SparseLabels:
+    """The labels of ``rows`` (in that order) as CSR: observed {1,-1} entries, or with ``as_full`` the positives
+    (listed positives are complete: everything else is 0). Built from the table's flat entry arrays in one pass,
+    never as an N x C matrix; a class outside the class list is an error naming the first row that uses it."""
+    entry_row = np.frombuffer(table.entry_row, dtype=f"i{table.entry_row.itemsize}")
+    new_row = np.full(len(table), -1, dtype=np.int64)
+    new_row[rows] = np.arange(len(rows))
+    sel = np.flatnonzero(new_row[entry_row] >= 0)
+    r = new_row[entry_row[sel]]
+    names = np.frombuffer(table.entry_name, dtype=f"i{table.entry_name.itemsize}")[sel]
+    values = np.frombuffer(table.entry_value, dtype=np.int8)[sel]
+    cls = vocab_class[names]
+    if (cls < 0).any():  # the first offending entry as a row-by-row reading meets it: by row, positives first
+        bad = np.flatnonzero(cls < 0)
+        first = bad[np.lexsort((bad, values[bad] != POS, r[bad]))[0]]
+        raise ValueError(f"{table.where_of(int(entry_row[sel[first]]))}: class {table.names[names[first]]!r} is "
+                         f"not in the class list")
+    if as_full:
+        keep = values == POS
+        r, cls, values = r[keep], cls[keep], values[keep]
+    return SparseLabels.from_coo(r, cls, values, (len(rows), num_classes))
 
 
-def _split(table: Table, rows: np.ndarray, class_id: dict, as_full: bool) -> Split:
-    full, obs = _matrices(table, rows, class_id)
-    return Split(samples=[table.paths[i] for i in rows], full=full if as_full else None,
-                 observed=None if as_full else obs)
+def _split(table: Table, rows: np.ndarray, vocab_class: np.ndarray, num_classes: int, as_full: bool,
+           sparse: Optional[bool]) -> Split:
+    """One split of the table; labels stay sparse when ``sparse`` (None: when N x C is above SPARSE_ABOVE)."""
+    labels: Union[SparseLabels, np.ndarray] = _labels(table, rows, vocab_class, num_classes, as_full)
+    if not (sparse if sparse is not None else len(rows) * num_classes > SPARSE_ABOVE):
+        labels = labels.to_dense()
+        labels = labels.astype(np.uint8) if as_full else labels
+    return Split(samples=[table.paths[i] for i in rows], full=labels if as_full else None,
+                 observed=None if as_full else labels)
 
 
 class Checks:
@@ -85,18 +101,28 @@ def confine(table: Table, image_root: Path, allow_outside_root: bool) -> None:
     """Image paths must stay inside the data root: absolute paths and ``..`` escapes are errors unless allowed."""
     if allow_outside_root:
         return
-    for p, w in zip(table.paths, table.where):
+    for row, p in enumerate(table.paths):
         norm = os.path.normpath(p.replace("\\", "/"))
         if os.path.isabs(p) or norm == ".." or norm.startswith("../"):
-            raise ValueError(f"{w}: image path {p!r} is outside the data root {image_root}; give paths relative to "
-                             f"it, or pass allow_outside_root=true to read files elsewhere")
+            raise ValueError(f"{table.where_of(row)}: image path {p!r} is outside the data root {image_root}; give "
+                             f"paths relative to it, or pass allow_outside_root=true to read files elsewhere")
 
 
 def _positives(split: Split) -> np.ndarray:
     """Positives per class of a split (full labels when known, else observed positives)."""
+    labels = split.full if split.full is not None else split.observed
+    if isinstance(labels, SparseLabels):
+        return np.bincount(labels.indices[labels.values == POS], minlength=labels.num_classes).astype(np.int64)
     if split.full is not None:
         return split.full.sum(0).astype(np.int64)
     return (np.asarray(split.observed) == POS).sum(0).astype(np.int64)
+
+
+def _unlabelled_rows(observed: Union[np.ndarray, SparseLabels]) -> int:
+    """Rows without any observed label (every entry unknown)."""
+    if isinstance(observed, SparseLabels):
+        return int((np.diff(observed.indptr) == 0).sum())
+    return int((np.asarray(observed) == 0).all(1).sum())
 
 
 def _check_unseen(index: DatasetIndex, allow: bool) -> None:
@@ -108,31 +134,52 @@ def _check_unseen(index: DatasetIndex, allow: bool) -> None:
                          f"labels, add training rows, or pass allow_unseen_classes=true")
 
 
+def _check_unique(table: Table) -> None:
+    seen: dict[str, int] = {}
+    for row, p in enumerate(table.paths):
+        first = seen.setdefault(p, row)
+        if first != row:
+            raise ValueError(f"{table.where_of(row)}: image {p!r} is listed twice (first at {table.where_of(first)})")
+
+
 def assemble(name: str, table: Table, class_names: list[str], image_root: Path, *, complete_eval: bool,
-             simulate_partial: bool, checks: Checks, meta: dict, **options: Any) -> DatasetIndex:
-    """Turn the rows of ``table`` into train/val/test following the module's label semantics."""
+             simulate_partial: bool, checks: Checks, meta: dict, features: Optional[np.ndarray] = None,
+             sparse_labels: Optional[bool] = None, **options: Any) -> DatasetIndex:
+    """Turn the rows of ``table`` into train/val/test following the module's label semantics.
+
+    ``features``: one feature row per table row (kind "features": paths only name the rows, no image is read).
+    ``sparse_labels``: keep labels as :class:`SparseLabels` (None: when a split's N x C is above SPARSE_ABOVE).
+    """
     opts = protocol_options(name, options)
-    seen: dict[str, str] = {}
-    for p, w in zip(table.paths, table.where):
-        if p in seen:
-            raise ValueError(f"{w}: image {p!r} is listed twice (first at {seen[p]})")
-        seen[p] = w
-    confine(table, image_root, checks.allow_outside_root)
-    keep, bad = inspect_images(image_root, table.paths, checks.on_bad_image, name, checks.max_pixels)
+    _check_unique(table)
+    if features is None:
+        confine(table, image_root, checks.allow_outside_root)
+        keep, bad = inspect_images(image_root, table.paths, checks.on_bad_image, name, checks.max_pixels)
+    else:
+        keep, bad = np.ones(len(table), dtype=bool), []
     meta = {"source": {**meta, "rows": len(table.paths), "dropped_bad_images": len(bad),
                        "bad_images": [f"{p} ({r})" for p, r in bad[:100]], "complete_eval": complete_eval,
                        "simulate_partial": simulate_partial, "max_pixels": checks.max_pixels,
                        "allow_outside_root": checks.allow_outside_root}}
     class_id = {c: i for i, c in enumerate(class_names)}
-    split = np.array([s or "train" for s in table.split], dtype=object)
-    rows = {s: np.nonzero((split == s) & keep)[0] for s in SPLITS}
+    vocab_class = np.array([class_id.get(n, -1) for n in table.vocab], dtype=np.int64).reshape(-1)
+    code = np.frombuffer(table.split_code, dtype=np.int8)
+    rows = {s: np.flatnonzero((np.where(code < 0, 0, code) == i) & keep) for i, s in enumerate(SPLITS)}
     if not len(rows["train"]):
         raise ValueError(f"{name}: no training rows")
-    train = _split(table, rows["train"], class_id, as_full=simulate_partial)
-    test = _split(table, rows["test"], class_id, as_full=complete_eval) if len(rows["test"]) else None
+
+    def split(s: str, as_full: bool) -> Split:
+        out = _split(table, rows[s], vocab_class, len(class_names), as_full,
+                     False if as_full and simulate_partial and s == "train" else sparse_labels)
+        out.features = None if features is None else np.asarray(features[rows[s]], dtype=np.float32)
+        return out
+
+    train = split("train", as_full=simulate_partial)  # simulate_partial: observe_labels draws from dense labels
+    test = split("test", as_full=complete_eval) if len(rows["test"]) else None
+    kind = "images" if features is None else "features"
     if not len(rows["val"]):  # val drawn from train (the reference protocol): its labels are as partial as train's
         index = reference_splits(name, class_names, train, test or Split(samples=[]), root=str(image_root),
-                                 meta=meta, **opts)
+                                 kind=kind, meta=meta, **opts)
         if test is None:
             del index.splits["test"]
     else:
@@ -140,18 +187,18 @@ def assemble(name: str, table: Table, class_names: list[str], image_root: Path, 
             train.observed = observe_labels(train.full, num_pos=opts.get("num_pos", 1), num_neg=opts.get("num_neg", 0),
                                             seed=opts.get("seed", 1200))
         tr = subsample(np.arange(len(train)), opts.get("train_frac", 1.0), opts.get("train_frac_seed", 1200))
-        splits = {"train": train.take(tr), "val": _split(table, rows["val"], class_id, as_full=complete_eval)}
+        splits = {"train": train.take(tr), "val": split("val", as_full=complete_eval)}
         if test is not None:
             splits["test"] = test
         meta["protocol"] = {"explicit_val": True, **opts, "train_rows": len(tr)}
-        index = DatasetIndex(name, class_names, splits, root=str(image_root), meta=meta)
+        index = DatasetIndex(name, class_names, splits, root=str(image_root), kind=kind, meta=meta)
     # what evaluation may assume of each split (wsml.partial_val): complete label sets, or partial ones
     index.meta["label_sets"] = {s: "partial" if s == "train" or index[s].full is None else "complete"
                                 for s in index.splits}
     index.meta["class_positives"] = {s: _positives(index[s]).tolist() for s in index.splits}
     train_obs = index["train"].observed
     if train_obs is not None and not simulate_partial:
-        index.meta["unlabelled_train_rows"] = int((np.asarray(train_obs) == 0).all(1).sum())
+        index.meta["unlabelled_train_rows"] = _unlabelled_rows(train_obs)
     _check_unseen(index, checks.allow_unseen_classes)
     index.meta["stats"] = label_statistics(index)
     return index
@@ -189,6 +236,7 @@ def build_csv(root: Optional[str] = None, *, csv: Optional[str] = None, images: 
               complete_eval: bool = True, simulate_partial: bool = False, on_bad_image: str = "error",
               max_pixels: int = DEFAULT_MAX_PIXELS, allow_outside_root: bool = False,
               allow_unseen_classes: bool = False, missing_images: Optional[str] = None,
+              features: Optional[str] = None, sparse_labels: Union[str, bool] = "auto",
               **options: Any) -> DatasetIndex:
     """A labels CSV: ``path,labels[,negatives][,split]`` (class names ``;``-separated), or with ``format="wide"``
     ``path[,split],<class>...`` with one cell per class: 1 present, 0 absent, empty unknown (``minus_one``:
@@ -201,6 +249,11 @@ def build_csv(root: Optional[str] = None, *, csv: Optional[str] = None, images: 
     order). ``ignore_columns``: extra columns to skip. ``on_bad_image``: "error" | "drop" | "ignore" for
     missing, undecodable or over-``max_pixels`` images. ``options``: num_pos, num_neg, seed, val_frac,
     train_frac, train_frac_seed.
+
+    ``features``: a float ``.npy`` [rows, D] with one feature row per data row (the CSV's rows in file order, then
+    ``test_csv``'s): the data set is then of kind "features" (``model.backbone=linear`` or ``mlp``), the ``path``
+    column only names the rows and no image is read. ``sparse_labels``: "auto" (default: a split's labels are kept
+    sparse when N x C is above 2**25 entries), true or false.
     """
     protocol_options("csv", options)  # an unknown option fails before any file is read
     if root is None and csv is None:
@@ -216,15 +269,40 @@ def build_csv(root: Optional[str] = None, *, csv: Optional[str] = None, images: 
     read = {"fmt": format, "ignore_columns": ignore, "minus_one": minus_one}
     read_label_file(csv_path, table, **read)
     if test_csv is not None:
-        if any(s == "test" for s in table.split):
+        if SPLITS.index("test") in table.split_code:
             raise ValueError(f"{csv_path}: has test rows in its split column and test_csv is given too: choose one")
         read_label_file((base / test_csv).resolve(), table, only_split="test", **read)
     image_root = (base / images).resolve() if images else base
     checks = Checks(on_bad_image, max_pixels, allow_outside_root, allow_unseen_classes, missing_images)
+    feats = None if features is None else read_features((base / features).resolve(), len(table))
     return assemble("csv", table, _class_list(classes, base, table), image_root, complete_eval=complete_eval,
-                    simulate_partial=simulate_partial, checks=checks,
+                    simulate_partial=simulate_partial, checks=checks, features=feats,
+                    sparse_labels=sparse_choice(sparse_labels),
                     meta={"format": "csv" if format == "labels" else "csv-wide",  # wsml review reads "csv" only
-                           "csv": str(csv_path), "test_csv": test_csv}, **options)
+                           "csv": str(csv_path), "test_csv": test_csv,
+                           **({"features": str((base / features).resolve())} if features else {})}, **options)
+
+
+def sparse_choice(value: Union[str, bool, None]) -> Optional[bool]:
+    """The ``sparse_labels`` option: "auto" (None: decided by size), true or false."""
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"sparse_labels must be auto, true or false, got {value!r}")
+
+
+def read_features(path: Path, rows: int) -> np.ndarray:
+    """A float feature matrix [rows, D] (memory-mapped, checked finite in blocks) for ``features=``."""
+    a = load_array(need_file(path, "feature rows"), mmap=True)
+    if a.ndim != 2 or a.dtype.kind != "f" or len(a) != rows:
+        raise ValueError(f"{path}: expected a float matrix with one row per labels-CSV data row ({rows} rows), got "
+                         f"{a.dtype} {a.shape}")
+    for start in range(0, rows, 65536):
+        finite = np.isfinite(a[start:start + 65536]).all(1)
+        if not finite.all():
+            raise ValueError(f"{path}: row {start + int(np.flatnonzero(~finite)[0])} holds NaN or inf")
+    return a
 
 
 def _scan_classes(folder: Path, prefix: str, multi_label: bool, table: Table, skipped: list) -> None:
@@ -244,7 +322,7 @@ def _scan_classes(folder: Path, prefix: str, multi_label: bool, table: Table, sk
                     if os.path.getsize(file) != os.path.getsize(other):
                         raise ValueError(f"{file}: same name as {other} but different content; for a single-label "
                                          f"folder layout pass multi_label=False")
-                    table.pos[row].append(cls)
+                    table.add_label(row, cls)
                     continue
                 first[key] = (len(table.paths), file)
                 table.add(f"{prefix}{cls}/{key}", [cls], [], prefix.rstrip("/") or None, str(file))
@@ -253,7 +331,8 @@ def _scan_classes(folder: Path, prefix: str, multi_label: bool, table: Table, sk
 def build_folder(root: Optional[str], *, layout: str = "auto", multi_label: bool = True,
                  classes: Union[None, str, Sequence[str]] = None, complete_eval: bool = True,
                  simulate_partial: bool = False, on_bad_image: str = "error", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 allow_unseen_classes: bool = False, **options: Any) -> DatasetIndex:
+                 allow_unseen_classes: bool = False, sparse_labels: Union[str, bool] = "auto",
+                 **options: Any) -> DatasetIndex:
     """An image-folder tree ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>``.
 
     ``layout``: "flat", "split" or "auto" (split when the only sub-folders are train/val/test). With
@@ -276,5 +355,6 @@ def build_folder(root: Optional[str], *, layout: str = "auto", multi_label: bool
     return assemble("folder", table, _class_list(classes, base, table), base, complete_eval=complete_eval,
                     simulate_partial=simulate_partial,
                     checks=Checks(on_bad_image, max_pixels, allow_unseen_classes=allow_unseen_classes),
+                    sparse_labels=sparse_choice(sparse_labels),
                     meta={"format": f"image folders ({layout})", "multi_label": multi_label,
                           "skipped_files": len(skipped)}, **options)

@@ -6,7 +6,8 @@ On disk a prepared data set is a folder::
     <split>/samples.txt         one image path per line (relative to the image root), kind "images"
     <split>/images.npy          uint8 [N, H, W] (grayscale) or [N, H, W, 3] (RGB) pixels, kind "images"
     <split>/features.npy        float32 [N, D], kind "features"
-    <split>/labels_full.npy     uint8 {0,1} [N, C], ground truth when known
+    <split>/labels_full.npy     uint8 {0,1} [N, C], ground truth when known, or
+    <split>/labels_full.npz     the same as a wsml.labels.SparseLabels holding the positives (large data sets)
     <split>/labels_obs.npy      int8 {1,0,-1} [N, C] observed labels (dense), or
     <split>/labels_obs.npz      the same as wsml.labels.SparseLabels (large data sets)
     <split>/boxes.npy           float32 [M, 6] rows (sample, class, x0, y0, x1, y1) in pixels, optional
@@ -29,12 +30,12 @@ from typing import Optional, Union
 import numpy as np
 
 from wsml._types import json_default
-from wsml.labels import POS, UNOBS, SparseLabels, validate_full, validate_observed
+from wsml.labels import POS, UNOBS, SparseLabels, as_full, validate_full, validate_observed
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
-_SPLIT_FILES = ("samples.txt", "images.npy", "features.npy", "labels_full.npy", "labels_obs.npy", "labels_obs.npz",
-                "boxes.npy")
+_SPLIT_FILES = ("samples.txt", "images.npy", "features.npy", "labels_full.npy", "labels_full.npz", "labels_obs.npy",
+                "labels_obs.npz", "boxes.npy")
 Observed = Union[np.ndarray, SparseLabels]
 
 
@@ -44,7 +45,7 @@ class Split:
 
     samples: Optional[list[str]] = None
     features: Optional[np.ndarray] = None
-    full: Optional[np.ndarray] = None
+    full: Optional[Union[np.ndarray, SparseLabels]] = None  # SparseLabels (positives only) while preparing large sets
     observed: Optional[Observed] = None
     boxes: Optional[np.ndarray] = None
     images: Optional[np.ndarray] = None  # uint8 [N, H, W] or [N, H, W, 3]
@@ -58,11 +59,10 @@ class Split:
     def take(self, rows: np.ndarray) -> Split:
         """The sub-split of the given rows (in that order); boxes are renumbered."""
         rows = np.asarray(rows, dtype=np.int64)
-        obs = self.observed
-        if isinstance(obs, SparseLabels):
-            obs = obs.take(rows)
-        elif obs is not None:
-            obs = obs[rows]
+
+        def pick(labels):
+            return labels.take(rows) if isinstance(labels, SparseLabels) else None if labels is None else labels[rows]
+
         boxes = None
         if self.boxes is not None:
             new_id = np.full(len(self), -1, dtype=np.int64)
@@ -73,8 +73,8 @@ class Split:
         return Split(
             samples=None if self.samples is None else [self.samples[i] for i in rows],
             features=None if self.features is None else self.features[rows],
-            full=None if self.full is None else self.full[rows],
-            observed=obs,
+            full=pick(self.full),
+            observed=pick(self.observed),
             boxes=boxes,
             images=None if self.images is None else np.asarray(self.images[rows]),
         )
@@ -86,7 +86,7 @@ class Split:
         OpenImages is evaluated.
         """
         if self.full is not None:
-            return self.full, None
+            return as_full(self.full), None
         if self.observed is None:
             raise ValueError("split has neither full nor observed labels: cannot evaluate")
         obs = self.observed.to_dense() if isinstance(self.observed, SparseLabels) else self.observed
@@ -98,7 +98,7 @@ class Split:
             return self.observed
         if self.full is None:
             raise ValueError("split has no labels")
-        return np.where(self.full == 1, 1, -1).astype(np.int8)
+        return np.where(as_full(self.full) == 1, 1, -1).astype(np.int8)
 
 
 @dataclass
@@ -133,7 +133,10 @@ class DatasetIndex:
             if s.full is not None:
                 if s.full.shape[1] != c:
                     raise ValueError(f"{self.name}/{name}: full labels have {s.full.shape[1]} classes, expected {c}")
-                validate_full(s.full, f"{self.name}/{name} full labels")
+                if isinstance(s.full, SparseLabels) and not (s.full.values == POS).all():
+                    raise ValueError(f"{self.name}/{name}: sparse full labels may hold positives only")
+                if not isinstance(s.full, SparseLabels):
+                    validate_full(s.full, f"{self.name}/{name} full labels")
             if s.observed is not None:
                 if s.observed.shape[1] != c:
                     raise ValueError(f"{self.name}/{name}: observed labels have {s.observed.shape[1]} classes, "
@@ -164,7 +167,9 @@ class DatasetIndex:
                 np.save(d / "features.npy", np.asarray(s.features, dtype=np.float32))
             if s.images is not None:
                 np.save(d / "images.npy", np.asarray(s.images, dtype=np.uint8))
-            if s.full is not None:
+            if isinstance(s.full, SparseLabels):
+                s.full.save(d / "labels_full.npz")
+            elif s.full is not None:
                 np.save(d / "labels_full.npy", s.full.astype(np.uint8))
             if isinstance(s.observed, SparseLabels):
                 s.observed.save(d / "labels_obs.npz")
@@ -252,10 +257,12 @@ def _load_split(d: Path, meta: dict) -> Split:
     obs = opt("labels_obs.npz", sparse)
     if obs is None:
         obs = opt("labels_obs.npy", load_array)
+    full = opt("labels_full.npz", sparse)  # dense in memory: evaluation reads full labels as a matrix
+    full = opt("labels_full.npy", load_array) if full is None else as_full(full)
     return Split(
         samples=opt("samples.txt", lambda p: p.read_text().splitlines()),
         features=opt("features.npy", load_array),
-        full=opt("labels_full.npy", load_array),
+        full=full,
         observed=obs,
         boxes=opt("boxes.npy", load_array),
         images=opt("images.npy", lambda p: load_array(p, mmap=True)),

@@ -11,11 +11,13 @@ counted by ``wsml prepare``.
 from __future__ import annotations
 
 import csv as csvlib
+from array import array
 from pathlib import Path
 from typing import Optional, Sequence
 
 from wsml.data._io import need_file
 from wsml.data.index import SPLITS
+from wsml.labels import NEG, POS
 
 LABEL_COLUMNS = ("path", "labels", "negatives", "split")
 FORMATS = ("labels", "wide")
@@ -24,27 +26,94 @@ _SLIPS = ("?", "|", ",")
 
 
 class Table:
-    """Rows read from a user's files: path, positive and negative class names, split (None = unspecified)."""
+    """Rows read from a user's files, kept compact so that a million rows fit in little memory: image paths, a
+    split code per row, and the (row, class name, POS/NEG) label entries as flat arrays over a vocabulary of the
+    class names seen. ``pos``/``neg``/``split``/``where`` give the per-row view (built on first use)."""
 
     def __init__(self) -> None:
         self.paths: list[str] = []
-        self.pos: list[list[str]] = []
-        self.neg: list[list[str]] = []
-        self.split: list[Optional[str]] = []
-        self.where: list[str] = []  # "file, line N" for error messages
+        self.split_code = array("b")  # index into SPLITS, -1 = unspecified
+        self.files: list[str] = []  # label files read, for "file, line N" in error messages
+        self.file_of = array("l")
+        self.line_of = array("l")
+        self.entry_row = array("l")  # label entries in file order: row, vocabulary id, POS or NEG
+        self.entry_name = array("l")
+        self.entry_value = array("b")
+        self.vocab: dict[str, int] = {}  # class name -> vocabulary id, in order of first appearance
         self.columns: list[str] = []  # class columns of a wide file, in file order
+        self._pos: Optional[list[list[str]]] = None
+        self._neg: Optional[list[list[str]]] = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
     def add(self, path: str, pos: list[str], neg: list[str], split: Optional[str], where: str) -> None:
+        """Append one row; ``where`` is "file, line N" (files are numbered as first seen)."""
         if not path:
             raise ValueError(f"{where}: empty image path")
-        both = sorted(set(pos) & set(neg))
-        if both:
-            raise ValueError(f"{where}: class(es) {both} listed both as label and as negative")
+        if neg:
+            both = sorted(set(pos) & set(neg))
+            if both:
+                raise ValueError(f"{where}: class(es) {both} listed both as label and as negative")
+        file, sep, line = where.rpartition(", line ")
+        if not sep or not line.isdigit():  # not "file, line N" (e.g. an image file of a folder tree): kept as is
+            file, line = where, "0"
+        if not self.files or self.files[-1] != file:
+            self.files.append(file)
+        row = len(self.paths)
         self.paths.append(path)
-        self.pos.append(pos)
-        self.neg.append(neg)
-        self.split.append(split)
-        self.where.append(where)
+        self.split_code.append(SPLITS.index(split) if split else -1)
+        self.file_of.append(len(self.files) - 1)
+        self.line_of.append(int(line))
+        for names, value in ((pos, POS), (neg, NEG)):
+            for n in names:
+                self.add_label(row, n, value)
+
+    def add_label(self, row: int, name: str, value: int = POS) -> None:
+        """One more label entry (POS or NEG) of an existing row."""
+        self.entry_row.append(row)
+        self.entry_name.append(self.vocab.setdefault(name, len(self.vocab)))
+        self.entry_value.append(value)
+        self._pos = self._neg = None
+
+    def where_of(self, row: int) -> str:
+        """"file, line N" of a row (or the text given for it), for error messages."""
+        line = self.line_of[row]
+        return f"{self.files[self.file_of[row]]}, line {line}" if line else self.files[self.file_of[row]]
+
+    @property
+    def names(self) -> list[str]:
+        """The class names seen, by vocabulary id."""
+        return list(self.vocab)
+
+    @property
+    def split(self) -> list[Optional[str]]:
+        return [SPLITS[c] if c >= 0 else None for c in self.split_code]
+
+    @property
+    def where(self) -> list[str]:
+        return [self.where_of(r) for r in range(len(self.paths))]
+
+    def _rows_of(self, value: int) -> list[list[str]]:
+        out: list[list[str]] = [[] for _ in self.paths]
+        names = self.names
+        for r, n, v in zip(self.entry_row, self.entry_name, self.entry_value):
+            if v == value:
+                out[r].append(names[n])
+        return out
+
+    @property
+    def pos(self) -> list[list[str]]:
+        """Positive class names per row, in file order (the per-row view ``wsml review`` reads)."""
+        if self._pos is None or len(self._pos) != len(self.paths):
+            self._pos = self._rows_of(POS)
+        return self._pos
+
+    @property
+    def neg(self) -> list[list[str]]:
+        if self._neg is None or len(self._neg) != len(self.paths):
+            self._neg = self._rows_of(NEG)
+        return self._neg
 
 
 def class_names_of(field: Optional[str], where: str, column: str) -> list[str]:
@@ -53,6 +122,8 @@ def class_names_of(field: Optional[str], where: str, column: str) -> list[str]:
     if not raw:
         return []
     names = [t.strip() for t in raw.split(";")]
+    if "" not in names and "?" not in raw and "|" not in raw and "," not in raw:
+        return names  # the common case, checked at once (a million rows are read in seconds)
     for t in names:
         if not t:
             raise ValueError(f"{where}: {column} {raw!r} has an empty class name (a stray ';'?)")

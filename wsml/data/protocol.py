@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from wsml.data.index import DatasetIndex, Split
-from wsml.labels import observe_labels, split_train_val, subsample
+from wsml.labels import SparseLabels, observe_labels, split_train_val, subsample
 
 
 def reference_splits(
@@ -62,7 +62,10 @@ def label_statistics(index: DatasetIndex) -> dict:
     stats = {}
     for name, s in index.splits.items():
         st = {"rows": len(s)}
-        if s.full is not None and len(s):
+        if isinstance(s.full, SparseLabels) and len(s):  # positives only
+            st["mean_positives"] = float(len(s.full.values) / len(s))
+            st["class_frequency"] = np.round(s.full.known_per_class() / len(s), 4).tolist()
+        elif s.full is not None and len(s):
             st["mean_positives"] = float(s.full.sum(1).mean())
             st["class_frequency"] = np.round(s.full.mean(0), 4).tolist()
         if s.observed is not None and len(s):
