@@ -15,6 +15,7 @@ import numpy as np
 from wsml._types import PathLike
 
 MISSING_POLICIES = ("error", "drop", "ignore")
+DEFAULT_MAX_PIXELS = 64_000_000  # data.max_pixels: untrusted files larger than this are refused before decoding
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 

@@ -25,11 +25,10 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from wsml.data._io import IMAGE_EXTENSIONS, need_file, protocol_options, read_names, require_root
+from wsml.data._io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, need_file, protocol_options, read_names, require_root
 from wsml.data.image_check import inspect_images
 from wsml.data.index import SPLITS, DatasetIndex, Split, load_array
 from wsml.data.label_files import Table, read_label_file
-from wsml.data.loading import DEFAULT_MAX_PIXELS
 from wsml.data.protocol import label_statistics, reference_splits
 from wsml.labels import POS, SparseLabels, observe_labels, subsample
 
@@ -171,7 +170,9 @@ def assemble(name: str, table: Table, class_names: list[str], image_root: Path, 
     def split(s: str, as_full: bool) -> Split:
         out = _split(table, rows[s], vocab_class, len(class_names), as_full,
                      False if as_full and simulate_partial and s == "train" else sparse_labels)
-        out.features = None if features is None else np.asarray(features[rows[s]], dtype=np.float32)
+        if features is not None:  # all rows in order: the memory-mapped file as is (no copy of N x D)
+            every = len(rows[s]) == len(features) and bool((np.diff(rows[s]) == 1).all())
+            out.features = features if every else np.asarray(features[rows[s]], dtype=np.float32)
         return out
 
     train = split("train", as_full=simulate_partial)  # simulate_partial: observe_labels draws from dense labels

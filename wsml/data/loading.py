@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
+from wsml.data._io import DEFAULT_MAX_PIXELS
 from wsml.data.index import DatasetIndex
 from wsml.data.transforms import Size, build_transform
 from wsml.labels import SparseLabels
@@ -34,7 +35,6 @@ from wsml.labels import SparseLabels
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as PIL's convert("L")
 
 
-DEFAULT_MAX_PIXELS = 64_000_000  # data.max_pixels: untrusted files larger than this are refused before decoding
 
 
 def open_image(path: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
