@@ -110,10 +110,41 @@ def build_loss_fn(cfg: Config, index, log=print) -> torch.nn.Module:
     hp = resolve_delta_rel(cfg, index, hp, log)  # loss.delta_rel=auto: from the missing positives per image
     auto = {"num_samples": lambda: len(index["train"]), "num_classes": lambda: index.num_classes,
             "num_epochs": lambda: cfg.train.epochs, "observed_labels": lambda: index["train"].train_targets()}
+    if "num_samples" in accepted:  # a dense per-image state: refuse before allocating what cannot fit
+        check_state_memory(cfg.loss.name, len(index["train"]), index.num_classes, device_memory(cfg.train.device))
     for k, value in auto.items():
         if k in accepted and k not in hp:
             hp[k] = value()
     return build_loss(cfg.loss.name, **hp)
+
+
+# bytes per (image, class) entry of the losses that keep a dense N x C state: ROLE's estimate logits, their
+# gradient and Adam's two moments (fp32 each); EM+APL's pseudo-labels, recorded predictions and mask
+STATE_BYTES = {"role": 16, "em-apl": 9}
+STATE_SHARE = 0.5  # the state may take at most this share of the device's (or the machine's) memory
+
+
+def device_memory(device: str) -> int:
+    """Total bytes of the memory the loss state lives in: the CUDA device's, else the machine's RAM."""
+    import os
+
+    if device != "cpu" and torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_state_memory(loss: str, num_samples: int, num_classes: int, available: int) -> None:
+    """A loss with a dense N x C per-image state (ROLE: 1.7 M x 5000 OpenImages images need 136 GB with its Adam
+    moments) is refused with its size when it would take more than STATE_SHARE of ``available`` bytes."""
+    from wsml.losses.registry import resolve_loss_name
+
+    name = resolve_loss_name(loss)
+    need = STATE_BYTES.get(name, 4) * num_samples * num_classes
+    if need > STATE_SHARE * available:
+        raise ValueError(f"loss {name!r} keeps a dense {num_samples:,} x {num_classes:,} per-image state "
+                         f"({need / 2**30:.1f} GiB), more than half of the {available / 2**30:.1f} GiB available: "
+                         f"use a loss without per-image state (ll-r, ll-ct, ll-cp, epr) or fewer training rows "
+                         f"(wsml prepare ... train_frac=0.1)")
 
 
 # ------------------------------------------------------------------------------------------ loaders
