@@ -43,13 +43,14 @@ def dense_observed(split, rows: np.ndarray) -> np.ndarray:
 
 def pu_auc_per_class(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """Per class, ROC AUC of the observed positives against all other entries (nan when either side is empty)."""
-    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    scores, positive = np.asarray(scores), np.asarray(positive, dtype=bool)  # float64 per column: no N x C copy
     n = len(scores)
     out = np.full(scores.shape[1], np.nan)
     num_pos = positive.sum(0)
     for c in np.flatnonzero((num_pos > 0) & (num_pos < n)):
-        s, p = np.sort(scores[:, c]), num_pos[c]
-        v = scores[positive[:, c], c]  # average 1-based ranks of the positives, ties shared (Mann-Whitney U)
+        col = scores[:, c].astype(np.float64)
+        s, p = np.sort(col), num_pos[c]
+        v = col[positive[:, c]]  # average 1-based ranks of the positives, ties shared (Mann-Whitney U)
         ranks = (np.searchsorted(s, v, "left") + np.searchsorted(s, v, "right") + 1) / 2
         out[c] = (ranks.sum() - p * (p + 1) / 2) / (p * (n - p))
     return out

@@ -15,51 +15,78 @@ Images are not dropped by default (``missing_images="error"``): dropping rows wo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from wsml.data._io import check_images, protocol_options, read_names, require_root
+from wsml.data.custom import SPARSE_ABOVE, sparse_choice
 from wsml.data.index import DatasetIndex, Split
 from wsml.data.protocol import reference_splits
+from wsml.labels import SparseLabels
 
 
 def _load(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"Cole et al.'s formatted file {path} does not exist")
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as e:  # object arrays need pickle, which wsml never unpickles
         raise ValueError(f"{path}: not a plain numpy array ({e}); wsml does not unpickle files: re-save it with "
                          f"np.save(path, np.asarray(a, dtype=str)) for image paths or a numeric dtype for labels") \
             from None
 
 
-def _check_values(a: np.ndarray, path: Path, allowed: tuple, rows: int) -> np.ndarray:
+Labels = Union[np.ndarray, SparseLabels]
+BLOCK_ROWS = 65536  # label matrices are checked (and made sparse) this many rows at a time
+
+
+def _read_labels(path: Path, allowed: tuple, rows: int, dtype: type,
+                 sparse: Optional[bool]) -> Labels:
+    """A label matrix checked block by block; sparse (CSR of its non-zero entries) when ``sparse``, or with None
+    when N x C is above SPARSE_ABOVE."""
+    a = _load(path)
     if a.ndim != 2 or a.shape[0] != rows:
         raise ValueError(f"{path}: expected a matrix with {rows} rows (one per image), got shape {a.shape}")
     if a.dtype.kind not in "biuf":
         raise ValueError(f"{path}: expected numeric labels, got dtype {a.dtype}")
-    bad = ~np.isin(a, allowed)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise ValueError(f"{path}: label values must be in {list(allowed)}; row {r}, column {c} is {a[r, c]!r}")
-    return a
+    sparse = a.size > SPARSE_ABOVE if sparse is None else sparse
+    counts, cols, vals = [], [], []
+    for start in range(0, rows, BLOCK_ROWS):
+        block = np.asarray(a[start:start + BLOCK_ROWS])
+        bad = ~np.isin(block, allowed)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(f"{path}: label values must be in {list(allowed)}; row {start + r}, column {c} is "
+                             f"{block[r, c]!r}")
+        if sparse:
+            r, c = np.nonzero(block)
+            counts.append(np.bincount(r, minlength=len(block)))
+            cols.append(c.astype(np.int32))
+            vals.append(block[r, c].astype(np.int8))
+    if not sparse:
+        return np.asarray(a).astype(dtype)
+    indptr = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(np.concatenate(counts) if counts else np.zeros(0, np.int64), out=indptr[1:])
+    empty = np.zeros(0, np.int32)
+    return SparseLabels(indptr, np.concatenate(cols) if cols else empty, np.concatenate(vals) if vals else empty,
+                        a.shape[1])
 
 
-def read_formatted_phase(base: Path, phase: str, observed: bool) -> tuple[list[str], np.ndarray, Optional[np.ndarray]]:
-    """(image paths, full {0,1} labels, observed {1,0,-1} labels or None) of ``formatted_<phase>_*.npy``."""
+def read_formatted_phase(base: Path, phase: str, observed: bool, sparse: Optional[bool] = False
+                         ) -> tuple[list[str], Labels, Optional[Labels]]:
+    """(image paths, full {0,1} labels, observed {1,0,-1} labels or None) of ``formatted_<phase>_*.npy``;
+    ``sparse``: as :func:`_read_labels` (full labels then hold their positives)."""
     images = _load(base / f"formatted_{phase}_images.npy")
     if images.ndim != 1 or images.dtype.kind not in "US":
         raise ValueError(f"{base / f'formatted_{phase}_images.npy'}: expected a 1-D array of image paths, "
                          f"got shape {images.shape} dtype {images.dtype}")
     paths = [p.decode() if isinstance(p, bytes) else str(p) for p in images.tolist()]
-    full = _check_values(_load(base / f"formatted_{phase}_labels.npy"), base / f"formatted_{phase}_labels.npy",
-                         (0, 1), len(paths)).astype(np.uint8)
+    full = _read_labels(base / f"formatted_{phase}_labels.npy", (0, 1), len(paths), np.uint8, sparse)
     obs_path = base / f"formatted_{phase}_labels_obs.npy"
     obs = None
     if observed and obs_path.is_file():
-        obs = _check_values(_load(obs_path), obs_path, (-1, 0, 1), len(paths)).astype(np.int8)
+        obs = _read_labels(obs_path, (-1, 0, 1), len(paths), np.int8, sparse)
         if obs.shape != full.shape:
             raise ValueError(f"{obs_path}: shape {obs.shape} differs from the labels' {full.shape}")
     return paths, full, obs
@@ -67,13 +94,15 @@ def read_formatted_phase(base: Path, phase: str, observed: bool) -> tuple[list[s
 
 def build_formatted(root: Optional[str], *, images: Optional[str] = None, class_names: Optional[str] = None,
                     missing_images: str = "error", name: str = "formatted", labels_obs: str = "file",
-                    **options: Any) -> DatasetIndex:
+                    sparse_labels: Union[str, bool] = "auto", **options: Any) -> DatasetIndex:
     """Cole et al.'s formatted ``.npy`` files under ``root``; image paths relative to ``images`` (default ``root``).
 
     ``class_names``: a file with one class name per line (the files carry none; default c0, c1, ...).
     ``options``: the reference-protocol options (num_pos, num_neg, seed, val_frac, train_frac, train_frac_seed);
     num_pos/num_neg/seed only apply when there is no ``formatted_train_labels_obs.npy`` or with
     ``labels_obs="draw"`` (e.g. the Full-label upper bound: ``labels_obs=draw num_pos=-1 num_neg=-1``).
+    ``sparse_labels``: "auto" (sparse when N x C is above 2**25 entries), true or false; drawing the observed
+    labels (``observe_labels``) reads the training labels dense.
     """
     opts = protocol_options("formatted", options)
     if missing_images not in ("error", "ignore"):
@@ -83,8 +112,11 @@ def build_formatted(root: Optional[str], *, images: Optional[str] = None, class_
     image_root = Path(images).expanduser() if images else base
     if labels_obs not in ("file", "draw"):
         raise ValueError(f"formatted: labels_obs must be 'file' or 'draw', got {labels_obs!r}")
-    tr_paths, tr_full, tr_obs = read_formatted_phase(base, "train", observed=labels_obs == "file")
-    te_paths, te_full, _ = read_formatted_phase(base, "val", observed=False)
+    sparse = sparse_choice(sparse_labels)
+    draw = labels_obs == "draw" or not (base / "formatted_train_labels_obs.npy").is_file()
+    tr_paths, tr_full, tr_obs = read_formatted_phase(base, "train", observed=labels_obs == "file",
+                                                     sparse=False if draw else sparse)
+    te_paths, te_full, _ = read_formatted_phase(base, "val", observed=False, sparse=sparse)
     if tr_full.shape[1] != te_full.shape[1]:
         raise ValueError(f"{base}: train labels have {tr_full.shape[1]} classes, val labels {te_full.shape[1]}")
     num_classes = tr_full.shape[1]
