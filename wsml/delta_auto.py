@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from wsml.labels import POS, as_observed
+from wsml.labels import POS, SparseLabels
 
 FALLBACK = 0.4  # the paper's COCO/NUS value, when nothing tells how many positives are missing
 
@@ -40,8 +40,9 @@ def auto_delta_rel(cfg, index, log: Callable = print) -> float:
             f"positives from: using Δrel {FALLBACK}; give split=val rows with complete labels or "
             f"loss.expected_num_pos=K (positives per image)")
         return FALLBACK
-    obs = as_observed(index["train"].train_targets())
-    observed = float((obs == POS).sum(1).mean())
+    obs = index["train"].train_targets()
+    obs = obs.values if isinstance(obs, SparseLabels) else obs  # sparse: its stored entries (no N x C matrix)
+    observed = float((obs == POS).sum() / max(len(index["train"]), 1))
     c, epochs = index.num_classes, loss_epochs(cfg)
     share = max(k - observed, 0.0) / c
     delta = round(100.0 * share / max(epochs - 1, 1), 4)

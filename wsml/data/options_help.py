@@ -29,6 +29,8 @@ HELP = {
     "max_pixels": "images with more pixels are refused before decoding (default 64000000)",
     "allow_outside_root": "allow absolute or ../ image paths outside the data root (default false)",
     "allow_unseen_classes": "allow classes without a training positive (default false: an error)",
+    "features": "a float .npy with one feature row per CSV data row: kind features, no image read (backbone linear)",
+    "sparse_labels": "auto (sparse when a split's N x C is above 2**25), true or false: how labels are stored",
     "layout": "auto, flat (root/<class>/<img>) or split (root/{train,val,test}/<class>/<img>)",
     "multi_label": "the same file name in several class folders is one image with several labels",
     "boxes": "read the bounding boxes (localization analyses)",
