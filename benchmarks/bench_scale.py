@@ -30,12 +30,23 @@ STEPS = ("prepare", "train", "eval", "find-missing")
 NEEDS = {"train": "prepare", "eval": "train", "find-missing": "train"}
 TEST_SHARE = 0.125  # OpenImages: 125 k test images for 1 M training images
 _MEASURE = """import json, resource, subprocess, sys, time
+out, limit, cmd = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 t = time.time()
-p = subprocess.run(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-err = [l for l in p.stderr.splitlines() if l.strip()]
+p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(out + ".err", "w"))
+killed = ""
+while p.poll() is None:
+    try:
+        rss = next(int(l.split()[1]) * 1024 for l in open(f"/proc/{p.pid}/status") if l.startswith("VmRSS"))
+    except (OSError, StopIteration):
+        rss = 0
+    if rss > limit:
+        p.kill()
+        killed = f"killed: RSS above the --max-rss limit of {limit / 2**30:.1f} GiB"
+    time.sleep(0.2)
+err = [l for l in open(out + ".err").read().splitlines() if l.strip()]
 rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-json.dump({"rc": p.returncode, "wall": time.time() - t, "rss": rss, "err": err[-1] if err else ""},
-          open(sys.argv[1], "w"))
+json.dump({"rc": p.returncode, "wall": time.time() - t, "rss": rss, "err": killed or (err[-1] if err else "")},
+          open(out, "w"))
 """
 
 
@@ -51,7 +62,7 @@ def make_data(folder: Path, rows: int, classes: int, dim: int, seed: int = 0) ->
         for start in range(0, rows, 100_000):
             n = min(100_000, rows - start)
             # 5 distinct classes per row (2 positives, then 3 negatives): a uniform base class plus distinct offsets
-            offsets = np.cumsum(rng.integers(1, 40, (n, 5)), axis=1) - 1
+            offsets = np.cumsum(rng.integers(1, max(2, min(40, classes // 5)), (n, 5)), axis=1) - 1
             pick = (rng.integers(0, classes, (n, 1)) + offsets) % classes
             feats[start:start + n] = proto[pick[:, 0]] + proto[pick[:, 1]] + \
                 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
@@ -63,13 +74,15 @@ def make_data(folder: Path, rows: int, classes: int, dim: int, seed: int = 0) ->
     del feats
 
 
-def measure(cmd: list[str], timeout: float, env: dict) -> dict:
-    """Run ``cmd`` in a fresh measuring child: rc, wall seconds, peak RSS bytes of the command, last error line."""
+def measure(cmd: list[str], timeout: float, max_rss: float, env: dict) -> dict:
+    """Run ``cmd`` in a fresh measuring child: rc, wall seconds, peak RSS bytes of the command, last error line.
+    The command is killed when its RSS passes ``max_rss`` bytes (the machine is shared)."""
     out = Path(env["BENCH_TMP"]) / "measure.json"
     out.unlink(missing_ok=True)
     t = time.time()
     try:
-        subprocess.run([sys.executable, "-c", _MEASURE, str(out), *cmd], env=env, timeout=timeout, check=False)
+        subprocess.run([sys.executable, "-c", _MEASURE, str(out), str(max_rss), *cmd], env=env, timeout=timeout,
+                       check=False)
     except subprocess.TimeoutExpired:
         return {"rc": "timeout", "wall": time.time() - t, "rss": None, "err": f"no result after {timeout:.0f} s"}
     return json.loads(out.read_text()) if out.is_file() else {"rc": "?", "wall": time.time() - t, "rss": None,
@@ -97,7 +110,8 @@ run: {{out: {out}, name: scale, overwrite: true, quiet: true}}
 """
 
 
-def bench(rows: int, classes: int, dim: int, work: Path, wanted: list[str], timeout: float, k: int) -> list[dict]:
+def bench(rows: int, classes: int, dim: int, work: Path, wanted: list[str], timeout: float, max_rss: float,
+          k: int) -> list[dict]:
     work.mkdir(parents=True, exist_ok=True)
     t = time.time()
     make_data(work / "raw", rows, classes, dim)
@@ -115,7 +129,7 @@ def bench(rows: int, classes: int, dim: int, work: Path, wanted: list[str], time
                             "err": f"{NEEDS[name]} failed"})
             failed.add(name)
             continue
-        r = measure(cmd, timeout, env)
+        r = measure(cmd, timeout, max_rss, env)
         print(f"{rows} rows, {name}: {r}", file=sys.stderr, flush=True)
         results.append({"rows": rows, "step": name, **r, "cmd": " ".join(shlex.quote(c) for c in cmd[2:])})
         if r["rc"] != 0:
@@ -128,9 +142,15 @@ def table(results: list[dict]) -> list[str]:
     for r in results:
         wall = "" if r["wall"] is None else f"{r['wall']:.1f}"
         rss = "" if r["rss"] is None else f"{r['rss'] / 2**30:.2f}"
-        status = "ok" if r["rc"] == 0 else f"{r['rc']}: {r['err'][:160]}".replace("|", "/")
+        rc = r["rc"]
+        rc = f"signal {-rc}" if isinstance(rc, int) and rc < 0 else rc
+        status = "ok" if rc == 0 else f"{rc}: {r['err'][:160]}".replace("|", "/")
         lines.append(f"| {r['rows']:,} | {r['step']} | {wall} | {rss} | {status} |")
     return lines
+
+
+def _ram() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def main(argv=None) -> int:
@@ -141,6 +161,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     p.add_argument("--k", type=int, default=10_000, help="find-missing --k")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per step before it is reported as timed out")
+    p.add_argument("--max-rss", type=float, default=round(_ram() / 2**30 / 2, 1),
+                   help="GiB: a step whose RSS passes this is killed and reported (default: half the machine's RAM)")
     p.add_argument("--work", default="/tmp/wsml-bench-scale", help="scratch folder (data, prepared folder, run)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.md"))
     a = p.parse_args(argv)
@@ -150,7 +172,7 @@ def main(argv=None) -> int:
         p.error(f"unknown step(s) {unknown}; steps are {list(STEPS)}")
     results = []
     for n in a.rows:
-        results += bench(n, a.classes, a.dim, Path(a.work) / f"n{n}", wanted, a.timeout, a.k)
+        results += bench(n, a.classes, a.dim, Path(a.work) / f"n{n}", wanted, a.timeout, a.max_rss * 2**30, a.k)
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     lines = ["python benchmarks/bench_scale.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:])), "",
              f"Synthetic own data: {a.classes} classes, {a.dim}-dim feature rows, 2 positives + 3 negatives per "
