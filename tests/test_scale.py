@@ -88,8 +88,9 @@ def test_prepared_sparse_folder_round_trips(own_csv, tmp_path):
     back = DatasetIndex.load(out)
     assert isinstance(back["train"].observed, SparseLabels)
     assert np.array_equal(back["train"].observed.to_dense(), index["train"].observed.to_dense())
-    for s in ("val", "test"):  # complete labels: stored sparse, read as the dense {0,1} matrix evaluation takes
-        assert back[s].full.dtype == np.uint8 and np.array_equal(back[s].full, as_full(index[s].full))
+    for s in ("val", "test"):  # complete labels: stored and loaded as a SparseLabels of the positives
+        assert isinstance(back[s].full, SparseLabels)
+        assert np.array_equal(as_full(back[s].full), as_full(index[s].full))
     assert back.meta["stats"] == json.loads(json.dumps(index.meta["stats"]))
 
 
@@ -157,3 +158,13 @@ def test_folder_and_formatted_sparse_equal_dense(tmp_path):
                 a, b = getattr(dense[s], what), getattr(sparse[s], what)
                 assert (a is None) == (b is None) and (a is None or isinstance(b, SparseLabels))
                 assert a is None or np.array_equal(_dense(b).astype(a.dtype), a)
+
+
+def test_sparse_full_labels_read_like_dense_ones(own_csv):
+    """Consumers read full labels through as_full / eval_targets: the same rows whether stored dense or sparse."""
+    sparse = build_dataset("csv", str(own_csv), sparse_labels=True)["test"]
+    dense = build_dataset("csv", str(own_csv), sparse_labels=False)["test"]
+    rows = np.array([1, 0, 1])
+    assert np.array_equal(as_full(sparse.full, rows), dense.full[rows]) and as_full(sparse.full).dtype == np.uint8
+    assert np.array_equal(sparse.eval_targets()[0], dense.eval_targets()[0])
+    assert np.array_equal(sparse.train_targets(), dense.train_targets())

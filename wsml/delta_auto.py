@@ -26,7 +26,9 @@ def positives_per_image(cfg, index) -> tuple[float, str]:
     """(k, where it comes from): complete val rows first, then ``loss.expected_num_pos``; (nan, "") without."""
     val = index.splits.get("val")
     if val is not None and val.full is not None and len(val):
-        return float(val.full.sum(1).mean()), f"{len(val)} complete val rows"
+        full = val.full  # dense {0,1}, or a SparseLabels of the positives
+        positives = len(full.values) if isinstance(full, SparseLabels) else int(full.sum())
+        return positives / len(val), f"{len(val)} complete val rows"
     if cfg.loss.expected_num_pos:
         return float(cfg.loss.expected_num_pos), "loss.expected_num_pos"
     return float("nan"), ""

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from wsml._types import PathLike
 from wsml.checkpoint import atomic_write
-from wsml.labels import SparseLabels, as_observed, validate_full, validate_observed
+from wsml.labels import SparseLabels, as_full, as_observed, validate_full, validate_observed
 from wsml.models.model import MultiLabelModel
 
 CACHE_VERSION = 1
@@ -157,7 +157,7 @@ class FeatureDataset(Dataset):
         self.features = torch.from_numpy(features)
         self.index = torch.from_numpy(index)
         self.observed = torch.from_numpy(validate_observed(as_observed(observed, index)).astype(np.int8))
-        self.full = None if full is None else torch.from_numpy(validate_full(np.asarray(full)[index]))
+        self.full = None if full is None else torch.from_numpy(validate_full(as_full(full, np.asarray(index))))
 
     @classmethod
     def from_cache(cls, cache: dict, observed: Union[np.ndarray, SparseLabels],

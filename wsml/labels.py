@@ -273,5 +273,9 @@ def as_observed(Y: Union[np.ndarray, SparseLabels], rows: Optional[np.ndarray] =
 def as_full(Y: Union[np.ndarray, SparseLabels], rows: Optional[np.ndarray] = None) -> np.ndarray:
     """Dense uint8 {0,1} full labels for ``rows`` (all when None) of a dense matrix or a SparseLabels of positives."""
     if isinstance(Y, SparseLabels):
-        return (as_observed(Y, rows) == POS).view(np.uint8)
+        counts, flat = Y._entries(np.arange(len(Y)) if rows is None else rows)
+        out = np.zeros((len(counts), Y.num_classes), dtype=np.uint8)
+        pos = Y.values[flat] == POS
+        out[np.repeat(np.arange(len(counts)), counts)[pos], Y.indices[flat][pos]] = 1
+        return out
     return Y if rows is None else Y[rows]

@@ -13,7 +13,7 @@ import numpy as np
 
 from wsml.analysis.modification import load_modifications, modified_by_row
 from wsml.analysis.plots import plot_qualitative
-from wsml.labels import POS, as_observed
+from wsml.labels import POS, as_full, as_observed
 
 
 def load_image(split: Any, row: int, root: str = "") -> np.ndarray:
@@ -70,7 +70,8 @@ def qualitative_items(log: dict, split: Any, class_names: Sequence[str], rows: S
         if not 0 <= r < len(split):
             raise ValueError(f"row {r} is out of range for a training split of {len(split)} rows")
         o = as_observed(obs, np.array([r]))[0]
-        gt = [] if split.full is None else [class_names[c] for c in np.nonzero(split.full[r])[0]]
+        full = None if split.full is None else as_full(split.full, np.array([r]))[0]  # dense or sparse labels
+        gt = [] if full is None else [class_names[c] for c in np.flatnonzero(full)]
         epochs = {e: [(class_names[c], ok) for c, ok in mods] for e, mods in modified_by_row(log, r).items()}
         items.append({"image": load_image(split, r, root), "name": f"train row {r}", "gt": gt,
                       "observed": [class_names[c] for c in np.nonzero(o == POS)[0]], "epochs": epochs})

@@ -7,7 +7,7 @@ On disk a prepared data set is a folder::
     <split>/images.npy          uint8 [N, H, W] (grayscale) or [N, H, W, 3] (RGB) pixels, kind "images"
     <split>/features.npy        float32 [N, D], kind "features"
     <split>/labels_full.npy     uint8 {0,1} [N, C], ground truth when known, or
-    <split>/labels_full.npz     the same as a wsml.labels.SparseLabels holding the positives (large data sets)
+    <split>/labels_full.npz     the same as a wsml.labels.SparseLabels of the positives (large data sets)
     <split>/labels_obs.npy      int8 {1,0,-1} [N, C] observed labels (dense), or
     <split>/labels_obs.npz      the same as wsml.labels.SparseLabels (large data sets)
     <split>/boxes.npy           float32 [M, 6] rows (sample, class, x0, y0, x1, y1) in pixels, optional
@@ -45,7 +45,8 @@ class Split:
 
     samples: Optional[list[str]] = None
     features: Optional[np.ndarray] = None
-    full: Optional[Union[np.ndarray, SparseLabels]] = None  # SparseLabels (positives only) while preparing large sets
+    full: Optional[Union[np.ndarray, SparseLabels]] = None  # large label spaces: SparseLabels of the positives
+    # (read rows of either form with wsml.labels.as_full)
     observed: Optional[Observed] = None
     boxes: Optional[np.ndarray] = None
     images: Optional[np.ndarray] = None  # uint8 [N, H, W] or [N, H, W, 3]
@@ -257,8 +258,9 @@ def _load_split(d: Path, meta: dict) -> Split:
     obs = opt("labels_obs.npz", sparse)
     if obs is None:
         obs = opt("labels_obs.npy", load_array)
-    full = opt("labels_full.npz", sparse)  # dense in memory: evaluation reads full labels as a matrix
-    full = opt("labels_full.npy", load_array) if full is None else as_full(full)
+    full = opt("labels_full.npz", sparse)
+    if full is None:
+        full = opt("labels_full.npy", load_array)
     return Split(
         samples=opt("samples.txt", lambda p: p.read_text().splitlines()),
         features=opt("features.npy", load_array),

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 from wsml.data._io import DEFAULT_MAX_PIXELS
 from wsml.data.index import DatasetIndex
 from wsml.data.transforms import Size, build_transform
-from wsml.labels import SparseLabels
+from wsml.labels import SparseLabels, as_full
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as PIL's convert("L")
 
@@ -172,7 +172,7 @@ class PartialLabelDataset(Dataset):
             return None
         item = {"input": x, "observed": torch.from_numpy(self.observed_row(row)), "index": row}
         if self.full is not None:
-            item["full"] = torch.from_numpy(np.array(self.full[row], dtype=np.uint8))
+            item["full"] = torch.from_numpy(np.array(as_full(self.full, np.array([row]))[0], dtype=np.uint8))
         return item
 
 
