@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     p.add_argument("--k", type=int, default=10_000, help="find-missing --k")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds per step before it is reported as timed out")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per step before it is reported as timed out")
     p.add_argument("--max-rss", type=float, default=round(_ram() / 2**30 / 2, 1),
                    help="GiB: a step whose RSS passes this is killed and reported (default: half the machine's RAM)")
     p.add_argument("--work", default="/tmp/wsml-bench-scale", help="scratch folder (data, prepared folder, run)")
