@@ -38,7 +38,7 @@ browser:
 	fi
 
 demo: $(STAMP) fashion-mnist
-	$(PY) -m wsml.demo
+	$(PY) -m wsml.tools.demo
 
 test: $(STAMP) browser
 	@$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected" >&2; exit 1; fi; exit $$rc

@@ -4,7 +4,7 @@ same out-of-fold probabilities?
 
 The training split of the mosaics keeps its full labels, so every unobserved pair is known to be a missing
 positive or a true negative. Runs (small CNN, configs/fashion/*.yaml, ``--epochs`` each): Naive AN, LL-R,
-LL-Cp, and K-fold out-of-fold (OOF) scores with the LL-R config (wsml.oof). Writes
+LL-Cp, and K-fold out-of-fold (OOF) scores with the LL-R config (wsml.tools.oof). Writes
 benchmarks/results/find_missing.md and .json.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_find_missing.py [--num-train 3750] [--epochs 6] [--folds 3]
@@ -28,14 +28,14 @@ from sklearn.metrics import average_precision_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wsml.builders import load_index  # noqa: E402
 from wsml.config import load_config  # noqa: E402
-from wsml.engine import train  # noqa: E402
-from wsml.find_missing import llcp_corrections, train_scores  # noqa: E402
 from wsml.labels import POS, UNOBS  # noqa: E402
-from wsml.oof import out_of_fold  # noqa: E402
-from wsml.run_folder import RunFolder  # noqa: E402
-from wsml.thresholds import ensure_thresholds  # noqa: E402
+from wsml.runs import RunFolder  # noqa: E402
+from wsml.tools.find_missing import llcp_corrections, train_scores  # noqa: E402
+from wsml.tools.oof import out_of_fold  # noqa: E402
+from wsml.tools.thresholds import ensure_thresholds  # noqa: E402
+from wsml.train.builders import load_index  # noqa: E402
+from wsml.train.engine import train  # noqa: E402
 
 KS = (100, 500, 1000, 2000)
 

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from wsml import builders as B
-from wsml.callbacks import CallbackList, TrainContext
 from wsml.config import load_config
 from wsml.distributed import DistInfo
-from wsml.engine import train_one_epoch
-from wsml.linearinit import HeadOnly, cached_feature_loaders
+from wsml.train import builders as B
+from wsml.train.callbacks import CallbackList, TrainContext
+from wsml.train.engine import train_one_epoch
+from wsml.train.linearinit import HeadOnly, cached_feature_loaders
 
 OUT = Path(__file__).resolve().parent / "results" / "linearinit.md"
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -4,10 +4,10 @@ The mosaics are written as PNG files + a labels CSV with one observed positive p
 complete labels aside in hidden.csv, ``benchmarks/mosaic_csv.py``). Then, through the normal CLI:
 
 1. ``wsml prepare csv`` + ``wsml train`` LL-R and Naive AN (configs/custom/small-cnn.yaml, few epochs);
-2. ``--missing``: find-missing's top K pairs of the LL-R run (:func:`wsml.review.build.start_missing`); a
+2. ``--missing``: find-missing's top K pairs of the LL-R run (:func:`wsml.tools.review.build.start_missing`); a
    simulated reviewer accepts the pairs that are truly positive and rejects the rest (``MissingReview.decide``);
-   export (:func:`wsml.review.export_review`), re-prepare, retrain LL-R;
-3. ``--val``: N images drawn and scored by the LL-R run (:func:`wsml.review.build.start_val`); the reviewer sets
+   export (:func:`wsml.tools.review.export_review`), re-prepare, retrain LL-R;
+3. ``--val``: N images drawn and scored by the LL-R run (:func:`wsml.tools.review.build.start_val`); the reviewer sets
    their complete labels from hidden.csv; export (split=val rows), re-prepare, retrain LL-R;
 4. both reviews together.
 
@@ -42,8 +42,8 @@ from wsml.cli import main as wsml  # noqa: E402
 def train(csv: Path, out: Path, name: str, loss: str, seed: int, args) -> dict:
     """``wsml prepare csv`` + ``wsml train`` (seed ``seed``) + test metrics; a finished run is reused."""
     from wsml.evaluation import evaluate_run
-    from wsml.run_folder import RunFolder
-    from wsml.thresholds import thresholded_metrics
+    from wsml.runs import RunFolder
+    from wsml.tools.thresholds import thresholded_metrics
 
     run = out / "runs" / f"{name}-s{seed}"
     prep = out / "prep" / name
@@ -69,8 +69,8 @@ def train(csv: Path, out: Path, name: str, loss: str, seed: int, args) -> dict:
 
 def review_missing(run: Path, hidden: Path, k: int, out_csv: Path) -> dict:
     """Reviewer: accept the truly positive pairs among find-missing's top k, reject the others; export."""
-    from wsml.review import export_review
-    from wsml.review.build import start_missing
+    from wsml.tools.review import export_review
+    from wsml.tools.review.build import start_missing
 
     review = start_missing(run, k=k)
     truth = read_hidden(str(hidden), review.source.class_names)  # the run's class order
@@ -82,8 +82,8 @@ def review_missing(run: Path, hidden: Path, k: int, out_csv: Path) -> dict:
 
 def review_val(run: Path, hidden: Path, n: int, out_csv: Path) -> dict:
     """Reviewer: the complete label set of each drawn image (pre-filled toggles corrected); export."""
-    from wsml.review import export_review
-    from wsml.review.build import start_val
+    from wsml.tools.review import export_review
+    from wsml.tools.review.build import start_val
 
     review = start_val(run, n=n, seed=0)
     names = review.source.class_names
@@ -102,7 +102,7 @@ def partial_val_csv(labels_csv: Path, review_dir: Path, out_csv: Path) -> None:
     (one positive each, taken as complete), so the comparison isolates what complete label sets buy."""
     import csv
 
-    from wsml.review.state import ValReview
+    from wsml.tools.review.state import ValReview
 
     images = {it["image"] for it in ValReview.load(review_dir).items}
     with open(labels_csv, newline="") as f:
@@ -117,7 +117,7 @@ def paging_time(n: int = 100_000) -> dict:
     """Milliseconds for the page API on ``n`` synthetic suggestions (first, last and a class-filtered page)."""
     import tempfile
 
-    from wsml.review.state import MissingReview, Source
+    from wsml.tools.review.state import MissingReview, Source
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as d:
@@ -242,7 +242,7 @@ def main() -> None:
     rows = [train(data / "labels.csv", out, "ll-r", "ll-r", first, args)]
     miss = review_missing(base, data / "hidden.csv", args.k, data / "labels-missing.csv")
     val = review_val(base, data / "hidden.csv", args.n_val, data / "labels-val.csv")
-    from wsml.review import export_review
+    from wsml.tools.review import export_review
 
     export_review(base / "review", data / "labels-both.csv")  # both reviews of the run in one CSV
     partial_val_csv(data / "labels.csv", base / "review", data / "labels-val-partial.csv")

@@ -22,8 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wsml.builders import STATE_BYTES, check_state_memory  # noqa: E402
 from wsml.losses import build_loss  # noqa: E402
+from wsml.train.builders import STATE_BYTES, check_state_memory  # noqa: E402
 
 
 def peak_gib() -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsml.run_folder import RunFolder
+from wsml.runs import RunFolder
 
 
 def main(argv: list[str]) -> int:

@@ -105,9 +105,9 @@ def arm(spec: dict) -> dict:
     """In the child: patch wsml so that it SIGKILLs itself at ``spec``; returns the live counts of the moments
     (training steps, file writes, batches per eval pass, batches per feature extraction)."""
     import wsml.checkpoint as ck
-    import wsml.engine as engine
-    import wsml.features as features
-    import wsml.run_folder as rf
+    import wsml.runs as rf
+    import wsml.train.engine as engine
+    import wsml.train.features as features
 
     counts = {"batch": 0, "write": 0, "write_files": [], "eval": [], "features": []}
     phase, at = spec.get("phase"), spec.get("at")
@@ -300,7 +300,7 @@ def hostile_cases(ref: Path, data: Path, work: Path) -> list[dict]:
     """(name, setup, argv, expected text) of every hostile or careless input; setup runs in this process."""
     import yaml
 
-    from wsml.run_folder import read_run_config, write_config
+    from wsml.runs import read_run_config, write_config
 
     def copy_run(tag: str) -> Path:
         dst = work / "hostile" / tag

@@ -32,7 +32,7 @@ from wsml.config import load_config  # noqa: E402
 from wsml.data import prepare  # noqa: E402
 from wsml.labels import POS  # noqa: E402
 from wsml.metrics import mean_average_precision  # noqa: E402
-from wsml.run_folder import RunFolder  # noqa: E402
+from wsml.runs import RunFolder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["data.image_size=56", "train.batch_size=32", "optim.lr=1e-3", "data.num_workers=0", "run.quiet=true",
@@ -46,10 +46,10 @@ class EpochScores:
         self.hidden = hidden
 
     def on_epoch_end(self, ctx, epoch):
-        from wsml.builders import build_loader
         from wsml.distributed import DistInfo
         from wsml.evaluation import predict_split
         from wsml.partial_val import dense_observed
+        from wsml.train.builders import build_loader
 
         ctx.model.eval()
         out = {}
@@ -79,7 +79,7 @@ def _export(work: Path, complete_val: int) -> tuple[Path, dict]:
 
 
 def _train(work: Path, prep: Path, name: str, overrides: list, hidden: dict) -> Path:
-    from wsml.engine import train
+    from wsml.train.engine import train
 
     run = work / "runs" / name
     if not (run / "summary.json").is_file():
@@ -106,7 +106,7 @@ def _f1(run: Path, hidden_test: dict) -> dict:
     """Test macro F1 with the run's val thresholds (the rule wsml applies), and with F1-on-partial thresholds."""
     from wsml.evaluation import evaluate_run
     from wsml.partial_val import dense_observed
-    from wsml.thresholds import apply_thresholds, choose_thresholds, ensure_thresholds, f1_per_class
+    from wsml.tools.thresholds import apply_thresholds, choose_thresholds, ensure_thresholds, f1_per_class
 
     folder = RunFolder(run)
     thr = ensure_thresholds(folder, device="cpu")
@@ -157,7 +157,7 @@ def bench_delta(work: Path, epochs: int, values: list) -> dict:
         run = _train(work, prep, name, ["loss.name=ll-r", f"loss.delta_rel={dr}", f"train.epochs={epochs}"], hidden)
         folder = RunFolder(run)
         summary = folder.summary
-        from wsml.delta_auto import auto_delta_rel
+        from wsml.losses.delta_auto import auto_delta_rel
 
         chosen = auto_delta_rel(folder.config, folder.dataset, log=lambda *a: None) if dr == "auto" else dr
         res[name] = {"delta_rel": dr, "delta_rel_used": chosen, "test_map": summary["test_map"],

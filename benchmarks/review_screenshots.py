@@ -22,8 +22,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from wsml.checkpoint import write_json
-from wsml.review.server import make_server, url_of
-from wsml.review.state import MissingReview, ValReview
+from wsml.tools.review.server import make_server, url_of
+from wsml.tools.review.state import MissingReview, ValReview
 
 ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")

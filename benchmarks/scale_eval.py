@@ -113,8 +113,8 @@ def cli(rows: int, classes: int, known: int, work: Path) -> dict:
     observed labels: a linear run trained with a small test split, whose data set then gets the large one."""
     from wsml.config import load_config
     from wsml.data import DatasetIndex, Split
-    from wsml.engine import train
     from wsml.labels import SparseLabels
+    from wsml.train.engine import train
 
     rng = np.random.default_rng(0)
 

@@ -1,7 +1,7 @@
 """find-missing's streaming ranking at 1 M × 5000: wall time and peak RSS of ``--k`` and threshold modes (issue 17).
 
-The ranking exactly as ``wsml find-missing`` runs it (``wsml.find_missing._chunk_ranked`` per chunk of 4096
-training rows, ``wsml.ranking.TopPairs``), on synthetic sigmoid scores generated chunk by chunk (what
+The ranking exactly as ``wsml find-missing`` runs it (``wsml.tools.find_missing._chunk_ranked`` per chunk of 4096
+training rows, ``wsml.tools.ranking.TopPairs``), on synthetic sigmoid scores generated chunk by chunk (what
 ``ScoreChunks.row_chunks`` hands over; reading chunk files back is measured by ``scale_eval.py``) and sparse
 observed labels (2 positives + 3 negatives per row). Each mode runs in a fresh child process; its peak RSS is
 reported. A dense N × C float32 score matrix alone would be 20 GB.
@@ -22,9 +22,9 @@ import numpy as np
 
 
 def run(rows: int, classes: int, k, chunk: int = 4096) -> dict:
-    from wsml.find_missing import _chunk_ranked
     from wsml.labels import SparseLabels, as_observed
-    from wsml.ranking import TopPairs
+    from wsml.tools.find_missing import _chunk_ranked
+    from wsml.tools.ranking import TopPairs
 
     rng = np.random.default_rng(0)
     cols = rng.integers(0, classes, size=(rows, 5))  # 5 class ids per row (a repeated one: the later value wins)

@@ -11,7 +11,7 @@ import numpy as np
 
 from wsml.config import load_config
 from wsml.data import prepare
-from wsml.run_folder import write_config
+from wsml.runs import write_config
 
 CLASSES = ["cat", "dog", "owl", "yak"]
 

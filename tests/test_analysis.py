@@ -15,7 +15,7 @@ from wsml.analysis import memorization as mem
 from wsml.analysis import modification as mod
 from wsml.analysis.pointing_game import PointingGame, box_coverage, cam_peaks, point_in_boxes, pointing_game
 from wsml.analysis.report import build_report
-from wsml.run_folder import read_metrics
+from wsml.runs import read_metrics
 
 
 def bce(z: float, t: float) -> float:
@@ -306,7 +306,7 @@ def test_analyses_on_a_real_tiny_run(tmp_path):
     from engine_helpers import image_config
 
     from wsml.analysis.cams import evaluate_pointing_game
-    from wsml.engine import train
+    from wsml.train.engine import train
 
     torch.set_num_threads(1)
     data = _quads_with_boxes(tmp_path / "quads")

@@ -13,9 +13,9 @@ from conftest import cli_error
 from sklearn.metrics import average_precision_score
 
 from tests.engine_helpers import make_feature_index
-from wsml import bench_report as R
-from wsml.bench import load_spec, run_grid
-from wsml.bench_report import write_results
+from wsml.bench import report as R
+from wsml.bench.grid import load_spec, run_grid
+from wsml.bench.report import write_results
 from wsml.cli import main
 
 CONFIG = {"data": {"path": "PLACEHOLDER"}, "model": {"backbone": "linear", "pretrained": False},

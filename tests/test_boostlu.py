@@ -53,8 +53,8 @@ def test_boostlu_vector_backbone_and_hook():
 
 
 def test_config_turns_boostlu_on():
-    from wsml.builders import build_model
     from wsml.config import ConfigError, load_config
+    from wsml.train.builders import build_model
 
     info = {"num_classes": 3, "in_chans": 1, "in_features": None}
     base = ["model.backbone=small_cnn", "model.pretrained=false", "model.options={widths: [4, 6]}"]

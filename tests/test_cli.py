@@ -153,7 +153,7 @@ def test_prepare_prints_statistics_and_train_uses_the_folder(tmp_path, capsys):
 
 
 def test_demo_table_compares_with_naive_an(tmp_path):
-    from wsml.demo import results_table
+    from wsml.tools.demo import results_table
 
     for m, test, val, best in (("an", 70.0, 71.5, 8), ("ll-r", 74.25, 75.0, 7)):
         (tmp_path / m).mkdir()

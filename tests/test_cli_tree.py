@@ -49,8 +49,8 @@ def _ctrl_c(*args, **kwargs):
     raise AssertionError("SIGINT did not interrupt")
 
 
-@pytest.mark.parametrize("command, target", [("bench", "wsml.bench.run_grid"),
-                                             ("find-missing", "wsml.find_missing.find_missing"),
+@pytest.mark.parametrize("command, target", [("bench", "wsml.bench.grid.run_grid"),
+                                             ("find-missing", "wsml.tools.find_missing.find_missing"),
                                              ("analyze", "wsml.analysis.memorization.memorization_summary")])
 def test_ctrl_c_exits_130(command, target, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(target, _ctrl_c)

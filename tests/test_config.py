@@ -117,6 +117,6 @@ def test_openimages_and_cpu_configs_load_and_build_their_losses():
         hp = cfg.loss.hparams()
         if cfg.loss.name in ("role", "em-apl"):  # sizes come from the data set
             hp.update(num_samples=10, num_classes=4)
-        if hp.get("delta_rel") == "auto":  # resolved from the data set at training time (wsml.delta_auto)
+        if hp.get("delta_rel") == "auto":  # resolved from the data set at training time (wsml.losses.delta_auto)
             hp["delta_rel"] = 0.4
         build_loss(cfg.loss.name, **hp)  # every shipped loss section is valid for its loss

@@ -13,7 +13,7 @@ from engine_helpers import make_feature_index
 
 from wsml.checkpoint import load_checkpoint
 from wsml.config import load_config
-from wsml.engine import train
+from wsml.train.engine import train
 
 TESTS = Path(__file__).resolve().parent
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from engine_helpers import image_config, make_image_index
 
-from wsml.callbacks import Callback, build_callbacks, register_callback
 from wsml.checkpoint import load_checkpoint
-from wsml.engine import plan_stages, train
+from wsml.train.callbacks import Callback, build_callbacks, register_callback
+from wsml.train.engine import plan_stages, train
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for wsml.features: the LinearInit feature cache and the feature loaders."""
+"""Tests for wsml.train.features: the LinearInit feature cache and the feature loaders."""
 
 import numpy as np
 import pytest
@@ -6,10 +6,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from wsml.distributed import DistInfo
-from wsml.features import FeatureDataset, extract_features
 from wsml.labels import SparseLabels
-from wsml.linearinit import ShardedFeatureLoader
 from wsml.models import create_model
+from wsml.train.features import FeatureDataset, extract_features
+from wsml.train.linearinit import ShardedFeatureLoader
 
 
 class Transform:

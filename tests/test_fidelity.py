@@ -113,8 +113,8 @@ def test_summary_counts_the_classes_left_out_of_the_test_map(tmp_path: Path) -> 
     from engine_helpers import make_feature_index
 
     from wsml.data import DatasetIndex
-    from wsml.engine import train
     from wsml.metrics import average_precision_per_class
+    from wsml.train.engine import train
 
     torch.set_num_threads(1)
     folder = make_feature_index(tmp_path / "feats")
@@ -165,9 +165,9 @@ def test_role_estimates_use_adam_without_weight_decay_whatever_the_network_optim
     estimates must still move like Adam's (≈ lr_mult × lr per step), not like SGD's (≈ lr_mult × lr × grad)."""
     from engine_helpers import make_feature_index
 
-    from wsml import builders as B
     from wsml.checkpoint import load_checkpoint
-    from wsml.engine import train
+    from wsml.train import builders as B
+    from wsml.train.engine import train
 
     torch.set_num_threads(1)
     data = make_feature_index(tmp_path / "feats")
@@ -214,7 +214,7 @@ def test_linearinit_result_is_the_best_stage2_epoch_and_role_estimates_carry_ove
     from engine_helpers import image_config, make_image_index
 
     from wsml.checkpoint import load_checkpoint
-    from wsml.engine import train
+    from wsml.train.engine import train
 
     torch.set_num_threads(1)
     data = make_image_index(tmp_path / "quads")
@@ -249,8 +249,8 @@ def test_early_stop_drop_as_the_authors_train_loop(tmp_path: Path) -> None:
 
     from engine_helpers import make_feature_index
 
-    from wsml.engine import train
-    from wsml.stages import early_stop, stage_done
+    from wsml.train.engine import train
+    from wsml.train.stages import early_stop, stage_done
 
     def state(*vals):
         return {"epoch": 4, "history": [{"stage": "end-to-end", "val_map": v} for v in vals]}
@@ -389,9 +389,9 @@ def test_cole_protocol_configs_and_grid(tmp_path: Path) -> None:
     (lines 338-364), no early stopping."""
     from engine_helpers import image_config, make_image_index
 
-    from wsml import builders as B
-    from wsml.bench import _candidates, load_spec
+    from wsml.bench.grid import _candidates, load_spec
     from wsml.distributed import DistInfo
+    from wsml.train import builders as B
 
     for ds in ("voc", "coco", "nus", "cub"):
         for m in ("an", "wan", "lsan", "epr", "role", "full"):
@@ -440,7 +440,7 @@ def test_bench_merge_replaces_the_rerun_methods_search_rows_and_choice(tmp_path:
     and keep every other method's."""
     import json
 
-    from wsml.bench import merge_results
+    from wsml.bench.grid import merge_results
 
     def run(m, s, v):
         return {"method": m, "seed": s, "test_map": v, "val_map": v, "best_epoch": 1}

@@ -22,7 +22,7 @@ from wsml.checkpoint import atomic_write, load_checkpoint
 from wsml.cli import main
 from wsml.config import load_config
 from wsml.data.index import DatasetIndex
-from wsml.engine import train
+from wsml.train.engine import train
 
 
 def _overrides(data: Path, out: Path, name: str, **extra) -> list[str]:
@@ -95,7 +95,8 @@ def test_resume_refuses_a_different_run_and_keeps_config_yaml(run, capsys):
     assert "model.options" in err
     assert (run / "config.yaml").read_bytes() == before  # nothing written by a refused resume
     # a checkpoint from before a setting existed: the setting's default is no change
-    from wsml.run_folder import check_resume, read_run_config
+    from wsml.runs import read_run_config
+    from wsml.train.run_dir import check_resume
 
     stored = load_checkpoint(run / "last.pt")
     del stored["config"]["data"]["on_bad_image"]
@@ -131,7 +132,7 @@ def test_cut_config_yaml_is_detected_and_resume_restores_it(run, capsys):
 def test_config_yaml_from_older_wsml_versions_stays_readable(run, capsys):
     """A config.yaml written before the end marker existed (wsml 0.1), or before a key was added, still loads:
     the marker tells a whole file from a cut one, and keys added since take their defaults."""
-    from wsml.run_folder import END_MARKER, read_run_config
+    from wsml.runs import END_MARKER, read_run_config
 
     text = (run / "config.yaml").read_text()
     legacy = text.replace(END_MARKER + "\n", "").replace("  early_stop_patience: 0\n", "")
@@ -154,7 +155,7 @@ def test_resume_imports_callback_code_only_from_the_command_line(run, capsys):
 
 
 def test_concurrent_runs_with_one_name_get_distinct_folders(data, tmp_path):
-    from wsml.run_folder import new_run_dir
+    from wsml.train.run_dir import new_run_dir
 
     cfg = load_config(None, _overrides(data, tmp_path, "same"))
     start, got = threading.Barrier(8), []
@@ -220,13 +221,13 @@ class _InterruptAt:
 
 
 def test_interrupt_messages_say_what_is_on_disk(data, tmp_path, capsys, monkeypatch):
-    _InterruptAt(monkeypatch, "wsml.engine", "save_checkpoint", "last.pt")  # during epoch 1's last.pt write
+    _InterruptAt(monkeypatch, "wsml.train.engine", "save_checkpoint", "last.pt")  # during epoch 1's last.pt write
     with pytest.raises(KeyboardInterrupt):
         train(load_config(None, _overrides(data, tmp_path, "a", **{"run.quiet": False})))
     err = capsys.readouterr().err
     assert "no completed epoch is saved" in err and "wsml train --resume" not in err
     monkeypatch.undo()
-    _InterruptAt(monkeypatch, "wsml.engine", "save_predictions", "predictions_test.npz")  # final evaluation
+    _InterruptAt(monkeypatch, "wsml.train.engine", "save_predictions", "predictions_test.npz")  # final evaluation
     with pytest.raises(KeyboardInterrupt):
         train(load_config(None, _overrides(data, tmp_path, "b")))
     err = capsys.readouterr().err
@@ -237,7 +238,7 @@ def test_interrupt_messages_say_what_is_on_disk(data, tmp_path, capsys, monkeypa
 
 
 def test_eval_never_prepares_data(run, tmp_path, capsys, monkeypatch):
-    from wsml.run_folder import read_run_config, write_config
+    from wsml.runs import read_run_config, write_config
 
     monkeypatch.chdir(tmp_path)
     cfg = read_run_config(run)
@@ -251,7 +252,7 @@ def test_predict_works_from_the_run_folder_alone(tmp_path, capsys, monkeypatch):
     from engine_helpers import image_overrides, make_image_index
     from PIL import Image
 
-    from wsml.run_folder import read_run_config, write_config
+    from wsml.runs import read_run_config, write_config
 
     data = make_image_index(tmp_path / "quads", n_train=32, n_val=16, n_test=8)
     assert main(["train", *image_overrides(data, tmp_path, **{"run.name": "img", "train.epochs": 1})]) == 0

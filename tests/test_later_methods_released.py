@@ -107,8 +107,8 @@ def test_patience_early_stop_and_engine_feeds_train_scores(tmp_path):
     from engine_helpers import make_feature_index
 
     from wsml.config import load_config
-    from wsml.engine import train
-    from wsml.stages import early_stop
+    from wsml.train.engine import train
+    from wsml.train.stages import early_stop
 
     def patience_exhausted(vals, patience):
         state = {"epoch": len(vals), "history": [{"stage": "s", "val_map": v} for v in vals]}
@@ -232,7 +232,7 @@ def test_bench_merge_replaces_only_the_rerun_rows(tmp_path):
     spec no longer has are dropped, and the command line names both the original run and the re-run."""
     import json
 
-    from wsml.bench import merge_results
+    from wsml.bench.grid import merge_results
 
     def run(m, s, v):
         return {"method": m, "seed": s, "test_map": v, "val_map": v, "best_epoch": 1}

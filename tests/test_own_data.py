@@ -17,7 +17,7 @@ from wsml.data import build_dataset
 from wsml.data.loading import load_image
 from wsml.metrics import average_precision_per_class, partial_labels_map
 from wsml.partial_val import pu_auc_per_class
-from wsml.thresholds import best_pu_threshold
+from wsml.tools.thresholds import best_pu_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["q0", "q1", "q2", "q3"]
@@ -221,8 +221,8 @@ def test_progress_lines_when_not_a_terminal_and_run_folder_line(tmp_path, capsys
 def test_delta_rel_auto_matches_the_missing_positives(tmp_path):
     from wsml.config import ConfigError, load_config
     from wsml.data.index import DatasetIndex, Split
-    from wsml.delta_auto import auto_delta_rel
-    from wsml.engine import plan_stages
+    from wsml.losses.delta_auto import auto_delta_rel
+    from wsml.train.engine import plan_stages
 
     full = np.zeros((6, 10), np.uint8)
     full[:, :3] = 1  # 3 positives per complete val row

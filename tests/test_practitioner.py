@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from wsml.cli import main
-from wsml.find_missing import rank_missing
 from wsml.labels import NEG, POS, UNOBS
-from wsml.oof import fold_assignment
-from wsml.thresholds import apply_thresholds, best_f1_threshold, choose_thresholds
+from wsml.tools.find_missing import rank_missing
+from wsml.tools.oof import fold_assignment
+from wsml.tools.thresholds import apply_thresholds, best_f1_threshold, choose_thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["blue", "green", "red", "white"]  # sorted: the class order build_csv gives
@@ -219,14 +219,14 @@ def test_find_missing(run, own_data, tmp_path, capsys):
 
 
 def test_predict_streams_batches_with_the_same_output(run, own_data, tmp_path):
-    from wsml.prediction_files import (
+    from wsml.runs import RunFolder
+    from wsml.tools.prediction_files import (
         PredictionWriter,
         prediction_records,
         run_image_score_batches,
         run_image_scores,
         write_predictions,
     )
-    from wsml.run_folder import RunFolder
 
     imgs = [str(own_data / "img" / f"{i:03d}.png") for i in range(80, 87)]
     batches = list(run_image_score_batches(RunFolder(run), imgs, CLASSES[::-1], batch=3))  # columns in this order

@@ -18,11 +18,11 @@ from review_helpers import CLASSES, fake_run, make_own_data, pairs, scorer
 from wsml.cli import main
 from wsml.data.custom import build_csv
 from wsml.labels import NEG, POS, UNOBS
-from wsml.review import MissingReview, export_review
-from wsml.review.build import allocate, draw_val, start_val
-from wsml.review.export import read_table
-from wsml.review.server import make_server
-from wsml.review.state import Source
+from wsml.tools.review import MissingReview, export_review
+from wsml.tools.review.build import allocate, draw_val, start_val
+from wsml.tools.review.export import read_table
+from wsml.tools.review.server import make_server
+from wsml.tools.review.state import Source
 
 
 @pytest.fixture()

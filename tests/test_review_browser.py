@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from review_helpers import CLASSES, fake_run, make_own_data, pairs, scorer
 
-from wsml.review import MissingReview
-from wsml.review.build import start_val
-from wsml.review.server import make_server, url_of
-from wsml.review.state import Source
+from wsml.tools.review import MissingReview
+from wsml.tools.review.build import start_val
+from wsml.tools.review.server import make_server, url_of
+from wsml.tools.review.state import Source
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

@@ -11,10 +11,10 @@ from conftest import cli_error
 from engine_helpers import make_feature_index
 
 from wsml.config import Config, load_config
-from wsml.engine import train
 from wsml.evaluation import evaluate_run, run_split_scores
-from wsml.run_folder import RunFolder
-from wsml.thresholds import thresholded_metrics
+from wsml.runs import RunFolder
+from wsml.tools.thresholds import thresholded_metrics
+from wsml.train.engine import train
 
 EPOCHS = 2
 

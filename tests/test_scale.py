@@ -116,7 +116,7 @@ def test_role_refuses_a_state_that_cannot_fit(tmp_path, capsys, monkeypatch):
     np.save(tmp_path / "f.npy", np.ones((10, 4), dtype=np.float32))
     assert main(["prepare", "csv", "--root", str(tmp_path), "--out", str(tmp_path / "p"), "features=f.npy"]) == 0
     capsys.readouterr()
-    monkeypatch.setattr("wsml.builders.device_memory", lambda device: 100)  # bytes: 8 rows x 2 classes need 256
+    monkeypatch.setattr("wsml.train.builders.device_memory", lambda device: 100)  # bytes: 8 rows x 2 classes need 256
     code = main(["train", "configs/custom/default.yaml", f"data.path={tmp_path / 'p'}", "model.backbone=linear",
                  "model.pretrained=false", "train.scheme=end-to-end", "train.epochs=1", "loss.name=role",
                  "loss.expected_num_pos=1", f"run.out={tmp_path / 'runs'}"])

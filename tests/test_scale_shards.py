@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wsml.find_missing import rank_missing
 from wsml.labels import NEG, POS, UNOBS, SparseLabels
+from wsml.tools.find_missing import rank_missing
 
 
 def _dense_ranking(observed, thr, score, flags, k):
@@ -54,8 +54,8 @@ def run(tmp_path_factory) -> Path:
     from engine_helpers import make_feature_index
 
     from wsml.config import load_config
-    from wsml.engine import train
-    from wsml.thresholds import ensure_thresholds
+    from wsml.tools.thresholds import ensure_thresholds
+    from wsml.train.engine import train
 
     tmp = tmp_path_factory.mktemp("shards")
     data = make_feature_index(tmp / "data", n_train=45, n_val=23, n_test=37)  # odd: padded shards
@@ -69,7 +69,7 @@ def run(tmp_path_factory) -> Path:
 def _sharded_worker(run: str, out: str) -> None:
     from wsml.distributed import cleanup, init_distributed
     from wsml.evaluation import evaluate_run
-    from wsml.find_missing import find_missing
+    from wsml.tools.find_missing import find_missing
 
     info = init_distributed("cpu")
     result = {"eval": evaluate_run(run, "test", device="cpu", write=False)[0],
@@ -81,7 +81,7 @@ def _sharded_worker(run: str, out: str) -> None:
 
 def test_two_processes_equal_one(run, tmp_path, ddp):
     from wsml.evaluation import evaluate_run
-    from wsml.find_missing import find_missing
+    from wsml.tools.find_missing import find_missing
 
     one = {"eval": evaluate_run(run, "test", device="cpu", write=False)[0],
            "top": find_missing(run, k=12, device="cpu"), "flagged": find_missing(run, device="cpu")}
@@ -98,7 +98,7 @@ def test_two_processes_equal_one(run, tmp_path, ddp):
 
 
 def test_folds_refused_where_dense_out_of_fold_scores_would_not_fit(run, monkeypatch):
-    import wsml.find_missing as fm
+    import wsml.tools.find_missing as fm
 
     monkeypatch.setattr(fm, "OOF_MAX_ENTRIES", 100)  # the run's 45 x 6 training entries count as too many
     with pytest.raises(ValueError, match=r"--folds keeps .* \(45 x 6: .*no --folds\), which stream"):
@@ -111,7 +111,7 @@ def test_large_eval_keeps_chunked_predictions(run, tmp_path, monkeypatch, capsys
     import wsml.evaluation as ev
     from wsml.cli import main
     from wsml.metrics_blocked import ScoreChunks
-    from wsml.thresholds import ensure_thresholds
+    from wsml.tools.thresholds import ensure_thresholds
 
     big = tmp_path / "big"
     shutil.copytree(run, big)

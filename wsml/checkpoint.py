@@ -145,7 +145,7 @@ def set_rng_state(state: dict) -> None:
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """The seed of one epoch on one rank, ``seed·1000003 + epoch·7919 + rank``: the one per-epoch seed formula.
 
-    The training loop seeds the global generators (dropout, ...) with it and :func:`wsml.builders.start_epoch`
+    The training loop seeds the global generators (dropout, ...) with it and :func:`wsml.train.builders.start_epoch`
     the loader's workers and flips (offset by 17 for the in-process flips), so that an epoch's randomness is a
     function of (seed, epoch, rank) alone and a resumed run repeats an uninterrupted one. (The sampler's order
     is ``DistributedSampler.set_epoch``'s own ``seed + epoch``.)

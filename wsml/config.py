@@ -117,7 +117,7 @@ class TrainConfig:
     deterministic: bool = True
     feature_cache: str = ""  # LinearInit feature cache folder ("" = <run dir>/features)
     early_stop_patience: int = 0  # stop after this many epochs without a better val mAP (0 = off; EM+APL authors: 1)
-    linear_optim: str = ""  # LinearInit stage 1 optimizer ("" = optim.name); see wsml/stages.py
+    linear_optim: str = ""  # LinearInit stage 1 optimizer ("" = optim.name); see wsml/train/stages.py
     linear_lr: Optional[float] = None  # stage 1 head lr (null = optim.lr x head_lr_mult)
     linear_weight_decay: Optional[float] = None  # stage 1 weight decay (null = optim.weight_decay)
     linear_batch_size: int = 0  # stage 1 batch size (0 = batch_size)
@@ -145,14 +145,14 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    callbacks: list = field(default_factory=list)  # names in wsml.callbacks' registry or "module:Class"
+    callbacks: list = field(default_factory=list)  # names in wsml.train.callbacks' registry or "module:Class"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def save(self, path: PathLike) -> None:
-        """Write as a run folder's ``config.yaml`` (atomically, with an end marker: wsml.run_folder)."""
-        from wsml.run_folder import write_config
+        """Write as a run folder's ``config.yaml`` (atomically, with an end marker: wsml.runs)."""
+        from wsml.runs import write_config
 
         write_config(self, path)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from wsml._types import PathLike
-from wsml.run_folder import RunFolder
+from wsml.runs import RunFolder
 
 
 @torch.no_grad()
@@ -113,9 +113,9 @@ def evaluate_run(run: Union[RunFolder, PathLike], split: str = "test", device: s
     import shutil
     import tempfile
 
-    from wsml.builders import resolve_device
     from wsml.distributed import barrier, broadcast_object, init_distributed
     from wsml.metrics_blocked import score_to_chunks
+    from wsml.train.builders import resolve_device
 
     run = RunFolder.of(run)
     info = init_distributed(device)

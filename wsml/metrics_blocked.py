@@ -285,10 +285,10 @@ def score_split_blocked(index, split: str, scores: ScoreChunks, block_bytes: int
 
 
 def choose_thresholds_blocked(scores: ScoreChunks, split, partial: bool, block_bytes: int = BLOCK_BYTES) -> dict:
-    """Per-class val thresholds (:func:`wsml.thresholds.choose_thresholds`, or the PU rule of
-    :func:`wsml.thresholds.choose_pu_thresholds` when ``partial``) a block of classes at a time; each class's
+    """Per-class val thresholds (:func:`wsml.tools.thresholds.choose_thresholds`, or the PU rule of
+    :func:`wsml.tools.thresholds.choose_pu_thresholds` when ``partial``) a block of classes at a time; each class's
     threshold depends on that class alone, so the result equals the whole-matrix one."""
-    from wsml.thresholds import choose_pu_thresholds, choose_thresholds
+    from wsml.tools.thresholds import choose_pu_thresholds, choose_thresholds
 
     rows = scores.rows
     targets = ClassTargets.observed(split.observed, rows) if partial else ClassTargets.eval_of(split, rows)

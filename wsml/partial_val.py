@@ -14,7 +14,7 @@ from single-positive training rows is partial: treating its unlisted classes as 
   precision-based numbers such as AP are not estimable that way (hidden positives look like false positives).
 * reports the val mAP under the *partial-labels* policy (:func:`wsml.metrics.partial_labels_map`): classes
   without a known positive and a known negative are left out; none left -> "not available".
-* chooses per-class thresholds by the PU rule of :func:`wsml.thresholds.best_pu_threshold`.
+* chooses per-class thresholds by the PU rule of :func:`wsml.tools.thresholds.best_pu_threshold`.
 
 Data sets without the record (the paper's benchmarks) keep their reproduction behaviour unchanged.
 """

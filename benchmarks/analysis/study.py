@@ -20,7 +20,7 @@ from pathlib import Path
 
 from wsml.analysis.stats import fmt_mean_sd
 from wsml.analysis.study import NAMES, REGIMES, collect, verdict_table
-from wsml.run_folder import RunFolder
+from wsml.runs import RunFolder
 
 DEFAULT_DELTA = 2.0
 

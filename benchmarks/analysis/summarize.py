@@ -15,7 +15,7 @@ import numpy as np
 
 from wsml.analysis.memorization import memorization_summary
 from wsml.analysis.stats import fmt_mean_sd
-from wsml.run_folder import RunFolder
+from wsml.runs import RunFolder
 
 METHODS = {"an": "Naive AN", "ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp"}
 NAMES = {**METHODS, "ll-cp-d1": "LL-Cp (Δrel 1)"}

@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from wsml import bench_report as R
-from wsml.run_folder import RunFolder
+from wsml.bench import report as R
+from wsml.runs import RunFolder
 
 # Paper Table 2 (mAP; VOC, COCO, NUS-WIDE, CUB) and Table 3 (OpenImages V3, All Gs + G1..G5).
 PAPER = {

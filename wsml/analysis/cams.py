@@ -23,7 +23,7 @@ from wsml.analysis.qualitative import image_size, load_image
 
 def _cam_run(run_dir: PathLike, device: str, split: str):
     """(run, model, its evaluation loader of ``split``) of a run whose data set has boxes and full labels."""
-    from wsml.run_folder import RunFolder
+    from wsml.runs import RunFolder
 
     run = RunFolder(run_dir)
     model = run.model(device)
@@ -124,7 +124,7 @@ def cam_overlay_figure(runs: dict[str, PathLike], rows: Sequence[int], out: Path
     when it hits a box of the class). ``classes``: "gt" (every ground-truth class of each image) or
     "predicted" (the first run's top-1 class of each image, shown for every run)."""
     from wsml.analysis.plots import plot_cam_overlays
-    from wsml.run_folder import RunFolder
+    from wsml.runs import RunFolder
 
     if not runs:
         raise ValueError("cam_overlay_figure: give at least one run")

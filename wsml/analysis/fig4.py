@@ -18,7 +18,7 @@ import numpy as np
 
 from wsml._types import PathLike
 from wsml.analysis.stats import describe, paired_compare
-from wsml.run_folder import RunFolder
+from wsml.runs import RunFolder
 
 NAMES = {"ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp"}
 

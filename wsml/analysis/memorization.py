@@ -202,8 +202,8 @@ class MemorizationEvalCallback(MemorizationCallback):
         pass  # measured at the epoch's end instead
 
     def on_epoch_end(self, ctx: Any, epoch: int) -> dict:
-        from wsml.builders import build_loader
         from wsml.distributed import DistInfo
+        from wsml.train.builders import build_loader
 
         model = getattr(ctx.model, "module", ctx.model)
         if getattr(ctx, "rank", 0) != 0 or ctx.index is None or "train" not in ctx.index.splits:
@@ -292,7 +292,7 @@ def load_curve(run_dir: str | Path) -> Optional[dict]:
 
 def epoch_curves(run_dir: str | Path, prefix: str = "mem_loss_") -> Optional[dict]:
     """Per-epoch group means from the run's metrics.csv: {'position': epochs, 'pos': [...], ...} or None."""
-    from wsml.run_folder import RunFolder
+    from wsml.runs import RunFolder
 
     run = RunFolder(run_dir)
     if not run.file("metrics.csv").exists():

@@ -1,7 +1,7 @@
 """Qualitative examples of label modification (paper Fig 3): which labels LL-* changed, right or wrong.
 
 Uses the run's ``modifications.npz`` (written by ModificationCallback; rows are training-split row ids)
-and the prepared data set the run trained on (:attr:`wsml.run_folder.RunFolder.dataset`) for images and labels.
+and the prepared data set the run trained on (:attr:`wsml.runs.RunFolder.dataset`) for images and labels.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def make_qualitative(run_dir: Union[str, Path], out: Union[str, Path], index: An
     if log is None or log["row"].size == 0:
         return None
     if index is None:
-        from wsml.run_folder import RunFolder
+        from wsml.runs import RunFolder
 
         index = RunFolder(run_dir).dataset
     rows = list(rows) if rows is not None else pick_rows(log, n)

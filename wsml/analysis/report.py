@@ -23,7 +23,7 @@ from wsml.analysis.document import Document
 from wsml.analysis.plots import plot_memorization, plot_precision, plot_sweep, plot_training_curves
 from wsml.analysis.sweeps import SWEEP_FILE
 from wsml.registry import normalise
-from wsml.run_folder import RunFolder, read_json
+from wsml.runs import RunFolder, read_json
 
 VAL_MAP = ("val_map",)  # the metrics.csv columns wsml writes (test_map: in summary.json, or a column of older runs)
 TEST_MAP = ("test_map",)

@@ -30,7 +30,7 @@ NOT_RUN = {"verdict": "not run yet", "evidence": "–", "noise": "–"}
 def _obs_count(run_dir: Path, data_path: str, cache: dict) -> tuple[Optional[int], Optional[int]]:
     """(training images, observed training labels) of the data set a run trained on (cached per data path)."""
     from wsml.labels import UNOBS
-    from wsml.run_folder import RunFolder
+    from wsml.runs import RunFolder
 
     if data_path not in cache:
         try:
@@ -46,7 +46,7 @@ def _obs_count(run_dir: Path, data_path: str, cache: dict) -> tuple[Optional[int
 def run_record(run_dir: PathLike, regime: str, group: str, cache: Optional[dict] = None) -> dict:
     """One finished run as a flat record: method, seed, Δrel, train_frac, epochs, optimisation steps,
     observed labels, best epoch, val/test mAP, Pointing Game (when analysed) and wall time."""
-    from wsml.run_folder import RunFolder
+    from wsml.runs import RunFolder
 
     run = RunFolder(run_dir)
     d, s, cfg = run.path, run.summary, run.config_dict

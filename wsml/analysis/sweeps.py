@@ -1,6 +1,6 @@
 """Training sweeps: test mAP vs one config value for several methods (paper Fig 5: Δrel; Fig 6: train_frac).
 
-A sweep trains ``methods × values`` runs with :func:`wsml.engine.train`, each from the same base config
+A sweep trains ``methods × values`` runs with :func:`wsml.train.engine.train`, each from the same base config
 (YAML file + overrides) plus the method's overrides and ``param=value``. Runs go to
 ``<out>/runs/<method>-<value>``; a run whose ``summary.json`` exists is reused, so an interrupted sweep
 continues where it stopped. ``<out>/sweep.json`` holds the numbers (test mAP of the best-val checkpoint)
@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 from wsml._types import PathLike
 from wsml.analysis.plots import plot_sweep
 from wsml.checkpoint import write_json
-from wsml.run_folder import RunFolder
+from wsml.runs import RunFolder
 
 SWEEP_FILE = "sweep.json"
 
@@ -68,7 +68,7 @@ def run_sweep(param: str, values: Sequence[Any], methods: dict[str, list[str]], 
     if not methods:
         raise ValueError("sweep: no methods given (LABEL:key=value,...)")
     if train_fn is None:
-        from wsml.engine import train as train_fn
+        from wsml.train.engine import train as train_fn
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     series: dict[str, list[float]] = {m: [] for m in methods}

@@ -182,7 +182,7 @@ def _pointing(args: argparse.Namespace) -> int:
 
 def _cams(args: argparse.Namespace) -> int:
     from wsml.analysis.cams import cam_overlay_figure
-    from wsml.run_folder import RunFolder
+    from wsml.runs import RunFolder
 
     names = args.names.split(",") if args.names else [RunFolder(d).loss_name for d in args.runs]
     if len(names) != len(args.runs) or len(set(names)) != len(names):

@@ -1,4 +1,4 @@
-"""``wsml bench SPEC.yaml``: a grid of methods x seeds -> mean ± std tables vs Naive AN (:mod:`wsml.bench`)."""
+"""``wsml bench SPEC.yaml``: a grid of methods x seeds -> mean ± std tables vs Naive AN (:mod:`wsml.bench.grid`)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from wsml.bench import load_spec, merge_results, run_grid
-    from wsml.bench_report import write_results
+    from wsml.bench.grid import load_spec, merge_results, run_grid
+    from wsml.bench.report import write_results
 
     spec = load_spec(args.spec)
     if args.seeds:

@@ -51,8 +51,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from wsml.checkpoint import write_json
     from wsml.evaluation import evaluate_run
-    from wsml.run_folder import RunFolder
-    from wsml.thresholds import ensure_thresholds, per_class_lines, per_class_table, thresholded_metrics
+    from wsml.runs import RunFolder
+    from wsml.tools.thresholds import ensure_thresholds, per_class_lines, per_class_table, thresholded_metrics
 
     run = RunFolder(args.run_dir)
     r, scores, rows = evaluate_run(run, args.split, device=args.device)
@@ -81,7 +81,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _thresholds(run, device: str) -> tuple[list, list]:
     """(class names, per-class thresholds chosen on val); 0.5 with a note when the data set is not available."""
-    from wsml.thresholds import DEFAULT_THRESHOLD, ensure_thresholds
+    from wsml.tools.thresholds import DEFAULT_THRESHOLD, ensure_thresholds
 
     if not run.file("config.yaml").is_file() or not run.best_pt.is_file():
         raise FileNotFoundError(f"{run.path} is not a finished run folder (needs config.yaml and best.pt)")
@@ -98,8 +98,8 @@ def _thresholds(run, device: str) -> tuple[list, list]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from wsml.prediction_files import PredictionWriter, expand_images, prediction_records, run_image_score_batches
-    from wsml.run_folder import RunFolder
+    from wsml.runs import RunFolder
+    from wsml.tools.prediction_files import PredictionWriter, expand_images, prediction_records, run_image_score_batches
 
     args.images = expand_images(args.images)  # folders: their image files, sorted
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):

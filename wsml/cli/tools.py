@@ -1,6 +1,6 @@
 """Practitioner tools on a finished run: ``wsml find-missing RUN_DIR`` (rank the training labels the annotators
-likely missed, :mod:`wsml.find_missing`) and ``wsml review RUN --val | --missing`` (start or resume a review and
-serve its page on 127.0.0.1, :mod:`wsml.review`)."""
+likely missed, :mod:`wsml.tools.find_missing`) and ``wsml review RUN --val | --missing`` (start or resume a review and
+serve its page on 127.0.0.1, :mod:`wsml.tools.review`)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ keys (missing): arrows move, a accept, r reject, u undo, n/p next/previous page"
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``find-missing`` and ``review`` to the command tree."""
-    from wsml.find_missing import RANK_BY
+    from wsml.tools.ranking import RANK_BY
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("find-missing", help="rank the training labels the annotators likely missed",
@@ -73,7 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_find_missing(args: argparse.Namespace) -> int:
-    from wsml.find_missing import find_missing, record_run, write_missing
+    from wsml.tools.find_missing import find_missing, record_run, write_missing
 
     rows = find_missing(args.run_dir, k=args.k, folds=args.folds, oof_epochs=args.oof_epochs,
                         oof_seed=args.oof_seed, rank_by=args.rank_by, device=args.device, quiet=False)
@@ -98,9 +98,9 @@ def _interrupt(signum, frame) -> None:
 def cmd_review(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from wsml.review import build, export_review
-    from wsml.review.server import make_server, url_of
-    from wsml.review.state import REVIEW_DIR
+    from wsml.tools.review import build, export_review
+    from wsml.tools.review.server import make_server, url_of
+    from wsml.tools.review.state import REVIEW_DIR
 
     if args.export_only:
         r = export_review(Path(args.run_dir) / REVIEW_DIR, args.out)

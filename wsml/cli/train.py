@@ -95,8 +95,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from wsml.config import load_config
-    from wsml.engine import train
-    from wsml.run_folder import resume_config
+    from wsml.train.engine import train
+    from wsml.train.run_dir import resume_config
 
     if args.resume:  # a key=value first positional is already among the overrides (wsml.cli.main)
         run_dir = Path(args.resume)

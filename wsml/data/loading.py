@@ -215,7 +215,7 @@ def make_loader(
     Images get ``build_transform(image_size, train, mean, std)`` unless ``transform`` is given;
     ``image_size`` defaults to ``index.meta["image_size"]`` (the mosaics: native 56x56) and is required
     for image files. ``sampler`` may be a Sampler or a function of the dataset returning one (the training loop
-    passes a seeded DistributedSampler, ``wsml.builders.make_sampler``, also in one process).
+    passes a seeded DistributedSampler, ``wsml.train.builders.make_sampler``, also in one process).
     Same ``seed`` -> same batches: the shuffling order does not depend on ``num_workers`` (the sampler has
     its own generator); random flips are reproducible for a given ``seed`` and ``num_workers``, also across a
     resume, because workers are started afresh each epoch and reseeded from the loader's generator. Iterating the

@@ -14,7 +14,7 @@ i.e. the mean over all B·C entries with unknown ones counting 0. Labels added b
 missing labels", abstract; the Large Loss paper: it "label[s] some unannotated easy samples using its model
 prediction"): train for a round of ``round_epochs`` epochs, then score the whole training set with the model in
 evaluation mode (wsml's engine does this through ``wants_train_scores`` / ``on_train_scores``, see
-wsml.epoch_end), label the easy unknown (UNOBS) pairs, and continue training with them as known labels; the
+wsml.train.epoch_end), label the easy unknown (UNOBS) pairs, and continue training with them as known labels; the
 labels are permanent and kept sparsely in ``state_dict``. Strategies (``strategy``):
 
 * ``"score-proportion"``: the proportion ``theta`` of the still-unknown pairs with the most confident score
@@ -119,7 +119,7 @@ class CurriculumLabeling(PartialLoss):
         return active and last and epoch % self.round_epochs == 0
 
     def wants_train_scores(self, epoch: int) -> bool:
-        """Engine hook (wsml.epoch_end): eval-mode training-set scores after epoch ``epoch`` are needed."""
+        """Engine hook (wsml.train.epoch_end): eval-mode training-set scores after epoch ``epoch`` are needed."""
         return self._due(epoch) and epoch > self.labelled_through
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ CUB 0.4; neg_proportion 0.9; 10 epochs. The defaults here are COCO's.
 
 * ``"eval"`` (default, the authors' procedure: SPML-AckTheUnknown main.py lines 113-116 and 244-296): after
   each epoch t with ``warmup_epoch`` <= t < ``num_epochs`` the training loop runs the model in evaluation mode
-  over the whole training set and hands the scores to ``on_train_scores`` (wsml.epoch_end), which makes the
+  over the whole training set and hands the scores to ``on_train_scores`` (wsml.train.epoch_end), which makes the
   round's pseudo-labels. wsml's engine does this; code that drives the loss itself must call
   ``on_train_scores(scores, rows, observed)`` after such an epoch, or ``set_epoch`` raises instead of silently
   skipping the round. The authors score the training loader, i.e. with its random flips; wsml scores the
@@ -132,7 +132,7 @@ class EMAPL(EntropyMaximization):
         return self.warmup_epoch <= epoch < self.num_epochs
 
     def wants_train_scores(self, epoch: int) -> bool:
-        """Engine hook (wsml.epoch_end): eval-mode training-set scores after epoch ``epoch`` are needed."""
+        """Engine hook (wsml.train.epoch_end): eval-mode training-set scores after epoch ``epoch`` are needed."""
         return self.pseudo_source == "eval" and self._due(epoch) and epoch > self.labelled_through
 
     @torch.no_grad()

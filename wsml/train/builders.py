@@ -2,7 +2,7 @@
 
 Data set (prepared on demand), model, loss, data loaders (DistributedSampler-based, so one process and
 N processes see the same global batches), optimizer with the paper's 10× head learning rate, scheduler,
-device and mixed-precision settings. Kept apart from :mod:`wsml.engine` so the loop reads top to bottom.
+device and mixed-precision settings. Kept apart from :mod:`wsml.train.engine` so the loop reads top to bottom.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def build_loss_fn(cfg: Config, index, log=print) -> torch.nn.Module:
     if ignored:
         log(f"note: loss {cfg.loss.name!r} has no hyper-parameter(s) {', '.join(ignored)}; ignored")
     hp = {k: v for k, v in hp.items() if k not in ignored}
-    from wsml.delta_auto import resolve_delta_rel
+    from wsml.losses.delta_auto import resolve_delta_rel
 
     hp = resolve_delta_rel(cfg, index, hp, log)  # loss.delta_rel=auto: from the missing positives per image
     auto = {"num_samples": lambda: len(index["train"]), "num_classes": lambda: index.num_classes,

@@ -1,4 +1,4 @@
-"""Hooks into the training loop, so analyses can log per-epoch numbers without editing wsml.engine.
+"""Hooks into the training loop, so analyses can log per-epoch numbers without editing wsml.train.engine.
 
 A callback is any object with some of these methods (all optional)::
 

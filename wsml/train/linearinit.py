@@ -2,7 +2,7 @@
 
 The backbone is frozen in stage 1, so its pooled features never change: :func:`cached_feature_loaders` runs
 it once over the train and val splits (eval transform: resize + normalise, *no* random flip — augmentation
-would be frozen into the cache) through :func:`wsml.features.extract_features`, and every stage-1 epoch then
+would be frozen into the cache) through :func:`wsml.train.features.extract_features`, and every stage-1 epoch then
 only runs the linear head on the cached vectors. Under torchrun rank 0 extracts, the other ranks read the cache.
 """
 
@@ -14,9 +14,9 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from wsml.builders import build_loader, make_sampler, per_rank_batch
 from wsml.config import Config
 from wsml.distributed import DistInfo, barrier
+from wsml.train.builders import build_loader, make_sampler, per_rank_batch
 
 
 class HeadOnly(nn.Module):
@@ -31,7 +31,7 @@ class HeadOnly(nn.Module):
 
 
 class ShardedFeatureLoader:
-    """Batches of a cached :class:`wsml.features.FeatureDataset`, ordered by a DistributedSampler.
+    """Batches of a cached :class:`wsml.train.features.FeatureDataset`, ordered by a DistributedSampler.
 
     The same (seed, epoch) permutation and per-rank sharding as the image loaders, so a LinearInit run on N
     processes sees the global batches of one process; batches are slices, not per-item collation.
@@ -53,7 +53,7 @@ class ShardedFeatureLoader:
 def cached_feature_loaders(cfg: Config, model: nn.Module, index: Any, dist_info: DistInfo, device: torch.device,
                            run_dir: Path, mean_std: Optional[tuple], say: Callable = print):
     """(train loader, val loader) over cached pooled features of the frozen backbone, extracting them if needed."""
-    from wsml.features import FeatureDataset, extract_features
+    from wsml.train.features import FeatureDataset, extract_features
 
     cache_dir = Path(cfg.train.feature_cache) if cfg.train.feature_cache else Path(run_dir) / "features"
     single = DistInfo()  # extraction covers the whole split, in order, in one process

@@ -22,7 +22,7 @@ from typing import Optional, Union
 import numpy as np
 
 from wsml._types import PathLike
-from wsml.run_folder import RunFolder
+from wsml.runs import RunFolder
 
 
 def fold_assignment(n: int, folds: int, seed: int = 0) -> np.ndarray:
@@ -50,7 +50,7 @@ def _cached(path: Path, settings: dict) -> Optional[tuple[np.ndarray, np.ndarray
 def out_of_fold(run_dir: Union[PathLike, RunFolder], folds: int = 3, epochs: Optional[int] = None, seed: int = 0,
                 device: Optional[str] = None, quiet: bool = True, reuse: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(scores, thresholds), both [N_train, C]: float32 sigmoid scores of the run's training rows, each from the
-    fold model that held it out, and, per row, the per-class val-F1 thresholds (wsml.thresholds) of that fold
+    fold model that held it out, and, per row, the per-class val-F1 thresholds (wsml.tools.thresholds) of that fold
     model (fold models differ in calibration).
 
     ``epochs``: training epochs per fold (default: the run's ``train.epochs``); ``device``: override
@@ -58,8 +58,8 @@ def out_of_fold(run_dir: Union[PathLike, RunFolder], folds: int = 3, epochs: Opt
     """
     from wsml.config import validate
     from wsml.data.index import DatasetIndex
-    from wsml.engine import train
-    from wsml.thresholds import ensure_thresholds
+    from wsml.tools.thresholds import ensure_thresholds
+    from wsml.train.engine import train
 
     run = RunFolder.of(run_dir)
     run_dir = run.path

@@ -1,15 +1,10 @@
-"""The run folder's life cycle: created exclusively, its config written last and whole, resumes checked.
+"""Reading a run folder back: :class:`RunFolder` and the files a run writes (config, metrics, summary).
 
-* :func:`new_run_dir` claims ``<run.out>/<run.name>`` with an exclusive ``mkdir`` (two runs started at the
-  same moment with the same name get ``name`` and ``name-2``, never one shared folder).
 * :func:`write_config` writes ``config.yaml`` atomically with an end marker, and :func:`read_run_config`
   refuses a file that lost its end (a cut file would otherwise silently take the defaults).
-* :func:`resume_config` / :func:`check_resume`: ``--resume`` continues *the same run*. The checkpoint's
-  embedded config is the reference; only the keys in :data:`RESUME_MAY_CHANGE` (more epochs, device,
-  loader workers, output verbosity, callbacks) may differ, and never fewer epochs than are done.
-* :class:`RunFolder` reads a run folder back (config, metrics, summary, checkpoints, model, data set,
+* :class:`RunFolder` reads a run folder lazily (config, metrics, summary, checkpoints, model, data set,
   predictions): the one reader that eval, predict, thresholds, find-missing, out-of-fold scores, the analyses
-  and the report use.
+  and the report use. Creating and resuming a run folder is :mod:`wsml.train.run_dir`.
 """
 
 from __future__ import annotations
@@ -18,7 +13,6 @@ import copy
 import csv
 import json
 import math
-import sys
 import zipfile
 from functools import cached_property
 from pathlib import Path
@@ -28,44 +22,10 @@ import numpy as np
 import yaml
 
 from wsml._types import PathLike
-from wsml.checkpoint import atomic_write, load_checkpoint, remove_stale_temporaries
-from wsml.config import Config, _deep_merge, from_dict, parse_overrides, read_yaml
+from wsml.checkpoint import atomic_write, load_checkpoint
+from wsml.config import Config, from_dict, read_yaml
 
 END_MARKER = "# end of wsml config"  # the last line of every config.yaml wsml writes
-# keys a resume may change: they do not change what is trained (train.epochs may only grow)
-RESUME_MAY_CHANGE = ("train.epochs", "train.device", "data.num_workers", "data.root", "run.quiet", "callbacks")
-LAST_KEYS = ("model", "loss", "optimizer", "scheduler", "scaler", "rng", "state", "epoch", "config")
-
-
-def new_run_dir(cfg: Config) -> Path:
-    """``<run.out>/<run.name>`` created now; when it exists, the first free ``-2``, ``-3`` ... (exclusive mkdir).
-
-    ``run.overwrite=true`` reuses the folder instead and deletes its previous results.
-    """
-    name = cfg.run.name or f"{Path(cfg.data.path).name}-{cfg.loss.name.lower()}-{cfg.train.scheme}"
-    check_run_name(name)
-    base = Path(cfg.run.out) / name
-    base.parent.mkdir(parents=True, exist_ok=True)
-    if cfg.run.overwrite:
-        base.mkdir(exist_ok=True)
-        for stale in ("summary.json", "predictions_test.npz", "best.pt", "best_stage1.pt", "last.pt", "metrics.csv"):
-            (base / stale).unlink(missing_ok=True)
-        remove_stale_temporaries(base)
-        return base
-    n = 1
-    while True:
-        path = base if n == 1 else base.with_name(f"{name}-{n}")
-        try:
-            path.mkdir()  # atomic: exactly one process creates it
-            return path
-        except FileExistsError:
-            n += 1
-
-
-def check_run_name(name: str) -> None:
-    """A run name is one folder name: not empty, no path separator, no ``..``."""
-    if not name or "/" in name or "\\" in name or ".." in name or name == ".":
-        raise ValueError(f"run.name {name!r} must be a single folder name (no '/', '\\\\' or '..', not empty)")
 
 
 def write_config(cfg: Config, path: PathLike) -> None:
@@ -74,31 +34,20 @@ def write_config(cfg: Config, path: PathLike) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def _key_paths(d: dict, prefix: str = "") -> dict:
-    """``{"section.key": value}`` for the config's sections (option dicts compare as whole values)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and not prefix:
-            out.update(_key_paths(v, f"{k}."))
-        else:
-            out[prefix + str(k)] = v
-    return out
-
-
 def read_run_config(run_dir: PathLike) -> Config:
     """The config of a run folder; an incomplete ``config.yaml`` (cut short, keys missing) is an error."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give the folder `wsml train` made")
     data = read_yaml(path)
-    problem = _incomplete(path, data)
+    problem = incomplete_reason(path, data)
     if problem:
         raise ValueError(f"{path} is incomplete ({problem}): it was cut short; a resumable run can restore it "
                          f"with `wsml train --resume {run_dir}`")
     return from_dict(data)
 
 
-def _incomplete(path: Path, data: dict) -> Optional[str]:
+def incomplete_reason(path: Path, data: dict) -> Optional[str]:
     """Why ``config.yaml`` is not whole, or None.
 
     A file that ends with :data:`END_MARKER` is whole; keys it lacks were added to wsml after it was written and
@@ -109,96 +58,6 @@ def _incomplete(path: Path, data: dict) -> Optional[str]:
         return None
     missing = [section for section in Config().to_dict() if section not in data]
     return f"missing {', '.join(missing)}" if missing else None
-
-
-def _changes(old: dict, new: dict) -> dict:
-    """``{key: (old, new)}`` of the differing keys; a key the old config lacks (a setting added to wsml since)
-    counts only when the new value is not its default."""
-    a, b = _key_paths(old), _key_paths(new)
-    defaults = _key_paths(Config().to_dict())
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if (a[k] if k in a else defaults.get(k)) != b.get(k)}
-
-
-def _describe(changes: dict) -> str:
-    return ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in changes.items())
-
-
-def resume_config(run_dir: PathLike, overrides: list[str]) -> Config:
-    """The config to continue ``run_dir`` with: last.pt's config, allowed edits of config.yaml, then ``overrides``.
-
-    ``module:Class`` callbacks are code: they are imported only when given on the command line
-    (``callbacks=[...]``), never from the run folder.
-    """
-    run_dir = Path(run_dir)
-    ckpt = load_checkpoint(run_dir / "last.pt", required=LAST_KEYS)
-    base = dict(ckpt["config"])
-    path = run_dir / "config.yaml"
-    try:
-        on_disk = read_yaml(path)
-        problem = _incomplete(path, on_disk)
-    except (ValueError, FileNotFoundError) as e:
-        on_disk, problem = None, str(e)
-    if problem:
-        print(f"note: {path} is not usable ({problem}); continuing from the config stored in last.pt",
-              file=sys.stderr)
-    else:
-        edited = _changes(base, _deep_merge(base, on_disk))
-        refused = {k: v for k, v in edited.items() if k not in RESUME_MAY_CHANGE}
-        if refused:
-            raise ValueError(f"{path} differs from the config stored in {run_dir / 'last.pt'} in keys a resume may "
-                             f"not change: {_describe(refused)}")
-        base = _deep_merge(base, on_disk)
-    given = parse_overrides(list(overrides))
-    code = [c for c in base.get("callbacks") or [] if ":" in str(c)]
-    if code and "callbacks" not in given:
-        raise ValueError(f"{run_dir}: the run's config names callback code {code}; a resume imports callbacks only "
-                         f"from the command line: add callbacks=[{','.join(map(str, code))}] (or callbacks=[])")
-    return from_dict(_deep_merge(base, given))
-
-
-def check_resume(cfg: Config, ckpt: dict, run_dir: PathLike, total_epochs: int) -> None:
-    """Refuse to continue ``run_dir`` with a config that changes the run, or with fewer epochs than are done."""
-    changes = _changes(dict(ckpt["config"]), cfg.to_dict())
-    refused = {k: v for k, v in changes.items() if k not in RESUME_MAY_CHANGE}
-    if refused:
-        raise ValueError(f"--resume {run_dir}: {_describe(refused)} would change the run; a resume may change only "
-                         f"{', '.join(RESUME_MAY_CHANGE)} (start a new run for the rest)")
-    done = int(ckpt["epoch"])
-    if total_epochs < done:
-        raise ValueError(f"--resume {run_dir}: the run has already completed {done} epochs; train.epochs "
-                         f"gives {total_epochs} in all (fewer epochs than are done)")
-    if "train.epochs" in changes:  # more epochs only extend the run when nothing is planned over train.epochs
-        from wsml.losses.registry import loss_hparams
-
-        planned = (["optim.scheduler=cosine (its period is the planned epochs)"] if cfg.optim.scheduler == "cosine"
-                   else []) + ([f"loss {cfg.loss.name!r} (it spreads its schedule over train.epochs)"]
-                               if "num_epochs" in loss_hparams(cfg.loss.name) else [])
-        if planned:
-            raise ValueError(f"--resume {run_dir}: train.epochs ({changes['train.epochs'][0]} -> "
-                             f"{changes['train.epochs'][1]}) would change the run planned by {' and '.join(planned)}")
-
-
-def start_files(cfg: Config, run_dir: Path) -> bool:
-    """Before training writes anything: delete leftover temporaries of a killed write, then write config.yaml
-    (returns True: written)."""
-    remove_stale_temporaries(run_dir)
-    features = run_dir / "features"
-    if not cfg.train.feature_cache:  # the run's own feature cache (a shared one may be in use by another run)
-        remove_stale_temporaries(features)
-    write_config(cfg, run_dir / "config.yaml")
-    return True
-
-
-def saved_epoch(run_dir: Path) -> int:
-    """The last completed epoch in ``run_dir/last.pt`` (0 when there is none or it cannot be read)."""
-    try:
-        return int(load_checkpoint(run_dir / "last.pt", required=("epoch",))["epoch"])
-    except (FileNotFoundError, ValueError):
-        return 0
-
-
-# ------------------------------------------------------------------------------------------ reading a run folder
 
 CHECKPOINTS = {"best": "best.pt", "last": "last.pt", "best_stage1": "best_stage1.pt"}
 
@@ -330,7 +189,7 @@ class RunFolder:
 
     def model_info(self, which: str = "best") -> dict:
         """Classes and input format of the checkpoint's model (older checkpoints: from the data set)."""
-        from wsml.builders import model_info
+        from wsml.train.builders import model_info
 
         return self.checkpoint(which).get("model_info") or model_info(self.config, self.dataset)
 
@@ -343,9 +202,9 @@ class RunFolder:
 
     def model(self, device: Any = "cpu", which: str = "best") -> Any:
         """The model with the checkpoint's weights, in eval mode on ``device`` (``auto``, ``cpu``, ``cuda``)."""
-        from wsml.builders import build_model, resolve_device
         from wsml.checkpoint import load_module_state
         from wsml.distributed import DistInfo
+        from wsml.train.builders import build_model, resolve_device
 
         dev = resolve_device(device, DistInfo()) if isinstance(device, str) else device
         if (which, str(dev)) not in self._models:
@@ -384,8 +243,8 @@ class RunFolder:
     def loader(self, split: str, model: Any, dist_info: Any = None) -> Any:
         """The evaluation loader of ``split`` (no augmentation; the model's normalisation); with ``dist_info``
         (torchrun) this process's shard of it."""
-        from wsml.builders import build_loader
         from wsml.distributed import DistInfo
+        from wsml.train.builders import build_loader
 
         self.split(split)
         return build_loader(self._eval_config, self.dataset, split, dist_info or DistInfo(), train=False,

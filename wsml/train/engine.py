@@ -12,7 +12,7 @@ backbone's. *LinearInit*: stage 1 ("linear") trains only the head for ``linear_e
 extracted once into an on-disk cache (so no augmentation there: the flips happen in image space); stage 2
 ("finetune") starts from the best stage-1 model and fine-tunes everything for ``epochs``. The run's result is
 the best stage-2 epoch (stage 1's best stays in summary["stage1"] and best_stage1.pt); stage 1 may have its own
-optimizer, lr and batch size (``train.linear_*``) — see wsml/stages.py, also for early stopping
+optimizer, lr and batch size (``train.linear_*``) — see wsml/train/stages.py, also for early stopping
 (``train.early_stop_drop``, ``train.early_stop_patience``).
 
 Epochs are numbered over the whole run (1..linear_epochs+epochs). The loss sees ``set_epoch(t)`` with t
@@ -35,9 +35,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from wsml import builders as B
 from wsml._types import PathLike
-from wsml.callbacks import CallbackList, TrainContext, build_callbacks
 from wsml.checkpoint import (
     epoch_seed,
     load_checkpoint,
@@ -60,12 +58,14 @@ from wsml.distributed import (
     cleanup,
     init_distributed,
 )
-from wsml.epoch_end import feed_train_scores, wants_train_scores
 from wsml.evaluation import predict_split, save_predictions, split_group_map
 from wsml.partial_val import describe, final_line, final_test_scores, score_val, test_summary, val_summary
 from wsml.progress import run_folder_line
-from wsml.run_folder import LAST_KEYS, check_resume, new_run_dir, saved_epoch, start_files
-from wsml.stages import StageParts, early_stop, stage_done, stage_parts, start_finetune
+from wsml.train import builders as B
+from wsml.train.callbacks import CallbackList, TrainContext, build_callbacks
+from wsml.train.epoch_end import feed_train_scores, wants_train_scores
+from wsml.train.run_dir import LAST_KEYS, check_resume, new_run_dir, saved_epoch, start_files
+from wsml.train.stages import StageParts, early_stop, stage_done, stage_parts, start_finetune
 
 
 @dataclass

@@ -5,7 +5,7 @@ never changes then, so :func:`extract_features` computes ``model.pooled_features
 data, transform) and stores it as ``.npy`` files in ``cache_dir``; later calls read the files and never call the
 backbone. :class:`FeatureDataset` then serves the cached vectors as the same batch dicts (``input``, ``observed``,
 ``index``, ``full``) the image loaders give, for training ``model.head`` (batched by
-``wsml.linearinit.ShardedFeatureLoader``).
+``wsml.train.linearinit.ShardedFeatureLoader``).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ import numpy as np
 
 from wsml.labels import UNOBS
 
+RANK_BY = ("auto", "model", "oof", "mean")  # find-missing's --rank-by (here: the parser needs it without torch)
+
 SOURCES = ("model", "oof", "ll-cp")  # flag bits 1, 2, 4, in this order in the ``sources`` column
 
 

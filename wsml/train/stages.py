@@ -20,10 +20,10 @@ from typing import Any, Callable, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from wsml import builders as B
 from wsml.checkpoint import atomic_write, load_checkpoint, load_module_state
 from wsml.config import Config
 from wsml.distributed import barrier
+from wsml.train import builders as B
 
 
 def stage_config(cfg: Config, stage_name: str) -> Config:
@@ -131,13 +131,13 @@ class StageParts:
 
 def stage_parts(run: Any, stage: Any, val_loader: Any, resume_from: Optional[dict]) -> StageParts:
     """A stage's network (DDP-wrapped under torchrun), loaders, optimizer, lr schedule and gradient scaler, with their
-    saved states when resuming inside the stage; ``run`` is the training loop's shared state (wsml.engine._Run).
+    saved states when resuming inside the stage; ``run`` is the training loop's shared state (wsml.train.engine._Run).
     LinearInit stage 1 trains only the head, on cached backbone features, with its own optimizer, lr and batch size
     (``train.linear_*``); the backbone never runs then."""
     cfg, model, scfg = run.cfg, run.model, stage_config(run.cfg, stage.name)
     model.freeze_backbone(stage.cached)
     if stage.cached:
-        from wsml.linearinit import HeadOnly, cached_feature_loaders
+        from wsml.train.linearinit import HeadOnly, cached_feature_loaders
 
         train_loader, val_loader = cached_feature_loaders(scfg, model, run.dataset, run.dist, run.device,
                                                           run.run_dir, run.mean_std, run.say)

@@ -171,7 +171,7 @@ class MissingReview:
     @classmethod
     def create(cls, folder: PathLike, source: Source, pairs: list[dict], known: dict, **meta) -> MissingReview:
         """A new review of find-missing's ``pairs`` (dicts with image, class, score, ...), best first."""
-        from wsml.find_missing import write_missing
+        from wsml.tools.find_missing import write_missing
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -183,7 +183,7 @@ class MissingReview:
 
     @classmethod
     def load(cls, folder: PathLike, known: Optional[dict] = None) -> MissingReview:
-        from wsml.review.export import known_labels
+        from wsml.tools.review.export import known_labels
 
         folder = Path(folder)
         source = Source.load(folder)

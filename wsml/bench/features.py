@@ -2,7 +2,7 @@
 
 LinearInit stage 1 (paper §4) trains only the linear head on a frozen ImageNet backbone. With the backbone frozen
 its pooled features never change, so for a grid of methods × seeds they are extracted ONCE (eval transform, no
-flip) with :func:`wsml.features.extract_features` and written as a prepared data set of kind "features" (same
+flip) with :func:`wsml.train.features.extract_features` and written as a prepared data set of kind "features" (same
 classes, rows, full and observed labels as the image data set). ``backbone: linear`` on it is then exactly
 stage 1 of LinearInit, and each run costs seconds instead of a backbone pass per epoch.
 
@@ -34,11 +34,11 @@ def prepare_feature_data(section: dict, base_dir: Path, log=print) -> Path:
         return out
     import torch
 
-    from wsml import builders as B
     from wsml.config import load_config
     from wsml.data.index import DatasetIndex, Split
     from wsml.distributed import DistInfo
-    from wsml.features import extract_features
+    from wsml.train import builders as B
+    from wsml.train.features import extract_features
 
     cfg = load_config((base_dir / section["config"]).resolve(), list(section.get("overrides") or []))
     index = B.load_index(cfg.data)

@@ -8,13 +8,13 @@ sigmoid score (larger = larger assumed-negative loss = more likely missing), fro
 
 * ``model``: the run's best checkpoint scoring its own training images. Meaningful for LL-R / LL-Ct /
   LL-Cp runs, which stop fitting these large losses; a Naive AN model memorises them (scores pushed to 0).
-* ``oof``: out-of-fold scores (:mod:`wsml.oof`, ``folds >= 2``): each image scored by a model trained
+* ``oof``: out-of-fold scores (:mod:`wsml.tools.oof`, ``folds >= 2``): each image scored by a model trained
   without it. Costs K trainings; the most reliable ranking.
 * ``ll-cp``: pairs that LL-Cp corrected permanently during training (only for LL-Cp runs).
 
 The ranking score is ``model``, or with out-of-fold scores the mean of ``model`` and ``oof`` (the best
 ranking in benchmarks/results/find_missing.md; ``rank_by`` chooses). A pair is *flagged* by ``model`` when
-the model's score reaches the class's val threshold (:mod:`wsml.thresholds`, per-class F1 on val), by
+the model's score reaches the class's val threshold (:mod:`wsml.tools.thresholds`, per-class F1 on val), by
 ``oof`` when the OOF score reaches the val threshold of the fold model that produced it, and by ``ll-cp``
 when it was corrected. Without ``k`` the
 output lists every flagged pair; with ``k`` the k best-ranked unobserved pairs, flagged or not. Equal scores
@@ -34,9 +34,9 @@ import numpy as np
 
 from wsml._types import PathLike
 from wsml.labels import UNOBS, SparseLabels, as_observed
-from wsml.run_folder import RunFolder
+from wsml.runs import RunFolder
+from wsml.tools.ranking import RANK_BY
 
-RANK_BY = ("auto", "model", "oof", "mean")
 LL_LOSSES = ("ll-r", "ll-ct", "ll-cp")  # losses that stop fitting large assumed-negative losses
 OOF_MAX_ENTRIES = 2**28  # N x C above which --folds is refused (its scores are dense: 12 bytes per entry)
 COLUMNS = ("rank", "row", "image", "class", "score", "model_score", "oof_score", "an_loss", "threshold", "sources")
@@ -57,7 +57,7 @@ def train_scores(run: Union[RunFolder, PathLike], device: str = "auto") -> np.nd
 
 def llcp_corrections(run: Union[RunFolder, PathLike]) -> tuple[np.ndarray, np.ndarray]:
     """(rows, classes) that LL-Cp corrected permanently up to the run's last epoch; empty for other losses."""
-    from wsml.builders import build_loss_fn
+    from wsml.train.builders import build_loss_fn
 
     run = RunFolder.of(run)
     empty = np.empty(0, dtype=np.int64)
@@ -85,8 +85,8 @@ def _rank_by(rank_by: str, have_model: bool, have_oof: bool) -> str:
 
 
 def _chunk_ranked(rank_by: str, rows, obs, thr, model, oof, oof_thr, corrected, top):
-    """:func:`wsml.ranking.rank_chunk` with the ranking score of ``rank_by``, added to ``top`` (a TopPairs)."""
-    from wsml.ranking import rank_chunk
+    """:func:`wsml.tools.ranking.rank_chunk` with the ranking score of ``rank_by``, added to ``top`` (a TopPairs)."""
+    from wsml.tools.ranking import rank_chunk
 
     score = {"model": model, "oof": oof}.get(rank_by)
     if score is None:
@@ -104,9 +104,9 @@ def rank_missing(observed: np.ndarray, thresholds: np.ndarray, model: Optional[n
     ``thresholds`` [C] flag ``model`` scores, ``oof_thresholds`` ([C] or [N, C]; default ``thresholds``) flag
     ``oof`` scores. ``rank_by``: "model", "oof", "mean" (of both) or "auto" (mean when both are given:
     the best ranking in benchmarks/results/find_missing.md; else the one given). Streams ``chunk_rows`` rows at
-    a time (:mod:`wsml.ranking`): the same result as ranking the whole matrix at once.
+    a time (:mod:`wsml.tools.ranking`): the same result as ranking the whole matrix at once.
     """
-    from wsml.ranking import TopPairs
+    from wsml.tools.ranking import TopPairs
 
     rank_by = _rank_by(rank_by, model is not None, oof is not None)
     if k is not None and k < 1:
@@ -131,10 +131,10 @@ def _rank_streaming(run: RunFolder, thr: np.ndarray, k: Optional[int], rank_by: 
     import shutil
     import tempfile
 
-    from wsml.builders import resolve_device
     from wsml.distributed import barrier, broadcast_object, init_distributed
     from wsml.metrics_blocked import ScoreChunks, score_to_chunks
-    from wsml.ranking import TopPairs, merge_ranks
+    from wsml.tools.ranking import TopPairs, merge_ranks
+    from wsml.train.builders import resolve_device
 
     info = init_distributed(device)
     dev = resolve_device(device, info)
@@ -170,7 +170,7 @@ def find_missing(run_dir: PathLike, *, k: Optional[int] = None, folds: int = 0, 
     import sys
 
     from wsml.losses import resolve_loss_name
-    from wsml.thresholds import ensure_thresholds
+    from wsml.tools.thresholds import ensure_thresholds
 
     run = RunFolder(run_dir)
     cfg = run.config
@@ -195,7 +195,7 @@ def find_missing(run_dir: PathLike, *, k: Optional[int] = None, folds: int = 0, 
     thr = ensure_thresholds(run, device)
     oof = oof_thr = None
     if folds >= 2:
-        from wsml.oof import out_of_fold
+        from wsml.tools.oof import out_of_fold
 
         oof, oof_thr = out_of_fold(run, folds=folds, epochs=oof_epochs, seed=oof_seed,
                                    device=None if device == "auto" else device, quiet=quiet)

@@ -6,7 +6,7 @@ form their own stratum), every stratum gets its share of N (at least one image w
 a stratum images come in the order of ``RandomState(seed).permutation`` - so the draw is reproducible. The
 run's best checkpoint scores the drawn images; classes whose score reaches the val threshold are pre-filled.
 
-``--missing`` ranks the unobserved training pairs with :func:`wsml.find_missing.find_missing`.
+``--missing`` ranks the unobserved training pairs with :func:`wsml.tools.find_missing.find_missing`.
 
 A review already saved in ``RUN/review`` is resumed as it is (its images and pairs are not drawn again).
 """
@@ -19,14 +19,14 @@ from typing import Optional
 import numpy as np
 
 from wsml._types import PathLike
-from wsml.review.export import known_labels, read_table
-from wsml.review.state import REVIEW_DIR, MissingReview, Source, ValReview, read_json
+from wsml.tools.review.export import known_labels, read_table
+from wsml.tools.review.state import REVIEW_DIR, MissingReview, Source, ValReview, read_json
 
 
 def run_source(run_dir: PathLike, device: str = "auto") -> Source:
     """The labels CSV, image root, classes and val thresholds of a run trained on ``wsml prepare csv`` data."""
-    from wsml.run_folder import RunFolder
-    from wsml.thresholds import ensure_thresholds
+    from wsml.runs import RunFolder
+    from wsml.tools.thresholds import ensure_thresholds
 
     run = RunFolder(run_dir)
     index = run.dataset
@@ -106,8 +106,8 @@ def start_val(run_dir: PathLike, n: Optional[int] = None, seed: Optional[int] = 
     rows = draw_val(table, n, seed)
     paths = [table.paths[i] for i in rows]
     if scorer is None:
-        from wsml.prediction_files import run_image_scores
-        from wsml.run_folder import RunFolder
+        from wsml.runs import RunFolder
+        from wsml.tools.prediction_files import run_image_scores
 
         def scorer(p):
             return run_image_scores(RunFolder(run_dir), [Path(source.image_root) / x for x in p],
@@ -124,7 +124,7 @@ def start_missing(run_dir: PathLike, k: Optional[int] = None, folds: Optional[in
     """Resume ``RUN/review``'s missing-label review, or rank the pairs with find-missing (``k`` best, default
     every flagged pair; ``folds``: out-of-fold scores) and save a new one. Asking a saved review for another
     ``k`` or ``folds`` is an error."""
-    from wsml.find_missing import find_missing
+    from wsml.tools.find_missing import find_missing
 
     folder = Path(run_dir) / REVIEW_DIR
     if (folder / "missing.csv").is_file():

@@ -6,7 +6,7 @@ of the CPU threads (one small CNN per core scales better than one run on two thr
 of the test mAP of each run's best-val checkpoint. Run folders go to ``runs/demo/<method>``; the table is also written
 to ``runs/demo/results.md``.
 
-    python -m wsml.demo [--methods an ll-r ll-ct] [--out runs/demo] [extra key=value overrides]
+    python -m wsml.tools.demo [--methods an ll-r ll-ct] [--out runs/demo] [extra key=value overrides]
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def results_table(methods: list[str], out: Path, times: dict[str, float]) -> str
     """A Markdown table of the runs' summaries (test mAP of the best-val checkpoint)."""
     rows = ["| method | test mAP | val mAP | best epoch | Δ test vs Naive AN | train time |",
             "|---|---:|---:|---:|---:|---:|"]
-    from wsml.run_folder import RunFolder
+    from wsml.runs import RunFolder
 
     summaries = {m: RunFolder(out / m).summary for m in methods}
     base = summaries.get("an", {}).get("test_map")
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides for every run")
     args = ap.parse_args(argv)
     started = time.time()
-    from wsml.builders import load_index
     from wsml.config import load_config
+    from wsml.train.builders import load_index
 
     cfg = load_config(CONFIGS / "base.yaml", args.overrides)
     print(f"== data: {cfg.data.path} (Fashion-MNIST mosaics, prepared once)", flush=True)

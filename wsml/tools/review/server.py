@@ -20,7 +20,7 @@ from typing import Optional
 from urllib.parse import parse_qs, urlparse
 
 from wsml._types import PathLike
-from wsml.review.export import export_review
+from wsml.tools.review.export import export_review
 
 PAGE = Path(__file__).with_name("page.html")
 HOST = "127.0.0.1"

@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from wsml._types import PathLike
-from wsml.run_folder import RunFolder
+from wsml.runs import RunFolder
 
 DEFAULT_THRESHOLD = 0.5
 FILE_NAME = "thresholds.json"
@@ -137,7 +137,7 @@ def _stamp(run: RunFolder) -> int:
 
 def load_thresholds(run: Union[RunFolder, PathLike]) -> Optional[dict]:
     """The run's ``thresholds.json`` when it exists and matches the current best.pt; else None."""
-    from wsml.run_folder import read_json
+    from wsml.runs import read_json
 
     run = RunFolder.of(run)
     path = run.file(FILE_NAME)

@@ -114,7 +114,7 @@ def label_studio_task(image: str, suggested: dict, known: list, model: str, comp
 
 
 def _reviews(folder: Path, modes: Sequence[str]) -> list:
-    from wsml.review.state import MissingReview, ValReview
+    from wsml.tools.review.state import MissingReview, ValReview
 
     out = []
     if "val" in modes and (folder / "val.json").is_file():

@@ -9,7 +9,7 @@ Two CSV layouts and one JSON layout:
 * JSON: a list of ``{"image", "labels", "scores": {class: score}, "thresholds": {class: thr}, "top": [...]}``.
 
 ``predicted`` / ``labels`` use ``score >= threshold`` with the per-class thresholds of
-:mod:`wsml.thresholds` (chosen on val), never the top-k cut, so an image may have zero or many labels.
+:mod:`wsml.tools.thresholds` (chosen on val), never the top-k cut, so an image may have zero or many labels.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Sequence
 import numpy as np
 
 from wsml._types import PathLike
-from wsml.run_folder import RunFolder
-from wsml.thresholds import apply_thresholds
+from wsml.runs import RunFolder
+from wsml.tools.thresholds import apply_thresholds
 
 
 def expand_images(items: Sequence[PathLike]) -> list[str]:

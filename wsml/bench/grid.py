@@ -19,7 +19,7 @@ A grid spec (``benchmarks/grids/*.yaml``; paths relative to the spec file)::
       shared: {optim.lr: [1e-3, 3e-3]} # tried with the reference method, then used by every method
       params: {ll-r: {loss.delta_rel: [1.5, 2.5]}}   # per method
     group_map: {num_groups: 5}         # optional: OpenImages-style group mAP (paper Table 3)
-    features: {...}                    # optional: cached-backbone feature data set (wsml.bench_features)
+    features: {...}                    # optional: cached-backbone feature data set (wsml.bench.features)
 
 Runs live in ``<runs>/<name>/<method>/s<seed>-<hash>`` where the hash is that of the resolved config's non-default
 settings, so a rerun (or the main grid after the search, or another grid under the same ``<runs>``) reuses every
@@ -40,7 +40,7 @@ from typing import Optional, Sequence
 
 import yaml
 
-from wsml import bench_report as R
+from wsml.bench import report as R
 from wsml.config import parse_assignment, yaml_mapping
 
 SPEC_KEYS = {"name", "title", "notes", "config", "overrides", "seeds", "reference", "upper", "compare", "methods",
@@ -140,7 +140,7 @@ def _train_one(job: dict) -> dict:
                                                                                  f"{run_dir.name}")):
         key_file = cand / "bench_key.txt"  # the same experiment in this grid, or in another grid under the root
         if (cand / "summary.json").is_file() and key_file.is_file() and key_file.read_text() == job["key"]:
-            from wsml.run_folder import RunFolder
+            from wsml.runs import RunFolder
 
             summary = RunFolder(cand).summary
             summary["reused"], summary["run_dir"] = True, str(cand)
@@ -148,7 +148,7 @@ def _train_one(job: dict) -> dict:
     import torch
 
     from wsml.config import load_config
-    from wsml.engine import train
+    from wsml.train.engine import train
 
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
@@ -172,8 +172,8 @@ def _job(spec: dict, runs_dir: Path, method: str, seed: int, extra: Sequence[str
 def _prepare_data(jobs: list[dict], log) -> None:
     """Prepare every data set the jobs need, once, in this process: parallel workers must not race to write
     the same folder."""
-    from wsml import builders as B
     from wsml.config import load_config
+    from wsml.train import builders as B
 
     seen = set()
     for job in jobs:
@@ -238,7 +238,7 @@ def run_grid(spec: dict, *, runs_dir: Optional[str | Path] = None, workers: int 
     runs_dir = Path(runs_dir or spec.get("runs_dir") or "runs/bench") / spec["name"]
     methods = [m for m in spec["methods"] if methods is None or m in methods]
     if spec.get("features"):
-        from wsml.bench_features import prepare_feature_data
+        from wsml.bench.features import prepare_feature_data
 
         prepare_feature_data(spec["features"], Path(spec["path"]).parent, log=log)
 

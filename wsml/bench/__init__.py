@@ -1,0 +1,1 @@
+"""``wsml bench``: grids of methods x seeds, their feature data sets and their tables."""

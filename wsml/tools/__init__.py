@@ -1,0 +1,1 @@
+"""Practitioner tools over a finished run: thresholds, predict files, find-missing, OOF, review."""

@@ -1,0 +1,1 @@
+"""The training loop and what it needs: builders, stages, checkpoints, callbacks, caches."""
