@@ -7,10 +7,11 @@ code bases. Full (ground-truth) labels are a different object: ``{0, 1}`` with 0
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
+
+from wsml._types import PathLike
 
 POS = 1
 UNOBS = 0
@@ -249,13 +250,13 @@ class SparseLabels:
         """Number of rows in which each class's label is known (POS or NEG): OpenImages' group key."""
         return np.bincount(self.indices, minlength=self.num_classes)
 
-    def save(self, path: Union[str, Path]) -> None:
+    def save(self, path: PathLike) -> None:
         """Write an ``.npz`` archive to exactly ``path`` (no suffix is added)."""
         with open(path, "wb") as f:
             np.savez(f, indptr=self.indptr, indices=self.indices, values=self.values, num_classes=self.num_classes)
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> SparseLabels:
+    def load(cls, path: PathLike) -> SparseLabels:
         with np.load(path, allow_pickle=False) as z:
             missing = {"indptr", "indices", "values", "num_classes"} - set(z.files)
             if missing:

@@ -7,10 +7,11 @@ and the prepared data set the run trained on (:attr:`wsml.runs.RunFolder.dataset
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from wsml._types import PathLike
 from wsml.analysis.modification import load_modifications, modified_by_row
 from wsml.analysis.plots import plot_qualitative
 from wsml.labels import POS, as_full, as_observed
@@ -78,7 +79,7 @@ def qualitative_items(log: dict, split: Any, class_names: Sequence[str], rows: S
     return items
 
 
-def make_qualitative(run_dir: Union[str, Path], out: Union[str, Path], index: Any = None,
+def make_qualitative(run_dir: PathLike, out: PathLike, index: Any = None,
                      rows: Optional[Sequence[int]] = None, n: int = 4) -> Optional[Path]:
     """Write the Fig 3 figure of a LL run to ``out``; None when the run has no modification log."""
     log = load_modifications(run_dir)

@@ -29,7 +29,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from wsml._types import json_default
+from wsml._types import PathLike, json_default
 from wsml.labels import POS, UNOBS, SparseLabels, as_full, validate_full, validate_observed
 
 FORMAT_VERSION = 1
@@ -151,7 +151,7 @@ class DatasetIndex:
             if s.boxes is not None and (s.boxes.ndim != 2 or s.boxes.shape[1] != 6):
                 raise ValueError(f"{self.name}/{name}: boxes must be [M, 6], got {s.boxes.shape}")
 
-    def save(self, folder: Union[str, Path]) -> Path:
+    def save(self, folder: PathLike) -> Path:
         """Write the index as the documented folder layout and return its path."""
         self.validate()
         folder = Path(folder)
@@ -188,7 +188,7 @@ class DatasetIndex:
         return folder
 
     @classmethod
-    def load(cls, folder: Union[str, Path]) -> DatasetIndex:
+    def load(cls, folder: PathLike) -> DatasetIndex:
         """Load a folder written by :meth:`save` (``wsml prepare``)."""
         folder = Path(folder)
         mf = folder / "manifest.json"
