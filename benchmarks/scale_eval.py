@@ -43,12 +43,11 @@ def make(folder: Path, rows: int, classes: int, known: int, seed: int = 0) -> No
 
 def evaluate(folder: Path, check: int) -> dict:
     from wsml.labels import SparseLabels
-    from wsml.metrics import average_precision_per_class
+    from wsml.metrics import average_precision_per_class, group_map_from_ap
     from wsml.metrics_blocked import (
         ClassTargets,
         ScoreChunks,
         ap_per_class_blocked,
-        group_map_blocked,
         map_blocked,
         partial_labels_map_blocked,
     )
@@ -60,7 +59,7 @@ def evaluate(folder: Path, check: int) -> dict:
     ap = ap_per_class_blocked(scores, targets)
     keep = targets.any_counted()
     out = {"map": map_blocked(ap, keep), "masked_map": partial_labels_map_blocked(ap, targets).value,
-           "group_map": group_map_blocked(ap, keep, obs.known_per_class())}
+           "group_map": group_map_from_ap(ap, keep, obs.known_per_class())}
     out["eval_s"] = round(time.perf_counter() - t0, 1)
     out["peak_rss_mib_eval"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     cls = np.sort(np.random.default_rng(1).choice(scores.num_classes, check, replace=False))

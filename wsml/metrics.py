@@ -254,10 +254,15 @@ def group_mean_average_precision(
     entry) count in neither their group's mean nor "all"; a group left with no class is NaN.
     """
     ap = average_precision_per_class(scores, labels, mask)
+    return group_map_from_ap(ap, reproduction_classes(mask, len(ap)), known_counts, num_groups)
+
+
+def group_map_from_ap(ap: np.ndarray, keep: np.ndarray, known_counts, num_groups: int = 5) -> dict[str, float]:
+    """Group mAP (×100) from the AP per class and the classes that count (``keep``); shared by the dense and
+    the blocked (:mod:`wsml.metrics_blocked`) evaluation."""
     groups = class_groups(known_counts, num_groups)
     if sum(len(g) for g in groups) != len(ap):
         raise ValueError(f"known_counts has {sum(len(g) for g in groups)} classes but scores have {len(ap)}")
-    keep = reproduction_classes(mask, len(ap))
 
     def mean(cls: np.ndarray) -> float:
         cls = cls[keep[cls]]

@@ -19,7 +19,7 @@ import numpy as np
 
 from wsml._types import PathLike
 from wsml.labels import POS, UNOBS, SparseLabels
-from wsml.metrics import MaskedMAP, ap_class_major, class_groups
+from wsml.metrics import MaskedMAP, ap_class_major, group_map_from_ap
 
 CHUNK_ROWS = 4096  # rows per chunk file
 BLOCK_BYTES = 256 * 2**20  # working memory of one block of classes (about 40 bytes per (row, class) entry)
@@ -242,21 +242,6 @@ def partial_labels_map_blocked(ap: np.ndarray, targets: ClassTargets) -> MaskedM
     return MaskedMAP(float(ap[ok].mean() * 100.0), int(ok.sum()), left)
 
 
-def group_map_blocked(ap: np.ndarray, keep: np.ndarray, known_counts, num_groups: int = 5) -> dict[str, float]:
-    """Group mAP as :func:`wsml.metrics.group_mean_average_precision`, from the AP per class."""
-    groups = class_groups(known_counts, num_groups)
-    if sum(len(g) for g in groups) != len(ap):
-        raise ValueError(f"known_counts has {sum(len(g) for g in groups)} classes but scores have {len(ap)}")
-
-    def mean(cls: np.ndarray) -> float:
-        cls = cls[keep[cls]]
-        return float(ap[cls].mean() * 100.0) if len(cls) else float("nan")
-
-    out = {f"G{i + 1}": mean(g) for i, g in enumerate(groups)}
-    out["all"] = mean(np.arange(len(ap)))
-    return out
-
-
 def score_split_blocked(index, split: str, scores: ScoreChunks, block_bytes: int = BLOCK_BYTES) -> dict:
     """:func:`wsml.partial_val.score_split` plus ``group_map`` (when the data set has it), from score chunks."""
     from wsml.partial_val import PARTIAL, _rounded, split_labels
@@ -280,7 +265,7 @@ def score_split_blocked(index, split: str, scores: ScoreChunks, block_bytes: int
             out["message"] = pm.message
     known = index.meta.get("known_per_class")
     if known is not None:
-        out["group_map"] = group_map_blocked(ap, keep, np.asarray(known))
+        out["group_map"] = group_map_from_ap(ap, keep, np.asarray(known))
     return out
 
 
