@@ -179,6 +179,26 @@ def test_prepare_help_lists_adapter_options(capsys):
     assert "unknown option(s) ['colour']" in (err := capsys.readouterr().err) and "prepare csv --help` lists" in err
 
 
+def test_prepare_options_are_typed_before_any_file_is_read(capsys):
+    """``num_pos=abc`` once went into the manifest as text, ``seed=foo`` was a traceback and ``max_pixels=abc``
+    reported every image as undecodable: an option's value is checked against the adapter's signature first."""
+    from wsml.data._io import typed_options
+    from wsml.data.custom import build_csv
+
+    for item, message in (("num_pos=abc", "option num_pos must be an integer, got 'abc'"),
+                          ("seed=2.5", "option seed must be an integer, got 2.5"),
+                          ("val_frac=abc", "option val_frac must be a number"),
+                          ("complete_eval=maybe", "option complete_eval must be true or false"),
+                          ("max_pixels=abc", "option max_pixels must be an integer")):
+        assert main(["prepare", "csv", "--root", "no-such-folder", item]) == 2, item
+        err = capsys.readouterr().err
+        assert err.startswith(f"wsml: error: csv: {message}") and err.count("\n") == 1, err
+    got = typed_options("csv", build_csv, {"max_pixels": "1e8", "val_frac": 0, "num_pos": 2.0, "complete_eval": False,
+                                           "classes": "a.txt", "format": "wide"})
+    assert got == {"max_pixels": 100_000_000, "val_frac": 0, "num_pos": 2, "complete_eval": False,
+                   "classes": "a.txt", "format": "wide"} and isinstance(got["num_pos"], int)
+
+
 def test_partial_val_is_recorded_warned_and_selected_by_pu_auc(tmp_path, capsys):
     own_folder(tmp_path / "own")
     prep = tmp_path / "prep"

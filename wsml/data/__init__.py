@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from wsml._types import PathLike
+from wsml.data._io import typed_options
 from wsml.data.index import DatasetIndex, Split
 from wsml.registry import Registry
 
@@ -38,7 +39,8 @@ def available_datasets() -> list[str]:
 
 def build_dataset(name: str, root: Optional[str] = None, **options: Any) -> DatasetIndex:
     """Run the adapter ``name`` on the files under ``root`` and return the index (nothing written)."""
-    return ADAPTERS.get(name)(root, **options)
+    fn = ADAPTERS.get(name)
+    return fn(root, **typed_options(ADAPTERS.resolve(name), fn, options))
 
 
 def prepare(name: str, out: PathLike, root: Optional[str] = None, **options: Any) -> DatasetIndex:

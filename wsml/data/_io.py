@@ -6,9 +6,10 @@ time instead of as a traceback in the middle of training.
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -129,7 +130,44 @@ def boxes_array(rows: list) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32).reshape(-1, 6)
 
 
-PROTOCOL_OPTIONS = ("num_pos", "num_neg", "seed", "val_frac", "train_frac", "train_frac_seed")
+PROTOCOL_TYPES = {"num_pos": "int", "num_neg": "int", "seed": "int", "val_frac": "float", "train_frac": "float",
+                  "train_frac_seed": "int"}
+PROTOCOL_OPTIONS = tuple(PROTOCOL_TYPES)
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def typed_option(name: str, key: str, value: Any, kind: str) -> Any:
+    """Option ``key`` of adapter ``name`` as ``kind`` ("int", "float", "bool", or "Optional[...]" of one): ``1e6``
+    (YAML reads it as text) becomes a number; anything else (``num_pos=abc``) is a ValueError naming the option,
+    so a slip never reaches the protocol as text."""
+    if kind.startswith("Optional[") and value is None:
+        return None
+    kind = kind.removeprefix("Optional[").removesuffix("]")
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "float" and number is not None:
+        return float(number) if isinstance(value, str) else number
+    if kind == "int" and number is not None and float(number).is_integer():
+        return int(number)
+    raise ValueError(f"{name}: option {key} must be {_KINDS[kind]}, got {value!r}")
+
+
+def typed_options(name: str, fn: Callable, options: dict) -> dict:
+    """``options`` for adapter function ``fn``, each int, float or bool one checked against ``fn``'s signature (the
+    reference-protocol options against :data:`PROTOCOL_TYPES` when ``fn`` passes them on); others as given."""
+    params = inspect.signature(fn).parameters
+    out = {}
+    for key, value in options.items():
+        kind = str(params[key].annotation) if key in params else PROTOCOL_TYPES.get(key, "")
+        base = kind.removeprefix("Optional[").removesuffix("]")
+        out[key] = typed_option(name, key, value, kind) if base in _KINDS else value
+    return out
 
 
 def protocol_options(name: str, options: dict) -> dict:
