@@ -108,6 +108,17 @@ def test_label_slips_are_errors_naming_file_and_line(tmp_path, labels, message):
         build_dataset("csv", str(tmp_path), on_bad_image="ignore")
 
 
+def test_an_unclosed_quote_and_a_short_row_name_their_line(tmp_path):
+    """An unclosed '"' once swallowed the rest of the file into one 'class name' quoted in a huge message."""
+    text = 'path,labels,split\na.png,q1,train\nb.png,"q1;q2,train\nc.png,q2,train\nd.png,q1,train\n'
+    (tmp_path / "labels.csv").write_text(text)
+    with pytest.raises(ValueError, match=r"labels\.csv, line 3: a quoted field runs on to line 5 \(a '\"' not"):
+        build_dataset("csv", str(tmp_path), on_bad_image="ignore")
+    (tmp_path / "labels.csv").write_text("path,labels,split\na.png,q1,train\nb.png\n")
+    with pytest.raises(ValueError, match=r"line 3: split must be one of .*, got no split field \(fewer fields"):
+        build_dataset("csv", str(tmp_path), on_bad_image="ignore")
+
+
 def test_columns_case_insensitive_unknown_ones_and_unseen_classes(tmp_path):
     rows = [["a.png", "q1", "train"], ["b.png", "q2", "train"], ["c.png", "q1;q3", "TEST"]]
     _write(tmp_path / "labels.csv", ("Path", "Labels", "Split"), rows)

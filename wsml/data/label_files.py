@@ -160,7 +160,8 @@ def _split_of(row: dict, col: Optional[str], where: str, only_split: Optional[st
     if col is not None:
         split = (row[col] or "").strip().lower()
         if split not in SPLITS:
-            raise ValueError(f"{where}: split must be one of {list(SPLITS)}, got {row[col]!r}")
+            got = "no split field (fewer fields than the header)" if row[col] is None else repr(row[col])
+            raise ValueError(f"{where}: split must be one of {list(SPLITS)}, got {got}")
     if only_split and split not in (None, only_split):
         raise ValueError(f"{where}: this file holds {only_split} rows only, got split {split!r}")
     return only_split or split
@@ -198,10 +199,14 @@ def read_label_file(path: Path, table: Table, *, only_split: Optional[str] = Non
                 raise ValueError(f"{path}, line 1: class columns {classes} differ from the first file's "
                                  f"{table.columns}")
             table.columns = classes
+        end = reader.line_num
         for row in reader:
-            where = f"{path}, line {reader.line_num}"
+            start, end = end + 1, reader.line_num
+            where = f"{path}, line {end}"
             if None in row:
                 raise ValueError(f"{where}: more fields than the header has columns")
+            if end > start and any("\n" in v or "\r" in v for v in row.values() if v):
+                raise ValueError(f"{path}, line {start}: a quoted field runs on to line {end} (a '\"' not closed?)")
             split = _split_of(row, cols.get("split"), where, only_split)
             if fmt == "labels":
                 pos = class_names_of(row[cols["labels"]], where, "labels")
