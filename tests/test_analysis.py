@@ -224,12 +224,22 @@ def test_report_markdown_and_html(tmp_path):
         "mod_cum_precision"][0]  # empty -> NaN
     md = build_report([run], tmp_path / "out" / "report.md")
     text = md.read_text()
-    assert "| run1 | ll-ct | 0.2 | 3 | 3 | 53.00 | 43.00 |" in text
+    assert "| run1 | ll-ct | 0.2 | 3 | 3 | 53.00 (mAP) | 43.00 |" in text
     assert "Memorization" in text and "Precision of modification" in text and "| ll-ct Δrel=0.2 (run1) | 61.50" in text
     pngs = list((tmp_path / "out" / "report_files").glob("*.png"))
     assert len(pngs) >= 3 and all(p.stat().st_size > 1000 for p in pngs)
     html = build_report([run], tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(pngs) and "<table>" in html
+
+
+def test_report_shows_the_epoch_training_kept_and_what_picked_it(tmp_path):
+    """With partial val labels the epoch is picked by PU-AUC: the report once showed the val_map column's maximum
+    (100.00 on a few known negatives) at another epoch than the one whose test mAP it printed."""
+    run = _fake_run(tmp_path / "run1")
+    (run / "summary.json").write_text(json.dumps({"best_epoch": 2, "val_map": 100.0, "val_score": 77.5,
+                                                  "val_criterion": "pu-auc", "test_map": 41.0}))
+    text = build_report([run], tmp_path / "report.md").read_text()
+    assert "| run1 | ll-ct | 0.2 | 3 | 2 | 77.50 (PU-AUC) | 41.00 |" in text
 
 
 def test_report_errors(tmp_path):

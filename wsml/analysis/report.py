@@ -13,7 +13,7 @@ import json
 import math
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -25,30 +25,38 @@ from wsml.analysis.sweeps import SWEEP_FILE
 from wsml.registry import normalise
 from wsml.runs import RunFolder, read_json
 
-VAL_MAP = ("val_map",)  # the metrics.csv columns wsml writes (test_map: in summary.json, or a column of older runs)
-TEST_MAP = ("test_map",)
+CRITERIA = {"map": "mAP", "pu-auc": "PU-AUC"}  # metrics.csv / summary.json val_criterion -> the name shown
 
 
-def find_column(columns: dict, *candidates: str) -> Optional[str]:
-    """The first of ``candidates`` present in the metrics columns."""
-    return next((c for c in candidates if c in columns), None)
+def _number(value: Any) -> float:
+    return math.nan if value is None or isinstance(value, str) else float(value)
 
 
-def best_epoch(run: RunFolder) -> tuple[Optional[int], float, float]:
-    """(epoch, val mAP, test mAP) at the best validation epoch (model selection as in the paper)."""
-    vcol, tcol = find_column(run.columns, *VAL_MAP), find_column(run.columns, *TEST_MAP)
+def best_epoch(run: RunFolder) -> tuple[Optional[int], float, str, float]:
+    """(epoch, val score, its criterion, test mAP) of the epoch training kept: ``summary.json``'s best epoch, picked by
+    val mAP or, with partial val labels, by PU-AUC (the ``val_map`` column's maximum is then not what picked it, and
+    for LinearInit it may be a stage-1 epoch). Without ``summary.json`` (training, interrupted): the best so far by
+    the same rule, among the epochs of the last stage."""
     results = run.summary if run.file("summary.json").is_file() else {}
-    test = float(results.get("test_map", math.nan)) if results else math.nan
+    test = _number(results.get("test_map"))
+    if results.get("best_epoch") is not None:
+        val = results.get("val_score", results.get("val_map"))
+        return int(results["best_epoch"]), _number(val), results.get("val_criterion", "map"), test
+    cols = run.columns
+    vcol = "val_score" if "val_score" in cols else "val_map" if "val_map" in cols else None
     if vcol is None:
-        return None, math.nan, test
+        return None, math.nan, "map", test
     val = np.asarray(run.column(vcol), dtype=float)
+    if "stage" in cols:  # the best epoch is chosen within the last stage (LinearInit: fine-tuning)
+        val[np.asarray(cols["stage"]) != cols["stage"][-1]] = math.nan
     if np.isnan(val).all():
-        return None, math.nan, test
+        return None, math.nan, "map", test
     i = int(np.nanargmax(val))
     epochs = run.column("epoch") or list(range(1, len(val) + 1))
-    if math.isnan(test) and tcol is not None:
-        test = float(run.column(tcol)[i])
-    return int(epochs[i]), float(val[i]), test
+    criterion = str(cols["val_criterion"][i]) if "val_criterion" in cols else "map"
+    if math.isnan(test) and "test_map" in cols:  # older runs scored test every epoch
+        test = float(run.column("test_map")[i])
+    return int(epochs[i]), float(val[i]), criterion, test
 
 
 def _curve_columns(runs: Sequence[RunFolder]) -> list[str]:
@@ -65,11 +73,12 @@ def _metrics_section(doc: Document, runs: list[RunFolder], assets: Path) -> None
     doc.heading("Runs")
     rows = []
     for r in runs:
-        ep, val, test = best_epoch(r)
-        n_ep = len(r.metrics)
+        ep, val, criterion, test = best_epoch(r)
         dr = r.delta_rel  # only for losses that have a Δrel
-        rows.append([r.path.name, r.loss_name, "–" if dr is None else str(dr), n_ep, ep, val, test])
-    doc.table(["run", "loss", "Δrel", "epochs", "best epoch", "val mAP", "test mAP (best val epoch)"], rows)
+        score = "–" if math.isnan(val) else f"{val:.2f} ({CRITERIA.get(criterion, criterion)})"
+        rows.append([r.path.name, r.loss_name, "–" if dr is None else str(dr), len(r.metrics), ep, score, test])
+    doc.table(["run", "loss", "Δrel", "epochs", "best epoch", "val score (picked by)", "test mAP (best val epoch)"],
+              rows)
     _outputs_section(doc, runs)
     cols = _curve_columns(runs)
     if cols:
