@@ -254,7 +254,7 @@ def test_predict_accepts_a_folder(run, own_data, tmp_path):
     assert [r["image"] for r in _rows(tmp_path / "p.csv")] == [str(folder / "a.png"), str(folder / "sub" / "b.png")]
 
 
-def test_csv_without_split_column_trains_without_test(own_data, tmp_path):
+def test_csv_without_split_column_trains_without_test(own_data, tmp_path, capsys):
     """The common case: no split column -> 20 % of the rows become val, no test split; training still ends
     with a summary (no test mAP) and predict works."""
     rows = _rows(own_data / "labels.csv")
@@ -274,5 +274,16 @@ def test_csv_without_split_column_trains_without_test(own_data, tmp_path):
         thr = json.loads((tmp_path / "nosplit" / "thresholds.json").read_text())  # partial val: the PU rule
         assert thr["criterion"].startswith("PU rule") and set(thr["source"]) <= {"pu", "default"}
         assert summary["val_labels"] == "partial" and summary["val_criterion"] == "pu-auc"
+        capsys.readouterr()
+        assert main(["eval", str(tmp_path / "nosplit")]) == 2  # no test split: says what to do instead
+        assert "has no split 'test' (has: train, val); give --split val" in capsys.readouterr().err
     finally:
         torch.set_num_threads(n)
+
+
+def test_per_class_lines_keep_columns_aligned_for_classes_left_out():
+    from wsml.tools.thresholds import per_class_lines
+
+    lines = per_class_lines([{"class": "a", "ap": None, "f1": 50.0, "threshold": 0.5},
+                             {"class": "b", "ap": 100.0, "f1": None, "threshold": 0.25}])
+    assert lines[1] == "  a           -   50.00  0.5000" and lines[2] == "  b      100.00       -  0.2500"

@@ -237,7 +237,10 @@ class RunFolder:
         """One split of the run's data set; a split it lacks is an error listing those it has."""
         index = self.dataset
         if name not in index.splits:
-            raise ValueError(f"data set {index.name!r} has no split {name!r} (has: {', '.join(sorted(index.splits))})")
+            hint = ("; give --split val, or test rows to `wsml prepare` (split=test, or test_csv=)"
+                    if name == "test" else "")
+            raise ValueError(f"data set {index.name!r} has no split {name!r} (has: {', '.join(sorted(index.splits))})"
+                             + hint)
         return index[name]
 
     def loader(self, split: str, model: Any, dist_info: Any = None) -> Any:

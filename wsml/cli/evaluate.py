@@ -21,7 +21,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``eval`` and ``predict`` to the command tree."""
     fmt = argparse.RawDescriptionHelpFormatter
     sp = sub.add_parser("eval", help="mAP of a finished run's best checkpoint on a split",
-                        description="Evaluate the best checkpoint (best val mAP) of a run folder: mAP, and macro "
+                        description="Evaluate the best checkpoint (the epoch picked on val: val mAP, or PU-AUC "
+                        "when val labels are partial) of a run folder: mAP, and macro "
                         "F1/precision/recall with per-class thresholds chosen on val; writes "
                         "predictions_<split>.npz and eval_<split>.json into it.", epilog=EPILOG_EVAL,
                         formatter_class=fmt)
@@ -33,8 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("predict", help="top classes with scores for image files",
                         description="Score image files with a run's best checkpoint and print the top-k classes "
                         "(sigmoid scores, independent per class) and the predicted labels: the classes whose score "
-                        "reaches the per-class threshold chosen on the val split (max F1; thresholds.json in the "
-                        "run folder).", epilog=EPILOG_PREDICT, formatter_class=fmt)
+                        "reaches the per-class threshold chosen on the val split (max F1, or the PU rule when val "
+                        "labels are partial; thresholds.json in the run folder).",
+                        epilog=EPILOG_PREDICT, formatter_class=fmt)
     sp.add_argument("run_dir", metavar="RUN_DIR")
     sp.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (their images, recursively)")
     sp.add_argument("--top-k", type=int, default=5, help="classes listed per image (default 5; 0 = all)")

@@ -227,8 +227,8 @@ def per_class_table(result: dict, thresholds: dict) -> list[dict]:
 
 def per_class_lines(rows: list[dict]) -> list[str]:
     """The :func:`per_class_table` as aligned text lines (what ``wsml eval`` prints)."""
-    def num(v, spec):
-        return "-" if v is None else format(v, spec)
+    def num(v, spec):  # "-" (a class left out of the mAP) right-aligned like the numbers of its column
+        return f"{'-' if v is None else format(v, spec):>{spec.split('.')[0] or 1}}"
 
     width = max([len(r["class"]) for r in rows] + [5])
     lines = [f"  {'class':<{width}}  {'AP':>6}  {'F1':>6}  threshold"]
