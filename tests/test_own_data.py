@@ -133,6 +133,18 @@ def test_columns_case_insensitive_unknown_ones_and_unseen_classes(tmp_path):
                              val_frac=0.0)["train"]) == 2
 
 
+def test_predict_wide_output_is_a_labels_csv(tmp_path):
+    """``wsml predict --wide`` says it writes a labels CSV; its ``score:<class>`` columns were unknown columns."""
+    _write(tmp_path / "p.csv", ("path", "labels", "score:q1", "score:q2"),
+           [["a.png", "q1", "0.9", "0.1"], ["b.png", "q2", "0.2", "0.8"]])
+    index = build_dataset("csv", str(tmp_path / "p.csv"), on_bad_image="ignore", val_frac=0.0)
+    assert index.class_names == ["q1", "q2"] and index["train"].observed.tolist() == [[1, 0], [0, 1]]
+    _write(tmp_path / "w.csv", ("path", "q1", "q2", "score:q1"),
+           [["a.png", "1", "0", "0.9"], ["b.png", "0", "1", "0.1"]])
+    assert build_dataset("csv", str(tmp_path / "w.csv"), format="wide", on_bad_image="ignore",
+                         val_frac=0.0).class_names == ["q1", "q2"]
+
+
 def test_wide_format(tmp_path):
     _write(tmp_path / "w.csv", ("path", "split", "cat", "dog", "fox"),
            [["a.png", "train", "1", "", "0"], ["b.png", "train", "", "1", ""], ["c.png", "test", "1", "0", "1"]])

@@ -3,9 +3,9 @@
 
 Strict means a slip is an error naming the file and line, never a silent new class or a dropped column:
 column names are matched case-insensitively; an unknown column is an error unless listed in
-``ignore_columns``; a label token that looks like a slip (``?``, an empty name between separators, a name
-containing ``|`` or ``,``) is an error. Training rows without any label are allowed (every entry unknown) and
-counted by ``wsml prepare``.
+``ignore_columns`` (``score:<class>`` columns, written by ``wsml predict --wide``, are skipped); a label token
+that looks like a slip (``?``, an empty name between separators, a name containing ``|`` or ``,``) is an error.
+Training rows without any label are allowed (every entry unknown) and counted by ``wsml prepare``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ LABEL_COLUMNS = ("path", "labels", "negatives", "split")
 FORMATS = ("labels", "wide")
 MINUS_ONE = ("error", "unknown", "negative")
 _SLIPS = ("?", "|", ",")
+SCORE_PREFIX = "score:"  # the score columns of `wsml predict --wide`: a file it wrote is a labels CSV as it is
 
 
 class Table:
@@ -143,7 +144,7 @@ def _header(reader: csvlib.DictReader, path: Path, known: Sequence[str], ignore:
     dup = sorted({c for c in lower if lower.count(c) > 1})
     if dup:
         raise ValueError(f"{path}, line 1: column(s) {dup} appear more than once (names are case-insensitive)")
-    ignore = {c.strip().lower() for c in ignore}
+    ignore = {c.strip().lower() for c in ignore} | {c for c in lower if c.startswith(SCORE_PREFIX)}
     if fmt == "labels":
         unknown = [c for c, lc in zip(cols, lower) if lc not in known and lc not in ignore]
         if unknown:

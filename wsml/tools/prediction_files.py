@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from wsml._types import PathLike
+from wsml.data.label_files import SCORE_PREFIX
 from wsml.runs import RunFolder
 from wsml.tools.thresholds import apply_thresholds
 
@@ -118,7 +119,7 @@ class PredictionWriter:
         self.f = open(self.partial, "w", newline="", encoding="utf-8")
         self.csv = csv.writer(self.f) if self.suffix == ".csv" else None
         if self.csv is not None:
-            self.csv.writerow(["path", "labels"] + [f"score:{c}" for c in self.class_names] if wide else
+            self.csv.writerow(["path", "labels"] + [f"{SCORE_PREFIX}{c}" for c in self.class_names] if wide else
                               ["image", "rank", "class", "score", "threshold", "predicted"])
 
     def write(self, records: list[dict]) -> None:
