@@ -202,7 +202,8 @@ def test_cli_export_only_and_errors(own, capsys):
     start_val(run, n=3, seed=0, scorer=scorer).decide(0, ["cat"], done=True)
     out = data / "mine.csv"
     assert main(["review", str(run), "--export-only", "--out", str(out)]) == 0
-    assert "1 val rows completed" in capsys.readouterr().out and out.is_file()
+    printed = capsys.readouterr().out
+    assert "1 val rows completed" in printed and "mine.labelstudio.xml (Label Studio)" in printed and out.is_file()
     assert main(["review", str(run), "--export-only", "--out", str(data / "labels.csv")]) == 2
     assert "never overwrites" in capsys.readouterr().err
     assert main(["review", str(data), "--val"]) == 2  # not a run folder: one line, exit code 2

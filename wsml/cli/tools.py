@@ -105,7 +105,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     if args.export_only:
         r = export_review(Path(args.run_dir) / REVIEW_DIR, args.out)
         print(f"wrote {r['csv']} ({r['val_rows']} val rows completed, {r['accepted']} labels accepted, "
-              f"{r['rejected']} rejected) and {r['labelstudio']}")
+              f"{r['rejected']} rejected), {r['labelstudio']} and {Path(r['labelstudio_config']).name} (Label Studio)")
         return 0
     if not (Path(args.run_dir) / REVIEW_DIR / ("val.json" if args.val else "missing.csv")).is_file():
         print("scoring images with the run's best checkpoint (a new review; later starts reuse it) ...", flush=True)
