@@ -232,7 +232,9 @@ def test_linearinit_result_is_the_best_stage2_epoch_and_role_estimates_carry_ove
     best2 = max(stage2, key=lambda r: float(r["val_map"]))
     assert summary["best_stage"] == "finetune" and summary["best_epoch"] == int(best2["epoch"])
     assert summary["val_map"] == pytest.approx(float(best2["val_map"]))
-    assert summary["stage1"] == {"best_epoch": int(best1["epoch"]), "val_map": pytest.approx(float(best1["val_map"]))}
+    assert summary["stage1"] == {"best_epoch": int(best1["epoch"]), "val_map": pytest.approx(float(best1["val_map"])),
+                                 "val_score": pytest.approx(float(best1["val_map"])), "val_criterion": "map",
+                                 "val_labels": "complete"}
     # stage 1 ran with its own batch size (96 / 8 = 12 batches per epoch) and lr (the head's, no 10x)
     assert probe.batches["linear"] == 3 * 12 and {float(r["lr"]) for r in stage1} == {0.2}
     assert {float(r["lr"]) for r in stage2} == {cfg.optim.lr}
@@ -240,6 +242,18 @@ def test_linearinit_result_is_the_best_stage2_epoch_and_role_estimates_carry_ove
     kept = load_checkpoint(tmp_path / "li" / "best_stage1.pt")
     assert kept["epoch"] == int(best1["epoch"])
     torch.testing.assert_close(probe.estimates, kept["loss"]["label_logits"])
+
+
+def test_stage1_summary_names_the_pu_auc_that_picked_it(tmp_path: Path) -> None:
+    """With partial val labels best.pt's ``val_map`` key holds the selection score (PU-AUC): summary["stage1"] once
+    reported it as the val mAP."""
+    from wsml.train.stages import begin_stage2
+
+    state: dict = {}
+    begin_stage2(state, tmp_path, {"epoch": 20, "val_map": 88.7, "val_map_value": 100.0, "val_criterion": "pu-auc"},
+                 main=False)
+    assert state["stage1"] == {"best_epoch": 20, "val_map": 100.0, "val_score": 88.7, "val_criterion": "pu-auc",
+                               "val_labels": "partial"}
 
 
 def test_early_stop_drop_as_the_authors_train_loop(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from wsml.checkpoint import atomic_write, load_checkpoint, load_module_state
 from wsml.config import Config
 from wsml.distributed import barrier
+from wsml.partial_val import val_summary
 from wsml.train import builders as B
 
 
@@ -73,10 +74,10 @@ def start_finetune(cfg: Config, run_dir: Path, model: torch.nn.Module, loss_fn: 
 
 
 def begin_stage2(state: dict, run_dir: Path, best: dict, main: bool) -> None:
-    """Keep stage 1's best (epoch, val mAP; ``best_stage1.pt``, written once and atomically) and restart the val-best
-    tracking, so that the run's result (best.pt, the summary) is the best stage-2 epoch even when a stage-1 epoch
-    scored higher."""
-    state["stage1"] = {"best_epoch": int(best["epoch"]), "val_map": float(best["val_map"])}
+    """Keep stage 1's best (epoch, val mAP and the score that picked it; ``best_stage1.pt``, written once and
+    atomically) and restart the val-best tracking, so that the run's result (best.pt, the summary) is the best
+    stage-2 epoch even when a stage-1 epoch scored higher."""
+    state["stage1"] = {"best_epoch": int(best["epoch"]), **val_summary(best)}  # val_map is the mAP, as in the summary
     state["best_val_map"], state["best_epoch"] = -math.inf, 0
     if main and not (run_dir / "best_stage1.pt").is_file():
         data = (run_dir / "best.pt").read_bytes()
