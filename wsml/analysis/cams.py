@@ -32,7 +32,7 @@ def _cam_run(run_dir: PathLike, device: str, split: str):
         raise ValueError(f"run {run_dir}: data set {index.name!r} holds feature vectors, not images: no CAMs")
     if s.boxes is None or s.full is None:
         raise ValueError(f"data set {index.name!r}/{split} has no {'boxes' if s.boxes is None else 'full labels'}: "
-                         "the Pointing Game needs both (mosaics, VOC and COCO have them)")
+                         "CAMs and the Pointing Game need both (mosaics, VOC and COCO have them)")
     if not getattr(model, "spatial", True):
         raise ValueError(f"run {run_dir}: backbone {run.config.model.backbone!r} has no spatial feature map: no CAMs")
     return run, model, run.loader(split, model)

@@ -198,7 +198,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     methods = parse_methods(args.method) if args.method else {"run": []}
     sweep = run_sweep(args.param, args.values, methods, args.out, args.config, args.overrides, args.xlabel,
-                      command="wsml analyze " + " ".join(shlex.quote(a) for a in args.argv))
+                      command="wsml analyze " + shlex.join(args.argv))
     print(sweep_table(sweep))
     print(f"wrote {Path(args.out) / 'sweep.json'} and {Path(args.out) / 'sweep.png'}")
     return 0
