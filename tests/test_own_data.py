@@ -200,6 +200,8 @@ def test_prepare_help_lists_adapter_options(capsys):
     assert "--root on the command line" in capsys.readouterr().err
     assert main(["prepare", "csv", "--root", ".", "colour=red"]) == 2
     assert "unknown option(s) ['colour']" in (err := capsys.readouterr().err) and "prepare csv --help` lists" in err
+    assert main(["prepare", "yeast", "colour=red"]) == 2  # an adapter without **options: the same message
+    assert "yeast: unknown option(s) ['colour']" in (err := capsys.readouterr().err) and "prepare yeast --help" in err
 
 
 def test_prepare_options_are_typed_before_any_file_is_read(capsys):

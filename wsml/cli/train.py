@@ -69,10 +69,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("data") / args.dataset.lower())
     try:
         index = prepare(args.dataset, out, root=args.root, **options)
-    except TypeError as e:  # an option the adapter does not take
-        if "keyword argument" not in str(e):
-            raise
-        raise ValueError(f"{args.dataset}: {e}; `wsml prepare {args.dataset} --help` lists the options") from None
     except ValueError as e:
         if "unknown option" in str(e):
             raise ValueError(f"{e}; `wsml prepare {args.dataset} --help` lists all options") from None

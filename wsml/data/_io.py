@@ -160,8 +160,14 @@ def typed_option(name: str, key: str, value: Any, kind: str) -> Any:
 
 def typed_options(name: str, fn: Callable, options: dict) -> dict:
     """``options`` for adapter function ``fn``, each int, float or bool one checked against ``fn``'s signature (the
-    reference-protocol options against :data:`PROTOCOL_TYPES` when ``fn`` passes them on); others as given."""
+    reference-protocol options against :data:`PROTOCOL_TYPES` when ``fn`` passes them on); others as given. An
+    option ``fn`` does not take is an error here (``**options`` adapters check theirs in :func:`protocol_options`)."""
     params = inspect.signature(fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):  # else: protocol_options checks
+        unknown = sorted(set(options) - set(params) - {"root"})
+        if unknown:
+            raise ValueError(f"{name}: unknown option(s) {unknown}; its options are "
+                             f"{[n for n in params if n != 'root']}")
     out = {}
     for key, value in options.items():
         kind = str(params[key].annotation) if key in params else PROTOCOL_TYPES.get(key, "")
