@@ -14,8 +14,8 @@ import torch
 from wsml.analysis import memorization as mem
 from wsml.analysis import modification as mod
 from wsml.analysis.pointing_game import PointingGame, box_coverage, cam_peaks, point_in_boxes, pointing_game
-from wsml.analysis.report import build_report
-from wsml.runs import read_metrics
+from wsml.analysis.report import best_epoch, build_report
+from wsml.runs import RunFolder, read_metrics
 
 
 def bce(z: float, t: float) -> float:
@@ -238,8 +238,9 @@ def test_report_shows_the_epoch_training_kept_and_what_picked_it(tmp_path):
     run = _fake_run(tmp_path / "run1")
     (run / "summary.json").write_text(json.dumps({"best_epoch": 2, "val_map": 100.0, "val_score": 77.5,
                                                   "val_criterion": "pu-auc", "test_map": 41.0}))
-    text = build_report([run], tmp_path / "report.md").read_text()
-    assert "| run1 | ll-ct | 0.2 | 3 | 2 | 77.50 (PU-AUC) | 41.00 |" in text
+    assert best_epoch(RunFolder(run)) == (2, 77.5, "pu-auc", 41.0)  # the table shows "77.50 (PU-AUC)"
+    (run / "summary.json").unlink()  # still training: the best so far by the same rule (here the val_map column)
+    assert best_epoch(RunFolder(run)) == (3, 53.0, "map", 43.0)
 
 
 def test_report_errors(tmp_path):
