@@ -58,7 +58,7 @@ def adapter_options(target: str) -> list[tuple[str, str, str]]:
         if p.kind is inspect.Parameter.VAR_KEYWORD:
             out += [(n, "", HELP.get(n, "")) for n in PROTOCOL_OPTIONS if n not in sig.parameters]
             continue
-        default = "" if p.default is inspect.Parameter.empty else repr(p.default)
+        default = "" if p.default in (inspect.Parameter.empty, None) else repr(p.default)  # None: "not given"
         out.append((p.name, default, HELP.get(p.name, "see the adapter's documentation")))
     return out
 
