@@ -153,9 +153,10 @@ def test_predict_with_thresholds(run, own_data, tmp_path, capsys):
         assert r["predicted"] == str(int(score >= t))
     wide = tmp_path / "preds_wide.csv"
     assert main(["predict", str(run), *imgs, "--wide", "--out", str(wide)]) == 0
-    for r in _rows(wide):
+    for r, img in zip(_rows(wide), imgs):
         expect = {c for c in CLASSES if float(r[f"score:{c}"]) >= thr["thresholds"][CLASSES.index(c)] - 1e-6}
         assert set(filter(None, r["labels"].split(";"))) == expect
+        assert (wide.parent / r["path"]).resolve() == Path(img).resolve()  # a labels CSV: relative to its folder
     assert main(["predict", str(run), imgs[0], "--out", str(tmp_path / "p.json")]) == 0
     rec = json.loads((tmp_path / "p.json").read_text())[0]
     assert set(rec["labels"]) == {c for c in CLASSES if rec["scores"][c] >= rec["thresholds"][c]}

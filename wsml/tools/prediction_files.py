@@ -5,7 +5,8 @@ Two CSV layouts and one JSON layout:
 * long CSV (default): ``image,rank,class,score,threshold,predicted`` - one row per image and class, the
   ``top_k`` best classes of each image by score (``top_k=0``: every class);
 * wide CSV (``wide=True``): ``path,labels,score:<class>...`` - one row per image; ``labels`` holds the
-  predicted classes ``;``-separated, so the file is itself a labels CSV that ``wsml prepare csv`` reads;
+  predicted classes ``;``-separated and ``path`` is relative to the CSV's folder, so the file is itself a labels
+  CSV that ``wsml prepare csv`` reads (images outside that folder: ``allow_outside_root=true``);
 * JSON: a list of ``{"image", "labels", "scores": {class: score}, "thresholds": {class: thr}, "top": [...]}``.
 
 ``predicted`` / ``labels`` use ``score >= threshold`` with the per-class thresholds of
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -127,8 +129,9 @@ class PredictionWriter:
             if self.csv is None:  # the layout of json.dumps(list, indent=2), one element at a time
                 body = "\n".join("  " + line for line in json.dumps(r, indent=2).split("\n"))
                 self.f.write(("[\n" if self.count == 0 else ",\n") + body)
-            elif self.wide:
-                self.csv.writerow([r["image"], ";".join(r["labels"])]
+            elif self.wide:  # a labels CSV: image paths relative to its folder, where `wsml prepare csv` reads them
+                self.csv.writerow([os.path.relpath(Path(r["image"]).resolve(), self.path.parent.resolve()),
+                                   ";".join(r["labels"])]
                                   + [f"{r['scores'][c]:.6f}" for c in self.class_names])
             else:
                 for k, t in enumerate(r["top"], 1):
