@@ -76,17 +76,17 @@ class Registry:
 
     def resolve(self, name: str) -> str:
         """The registered name that ``name`` (any spelling, or an alias) means; ValueError listing the choices."""
-        key = self._key(name)
-        if key not in self._entries:
-            raise ValueError(self._unknown(name))
-        return self._entries[key][0]
+        return self._entries[self._known_key(name)][0]
 
     def get(self, name: str) -> Any:
         """The object registered as ``name`` (a lazy entry is imported now)."""
+        return self._load(self._known_key(name))
+
+    def _known_key(self, name: str) -> str:
         key = self._key(name)
         if key not in self._entries:
             raise ValueError(self._unknown(name))
-        return self._load(key)
+        return key
 
     def get_family(self, name: str) -> Optional[tuple[Any, str]]:
         """``(object, rest)`` when ``name`` is ``<family>:<rest>`` of a registered family, else None; the rest keeps

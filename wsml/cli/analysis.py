@@ -7,6 +7,8 @@ import argparse
 import shlex
 from pathlib import Path
 
+from wsml.cli._options import add_device
+
 EPILOG_ANALYZE = """examples:
   wsml analyze memorization runs/mosaic-an            # Fig 1 curves + Table 1 (needs callbacks=[memorization])
   wsml analyze precision runs/mosaic-ll-r runs/mosaic-ll-ct runs/mosaic-ll-cp      # Fig 4
@@ -79,7 +81,7 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
     s.add_argument("--tolerance", type=float, default=0.0, help="pixels around boxes (paper 0, Zhang et al. 15)")
     s.add_argument("--max-images", type=int, help="score only the first N images")
     s.add_argument("--overlays", type=int, default=4, help="CAM overlay figure of the first N images (0 = none)")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(s)
     s = sub.add_parser("cams", help="CAM overlays of the same images for several runs")
     s.add_argument("runs", nargs="+", metavar="RUN_DIR")
     s.add_argument("--rows", type=_ints, default=[0, 1, 2, 3], help="split rows (default 0,1,2,3)")
@@ -89,7 +91,7 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
                    help="each image's ground-truth classes, or the first run's top-1 predicted class")
     s.add_argument("--out", default="cams.png")
     s.add_argument("--title", default="CAM (Table 4 / appendix Fig 1)", help="figure title")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(s)
     s = sub.add_parser("sweep", help="Fig 5/6: train METHODS × VALUES of one config key, plot test mAP")
     s.add_argument("config", nargs="?", help="base YAML config")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from wsml.cli._options import add_device
+
 EPILOG_EVAL = """examples:
   wsml eval runs/fashion-mosaic-ll-r-end-to-end             # test mAP of the best checkpoint
   wsml eval runs/fashion-mosaic-ll-r-end-to-end --split val"""
@@ -28,7 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         formatter_class=fmt)
     sp.add_argument("run_dir", metavar="RUN_DIR")
     sp.add_argument("--split", default="test", help="train, val or test (default: test)")
-    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(sp)
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("predict", help="top classes with scores for image files",
@@ -43,7 +45,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--out", metavar="FILE", help="write the results to FILE.csv or FILE.json")
     sp.add_argument("--wide", action="store_true", help="CSV with one row per image: path, predicted labels, "
                     "one score column per class (a labels CSV `wsml prepare csv` reads)")
-    sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(sp)
     sp.set_defaults(func=cmd_predict)
 
 

@@ -8,6 +8,8 @@ import argparse
 import os
 import signal
 
+from wsml.cli._options import add_device
+
 EPILOG_FIND_MISSING = """examples:
   wsml find-missing runs/my-data-ll-r                          # pairs the LL-R model flags (val thresholds)
   wsml find-missing runs/my-data-ll-r --k 200 --out missing.csv
@@ -48,7 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oof-seed", type=int, default=0, help="seed of the fold assignment")
     p.add_argument("--rank-by", default="auto", choices=RANK_BY,
                    help="score to rank by (auto: mean of model and oof with --folds, else model)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(p)
     p.set_defaults(func=cmd_find_missing)
 
     p = sub.add_parser("review", help="complete a val set / accept or reject missing labels in a local web page",
@@ -68,7 +70,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oof-epochs", type=int, help="--missing: epochs per fold model")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one, printed)")
     p.add_argument("--out", help="reviewed CSV to write (default: <labels>-reviewed.csv next to the labels CSV)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(p)
     p.set_defaults(func=cmd_review)
 
 
