@@ -100,6 +100,45 @@ def run_split_scores(run: RunFolder, split: str, device: Union[str, torch.device
 DENSE_PREDICTIONS = 2**27  # N × C up to which scores travel as arrays and predictions_<split>.npz is written
 
 
+def too_large(num_rows: int, num_classes: int) -> bool:
+    """True when a split's N × C scores are above ``DENSE_PREDICTIONS``: scored to chunk files, evaluated blocked."""
+    return num_rows * num_classes > DENSE_PREDICTIONS
+
+
+def scores_on_main(forward: Callable, loader, device: torch.device, run_dir: PathLike, split: str, num_classes: int,
+                   dist, use: Callable):
+    """Every process scores its shard of ``loader`` into one scratch folder inside the run folder (no N × C
+    gather), then rank 0 computes ``use(ScoreChunks)``; its result, or its ValueError, reaches every rank. The
+    folder is removed afterwards unless ``use`` moved it away (the final test pass keeps its chunks)."""
+    import shutil
+    import tempfile
+
+    from wsml.distributed import barrier, broadcast_object
+    from wsml.metrics_blocked import ScoreChunks, score_to_chunks
+
+    tmp = broadcast_object(tempfile.mkdtemp(prefix=f".scores_{split}_", dir=run_dir) if dist.is_main else None)
+    out = error = None
+    try:
+        score_to_chunks(forward, loader, device, tmp, num_classes, dist.rank)
+        barrier()
+        if dist.is_main:
+            try:
+                try:
+                    store = ScoreChunks(tmp)
+                except FileNotFoundError:
+                    raise ValueError("no sample of the split could be scored (all images failed to load?)") from None
+                out = use(store)
+            except ValueError as e:
+                error = e  # handed to every rank: none waits for a result that will not come
+    finally:
+        if dist.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+    out, error = broadcast_object((out, error))
+    if error is not None:
+        raise error
+    return out
+
+
 def evaluate_run(run: Union[RunFolder, PathLike], split: str = "test", device: str = "auto", write: bool = True,
                  ) -> tuple[dict, Optional[np.ndarray], Optional[np.ndarray]]:
     """(result, scores, rows): mAP of the run's best checkpoint on ``split`` with the arrays it was computed from;

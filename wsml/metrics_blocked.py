@@ -242,6 +242,24 @@ def partial_labels_map_blocked(ap: np.ndarray, targets: ClassTargets) -> MaskedM
     return MaskedMAP(float(ap[ok].mean() * 100.0), int(ok.sum()), left)
 
 
+def pu_auc_per_class_blocked(scores: ScoreChunks, targets: ClassTargets, block_bytes: int = BLOCK_BYTES,
+                             ) -> np.ndarray:
+    """PU-AUC per class (:func:`wsml.partial_val.pu_auc_per_class`; positives = counted positives of ``targets``,
+    as the observed positives of partial val labels) a block of classes at a time; identical, class by class."""
+    from wsml.partial_val import pu_auc_column
+
+    n, c = scores.shape
+    out = np.full(c, np.nan)
+    for c0, c1 in _blocks(c, n, block_bytes):
+        work = scores.class_block(c0, c1)
+        Y, M = targets.block(c0, c1)
+        positive = Y if M is None else Y & M
+        num_pos = positive.sum(axis=1)
+        for i in np.flatnonzero((num_pos > 0) & (num_pos < n)):
+            out[c0 + i] = pu_auc_column(work[i], positive[i], num_pos[i])
+    return out
+
+
 def score_split_blocked(index, split: str, scores: ScoreChunks, block_bytes: int = BLOCK_BYTES) -> dict:
     """:func:`wsml.partial_val.score_split` plus ``group_map`` (when the data set has it), from score chunks."""
     from wsml.partial_val import PARTIAL, _rounded, split_labels

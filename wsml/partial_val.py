@@ -21,6 +21,7 @@ Data sets without the record (the paper's benchmarks) keep their reproduction be
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -48,17 +49,26 @@ def pu_auc_per_class(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     out = np.full(scores.shape[1], np.nan)
     num_pos = positive.sum(0)
     for c in np.flatnonzero((num_pos > 0) & (num_pos < n)):
-        col = scores[:, c].astype(np.float64)
-        s, p = np.sort(col), num_pos[c]
-        v = col[positive[:, c]]  # average 1-based ranks of the positives, ties shared (Mann-Whitney U)
-        ranks = (np.searchsorted(s, v, "left") + np.searchsorted(s, v, "right") + 1) / 2
-        out[c] = (ranks.sum() - p * (p + 1) / 2) / (p * (n - p))
+        out[c] = pu_auc_column(scores[:, c], positive[:, c], num_pos[c])
     return out
+
+
+def pu_auc_column(scores: np.ndarray, positive: np.ndarray, p: int) -> float:
+    """PU-AUC of one class: its scores [N], its observed positives bool [N] (``p`` of them, 0 < p < N)."""
+    col = scores.astype(np.float64)
+    s, n = np.sort(col), len(col)
+    v = col[positive]  # average 1-based ranks of the positives, ties shared (Mann-Whitney U)
+    ranks = (np.searchsorted(s, v, "left") + np.searchsorted(s, v, "right") + 1) / 2
+    return (ranks.sum() - p * (p + 1) / 2) / (p * (n - p))
 
 
 def pu_auc(scores: np.ndarray, positive: np.ndarray) -> tuple[Optional[float], list[int]]:
     """(mean PU-AUC ×100 over the classes with an observed positive, class ids left out); None if none left."""
-    auc = pu_auc_per_class(scores, positive)
+    return pu_auc_mean(pu_auc_per_class(scores, positive))
+
+
+def pu_auc_mean(auc: np.ndarray) -> tuple[Optional[float], list[int]]:
+    """:func:`pu_auc` from the PU-AUC per class (nan = left out)."""
     left = np.flatnonzero(np.isnan(auc)).tolist()
     return (None if len(left) == len(auc) else float(np.nanmean(auc) * 100.0)), left
 
@@ -80,6 +90,28 @@ def score_val(index, scores: np.ndarray, rows: np.ndarray) -> dict:
     auc, _ = pu_auc(scores, obs == POS)
     pm = _partial_map(scores, obs)
     # no observed positive at all in val: nothing to select on; every epoch scores 0 (the first is kept)
+    return {"select": 0.0 if auc is None else auc, "criterion": PU_AUC, "labels": PARTIAL, "map": pm}
+
+
+def score_val_blocked(index, store) -> dict:
+    """:func:`score_val` from score chunks (:class:`wsml.metrics_blocked.ScoreChunks`), a block of classes at a
+    time: the same numbers for a val split too large for N × C scores in memory."""
+    from wsml.metrics_blocked import (
+        ClassTargets,
+        ap_per_class_blocked,
+        map_blocked,
+        partial_labels_map_blocked,
+        pu_auc_per_class_blocked,
+    )
+
+    split = index["val"]
+    if split_labels(index, "val") != PARTIAL:
+        targets = ClassTargets.eval_of(split, store.rows)
+        m = map_blocked(ap_per_class_blocked(store, targets), targets.any_counted())
+        return {"select": m, "criterion": "map", "labels": COMPLETE, "map": m}
+    obs = ClassTargets.observed(split.observed, store.rows)
+    auc, _ = pu_auc_mean(pu_auc_per_class_blocked(store, obs))
+    pm = partial_labels_map_blocked(ap_per_class_blocked(store, obs), obs).value
     return {"select": 0.0 if auc is None else auc, "criterion": PU_AUC, "labels": PARTIAL, "map": pm}
 
 
@@ -125,9 +157,12 @@ def val_summary(best: dict) -> dict:
 def test_summary(index, scores: np.ndarray, rows: np.ndarray) -> dict:
     """summary.json fields of the final test scoring: ``test_map`` (None when not available), its policy, AP per
     class, ``num_test`` and, under partial labels, the classes left out (and why nothing is left)."""
-    out = score_split(index, "test", scores, rows)
+    return _test_fields(score_split(index, "test", scores, rows), len(rows))
+
+
+def _test_fields(out: dict, num_test: int) -> dict:
     res = {"test_map": out.pop("map"), "test_map_policy": out.pop("policy"),
-           "test_ap_per_class": out.pop("ap_per_class"), "num_test": int(len(rows)),
+           "test_ap_per_class": out.pop("ap_per_class"), "num_test": int(num_test),
            "test_classes_left_out": out.pop("classes_left_out")}
     return {**res, **out}
 
@@ -150,7 +185,6 @@ def final_test_scores(model, loader, device, summary: dict, run_dir) -> tuple:
     (``test_images_skipped``) with a warning that names ``wsml eval`` to re-score once they are fixed. When
     no test image can be read, ``(None, None)`` and the summary says why.
     """
-    import sys
     import warnings
 
     from wsml.evaluation import predict_split
@@ -162,15 +196,54 @@ def final_test_scores(model, loader, device, summary: dict, run_dir) -> tuple:
         except ValueError as e:
             scores = rows = None
             summary.update(test_map=None, message=f"not available: {e}")
+    _report_skipped(summary, loader, 0 if rows is None else len(rows), caught, run_dir)
+    return scores, rows
+
+
+def final_test_chunked(model, loader, device, summary: dict, run_dir, index, dist) -> None:
+    """:func:`final_test_scores` and :func:`test_summary` (with ``test_group_map``) for a test split too large for
+    N × C scores in memory: every process scores its shard to disk, rank 0 evaluates a block of classes at a time
+    and keeps the scores as ``predictions_test.chunks/`` (as ``wsml eval`` does) instead of an .npz."""
+    import shutil
+    import warnings
+
+    from wsml.evaluation import scores_on_main
+    from wsml.metrics_blocked import score_split_blocked
+
+    def evaluate(store):
+        out = score_split_blocked(index, "test", store)
+        groups = out.pop("group_map", None)
+        fields = _test_fields(out, len(store.rows))
+        if groups is not None:
+            fields["test_group_map"] = groups
+        keep = Path(run_dir) / "predictions_test.chunks"
+        shutil.rmtree(keep, ignore_errors=True)
+        (Path(run_dir) / "predictions_test.npz").unlink(missing_ok=True)  # no older dense file beside the chunks
+        store.folder.rename(keep)
+        return fields
+
+    fields = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fields = scores_on_main(model, loader, device, run_dir, "test", index.num_classes, dist, evaluate)
+        except ValueError as e:
+            summary.update(test_map=None, message=f"not available: {e}")
+    _report_skipped(summary, loader, 0 if fields is None else fields["num_test"], caught, run_dir)
+    summary.update(fields or {})
+
+
+def _report_skipped(summary: dict, loader, scored: int, caught: list, run_dir) -> None:
+    """Count the test images that could not be read into ``summary`` and warn, naming ``wsml eval``."""
+    import sys
+
     bad = [str(w.message) for w in caught if "skip" in str(w.message)]
-    total = loader.dataset.num_samples
-    n_bad = total if rows is None else total - len(rows)
+    n_bad = loader.dataset.num_samples - scored
     if n_bad:
         summary["test_images_skipped"] = int(n_bad)
         example = bad[0] if bad else ""
         print(f"warning: {n_bad} test image(s) could not be read and are left out of the test metrics "
               f"({example}); fix them and run `wsml eval {run_dir}`", file=sys.stderr)
-    return scores, rows
 
 
 def final_line(summary: dict, has_test: bool) -> str:

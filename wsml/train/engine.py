@@ -58,8 +58,17 @@ from wsml.distributed import (
     cleanup,
     init_distributed,
 )
-from wsml.evaluation import predict_split, save_predictions, split_group_map
-from wsml.partial_val import describe, final_line, final_test_scores, score_val, test_summary, val_summary
+from wsml.evaluation import predict_split, save_predictions, scores_on_main, split_group_map, too_large
+from wsml.partial_val import (
+    describe,
+    final_line,
+    final_test_chunked,
+    final_test_scores,
+    score_val,
+    score_val_blocked,
+    test_summary,
+    val_summary,
+)
 from wsml.progress import run_folder_line
 from wsml.train import builders as B
 from wsml.train.callbacks import CallbackList, TrainContext, build_callbacks
@@ -251,6 +260,9 @@ def _validate(run: _Run, parts: StageParts, stage: Stage, loss_epoch: int) -> di
         scoring = parts.train_loader if stage.cached else B.build_loader(run.cfg, run.dataset, "train", run.dist,
                                                                          train=False, mean_std=run.mean_std)
         feed_train_scores(run.loss_fn, parts.forward_eval, scoring, run.dataset["train"], run.device)
+    if too_large(len(run.dataset["val"]), run.dataset.num_classes):  # scores to disk, rank 0 scores them blocked
+        return scores_on_main(parts.forward_eval, parts.val_loader, run.device, run.run_dir, "val",
+                              run.dataset.num_classes, run.dist, lambda f: score_val_blocked(run.dataset, f))
     scores, rows = predict_split(parts.forward_eval, parts.val_loader, run.device)
     return score_val(run.dataset, scores, rows)
 
@@ -317,6 +329,9 @@ def _test_pass(run: _Run, total: int) -> dict:
     if "test" in dataset.splits:  # a user's own data may come without a test split: no test_map then
         test_loader = B.build_loader(cfg, dataset, "test", run.dist, train=False, mean_std=run.mean_std,
                                      on_bad_image="skip")  # a bad test image never throws the run away
+        if too_large(len(dataset["test"]), dataset.num_classes):  # predictions_test.chunks/, metrics blocked
+            final_test_chunked(model, test_loader, device, summary, run_dir, dataset, run.dist)
+            return summary
         scores, rows = final_test_scores(model, test_loader, device, summary, run_dir)
         if rows is not None:
             summary.update(test_summary(dataset, scores, rows))  # mAP under the policy the test labels call for
