@@ -12,12 +12,12 @@ import pytest
 from engine_helpers import _full_labels
 
 from wsml.data.index import DatasetIndex, Split
-from wsml.labels import observe_labels
+from wsml.labels import SparseLabels, observe_labels
 
 
 def _index(folder: Path, partial: bool) -> Path:
-    """Feature rows x = full @ W + noise; with ``partial``, val and test keep observed labels only (recorded as
-    partial) and the data set has OpenImages-style class groups."""
+    """Feature rows x = full @ W + noise; complete test labels are sparse; with ``partial``, val and test keep
+    observed labels only (recorded as partial) and the data set has OpenImages-style class groups."""
     rng = np.random.default_rng(5)
     c, w = 7, rng.normal(size=(7, 10)).astype(np.float32)
     splits = {}
@@ -25,6 +25,8 @@ def _index(folder: Path, partial: bool) -> Path:
         full = _full_labels(rng, n, c)
         x = (full @ w + 0.5 * rng.normal(size=(n, 10))).astype(np.float32)
         obs = observe_labels(full, num_pos=1, num_neg=2, seed=7) if name == "train" or partial else None
+        if name == "test" and not partial:
+            full = SparseLabels.from_dense(full)  # complete labels kept sparse, as prepare stores them at scale
         splits[name] = Split(full=None if partial and name != "train" else full, observed=obs, features=x)
     meta = {"label_sets": {"val": "partial", "test": "partial"}, "known_per_class": [9, 3, 5, 1, 7, 2, 4]}
     DatasetIndex("feats", [f"c{i}" for i in range(c)], splits, kind="features", meta=meta if partial else {}).save(

@@ -130,19 +130,22 @@ class ClassTargets:
     mask = known (POS or NEG), as OpenImages is evaluated."""
 
     def __init__(self, n: int, num_classes: int, dense: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                 entries: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None):
+                 entries: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None, masked: bool = True):
         self.n, self.num_classes, self._dense = n, num_classes, dense  # dense: (source [N_split, C], rows)
-        self._masked = dense is None
+        self._masked = dense is None and masked  # unmasked entries: sparse full labels (every entry counts)
         if entries is not None:  # (row position, class, value) sorted by class
             self._rows, self._cls, self._vals = entries
             self._ptr = np.searchsorted(self._cls, np.arange(num_classes + 1))
 
     @classmethod
-    def full(cls, labels: np.ndarray, rows: np.ndarray) -> ClassTargets:
+    def full(cls, labels: Union[np.ndarray, SparseLabels], rows: np.ndarray) -> ClassTargets:
+        """Complete labels (dense {0,1}, or a SparseLabels of the positives): every entry counts, no mask."""
+        if isinstance(labels, SparseLabels):
+            return cls.observed(labels, rows, masked=False)
         return cls(len(rows), labels.shape[1], dense=(labels, np.asarray(rows)))
 
     @classmethod
-    def observed(cls, obs: Union[np.ndarray, SparseLabels], rows: np.ndarray) -> ClassTargets:
+    def observed(cls, obs: Union[np.ndarray, SparseLabels], rows: np.ndarray, masked: bool = True) -> ClassTargets:
         rows = np.asarray(rows)
         if isinstance(obs, SparseLabels):
             sub = obs.take(rows)
@@ -152,13 +155,14 @@ class ClassTargets:
             pos, cols = np.nonzero(np.asarray(obs)[rows] != UNOBS)
             vals = np.asarray(obs)[rows[pos], cols]
         order = np.argsort(cols, kind="stable")
-        return cls(len(rows), obs.shape[1], entries=(pos[order], cols[order].astype(np.int64), vals[order]))
+        return cls(len(rows), obs.shape[1], entries=(pos[order], cols[order].astype(np.int64), vals[order]),
+                   masked=masked)
 
     @classmethod
     def eval_of(cls, split, rows: np.ndarray) -> ClassTargets:
         """What ``split.eval_targets()`` gives, without densifying sparse observed labels."""
         if split.full is not None:
-            return cls.full(np.asarray(split.full), rows)
+            return cls.full(split.full if isinstance(split.full, SparseLabels) else np.asarray(split.full), rows)
         if split.observed is None:
             raise ValueError("split has neither full nor observed labels: cannot evaluate")
         return cls.observed(split.observed, rows)
@@ -174,10 +178,12 @@ class ClassTargets:
             return np.ascontiguousarray((src[:, c0:c1][rows] != 0).T), None
         lo, hi = self._ptr[c0], self._ptr[c1]
         Y = np.zeros((c1 - c0, self.n), bool)
-        M = np.zeros((c1 - c0, self.n), bool)
         at = (self._cls[lo:hi] - c0, self._rows[lo:hi])
-        M[at] = True
         Y[at] = self._vals[lo:hi] == POS
+        if not self._masked:
+            return Y, None
+        M = np.zeros((c1 - c0, self.n), bool)
+        M[at] = True
         return Y, M
 
     def counts(self) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +194,8 @@ class ClassTargets:
                 pos[c0:c1] = self.block(c0, c1)[0].sum(axis=1)
             return pos, self.n - pos
         pos = np.bincount(self._cls[self._vals == POS], minlength=self.num_classes)
+        if not self._masked:
+            return pos, self.n - pos
         return pos, np.bincount(self._cls, minlength=self.num_classes) - pos
 
     def any_counted(self) -> np.ndarray:
