@@ -71,3 +71,31 @@ def test_blocked_val_and_test_equal_the_dense_ones(tmp_path, monkeypatch, partia
     np.testing.assert_array_equal(chunks.to_dense(), saved["scores"])
     assert not (tmp_path / "blocked" / "predictions_test.npz").exists()
     assert not list((tmp_path / "blocked").glob(".scores_*"))  # scratch folders removed
+
+
+def _blocked_worker(data: str, out: str) -> None:
+    import wsml.evaluation as ev
+    from wsml.config import load_config
+    from wsml.distributed import cleanup
+    from wsml.train.engine import train
+
+    ev.DENSE_PREDICTIONS = 0  # every rank scores its shard to disk; rank 0 evaluates
+    train(load_config(None, [f"data.path={data}", "model.backbone=linear", "model.pretrained=false", "loss.name=an",
+                             "train.epochs=1", "train.device=cpu", f"run.out={out}", "run.name=ddp",
+                             "run.quiet=true"]))
+    cleanup()
+
+
+def test_blocked_scoring_under_two_processes_counts_every_row_once(tmp_path, ddp):
+    from wsml.evaluation import evaluate_run
+
+    data = _index(tmp_path / "data", partial=False)
+    assert ddp(_blocked_worker, nprocs=2, args=(str(data), str(tmp_path)), timeout=100) == [0, 0]
+    run = tmp_path / "ddp"
+    summary = json.loads((run / "summary.json").read_text())
+    test = evaluate_run(run, "test", device="cpu", write=False)[0]  # one process, every row once
+    val = evaluate_run(run, "val", device="cpu", write=False)[0]
+    assert summary["world_size"] == 2 and summary["num_test"] == test["num_samples"] == 29
+    assert summary["test_map"] == pytest.approx(test["map"], abs=1e-9)
+    assert summary["val_map"] == pytest.approx(val["map"], abs=1e-9)  # one epoch: best.pt is the scored model
+    assert not list(run.glob(".scores_*")) and (run / "predictions_test.chunks").is_dir()
