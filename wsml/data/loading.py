@@ -103,7 +103,9 @@ class PartialLabelDataset(Dataset):
         self.name = f"{index.name}/{split}"
         self.kind, self.transform, self.on_bad_image, self.channels = index.kind, transform, on_bad_image, channels
         self.max_pixels = max_pixels
-        self.targets = s.train_targets()
+        # only full labels (an evaluation split): fully observed, derived row by row in observed_row - never the
+        # N × C int8 matrix of Split.train_targets() (5 GiB of temporaries at 125 000 × 5000)
+        self.targets = s.train_targets() if s.observed is not None or s.full is None else None
         self.full = s.full
         self.num_samples = len(s)  # size of the row-id space ("index" values), also after skipping
         self.features = self.images = self.samples = None
@@ -141,6 +143,8 @@ class PartialLabelDataset(Dataset):
     def observed_row(self, row: int) -> np.ndarray:
         """Dense int8 [C] observed labels of split row ``row`` (sliced from sparse storage when sparse)."""
         t = self.targets
+        if t is None:
+            return np.where(as_full(self.full, np.array([row]))[0] == 1, 1, -1).astype(np.int8)
         if isinstance(t, SparseLabels):
             a, b = t.indptr[row], t.indptr[row + 1]
             out = np.zeros(t.num_classes, dtype=np.int8)
