@@ -13,6 +13,7 @@ from engine_helpers import _full_labels
 
 from wsml.data.index import DatasetIndex, Split
 from wsml.labels import SparseLabels, observe_labels
+from wsml.runs import RunFolder
 
 
 def _index(folder: Path, partial: bool) -> Path:
@@ -70,6 +71,8 @@ def test_blocked_val_and_test_equal_the_dense_ones(tmp_path, monkeypatch, partia
     np.testing.assert_array_equal(chunks.rows, saved["rows"])
     np.testing.assert_array_equal(chunks.to_dense(), saved["scores"])
     assert not (tmp_path / "blocked" / "predictions_test.npz").exists()
+    with pytest.raises(FileNotFoundError, match=r"predictions_test\.chunks/ \(read them .*ScoreChunks"):
+        RunFolder(tmp_path / "blocked").predictions("test")
     assert not list((tmp_path / "blocked").glob(".scores_*"))  # scratch folders removed
 
 

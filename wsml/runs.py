@@ -256,6 +256,10 @@ class RunFolder:
     def predictions(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
         """(scores [N, C], rows [N]) of ``predictions_<split>.npz`` (written by training and ``wsml eval``)."""
         path = self.file(f"predictions_{split}.npz")
+        if not path.is_file() and self.file(f"predictions_{split}.chunks").is_dir():
+            raise FileNotFoundError(f"{path} does not exist: the scores of this large split are in "
+                                    f"{self.file(f'predictions_{split}.chunks')}/ (read them a block at a time "
+                                    "with wsml.metrics_blocked.ScoreChunks)")
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: run `wsml eval {self.path} --split {split}` first")
         try:
