@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "fashion"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "fashion"  # wsml/tools/demo.py -> repo root
 NAMES = {"an": "Naive AN", "ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp", "wan": "WAN", "lsan": "LSAN",
          "epr": "EPR", "role": "ROLE", "iu": "Naive IU", "full": "Full labels"}
 
