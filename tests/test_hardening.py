@@ -172,6 +172,20 @@ def test_concurrent_runs_with_one_name_get_distinct_folders(data, tmp_path):
     assert sorted(p.name for p in got) == sorted(["same"] + [f"same-{i}" for i in range(2, 9)])
 
 
+def test_overwrite_removes_every_derived_result_and_keeps_review_decisions(data, tmp_path):
+    from wsml.train.run_dir import new_run_dir
+
+    cfg = load_config(None, _overrides(data, tmp_path, "again") + ["run.overwrite=true"])
+    run = new_run_dir(cfg)
+    old = ["summary.json", "thresholds.json", "eval_val.json", "predictions_val.npz", "find_missing.json",
+           "best.pt", "predictions_test.chunks/rank0-00000.npy", "review/val-decisions.json"]
+    for name in old:
+        (run / name).parent.mkdir(exist_ok=True)
+        (run / name).write_text("old")
+    assert new_run_dir(cfg) == run
+    assert sorted(p.name for p in run.iterdir()) == ["review"] and (run / "review/val-decisions.json").is_file()
+
+
 @pytest.mark.parametrize("name", ["..", "a/b", "../x", "."])
 def test_run_name_must_be_one_folder(data, tmp_path, capsys, name):
     out = tmp_path / "runs"

@@ -33,8 +33,7 @@ def new_run_dir(cfg: Config) -> Path:
     base.parent.mkdir(parents=True, exist_ok=True)
     if cfg.run.overwrite:
         base.mkdir(exist_ok=True)
-        for stale in ("summary.json", "predictions_test.npz", "best.pt", "best_stage1.pt", "last.pt", "metrics.csv"):
-            (base / stale).unlink(missing_ok=True)
+        _remove_results(base)
         remove_stale_temporaries(base)
         return base
     n = 1
@@ -45,6 +44,20 @@ def new_run_dir(cfg: Config) -> Path:
             return path
         except FileExistsError:
             n += 1
+
+
+# what a run and the commands over it derive from its model (review decisions are the user's work: kept)
+RESULTS = ("summary.json", "best.pt", "best_stage1.pt", "last.pt", "metrics.csv", "thresholds.json",
+           "find_missing.json", "eval_*.json", "predictions_*.npz", "predictions_*.chunks")
+
+
+def _remove_results(run_dir: Path) -> None:
+    """``run.overwrite=true``: delete the previous run's results, so that none is mistaken for the new run's."""
+    import shutil
+
+    for pattern in RESULTS:
+        for path in run_dir.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def check_run_name(name: str) -> None:
