@@ -162,3 +162,12 @@ def test_demo_table_compares_with_naive_an(tmp_path):
     lines = results_table(["an", "ll-r"], tmp_path, {"an": 100.4}).splitlines()
     assert lines[2] == "| Naive AN | 70.00 | 71.50 | 8/8 |  | 100 s |"
     assert lines[3] == "| LL-R | 74.25 | 75.00 | 7/8 | +4.25 | 10 s |"
+
+
+def test_demo_finds_its_configs():
+    """`make demo` trains configs/fashion/<method>.yaml from the repository root (broke once in a package move)."""
+    from wsml.config import load_config
+    from wsml.tools.demo import CONFIGS
+
+    for method in ("base", "an", "ll-r", "ll-ct"):
+        assert load_config(CONFIGS / f"{method}.yaml", []).data.path
