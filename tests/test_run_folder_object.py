@@ -104,3 +104,14 @@ def test_cli_reports_a_missing_data_set_in_one_line(run, project, tmp_path, caps
     run.file("config.yaml").write_text(text.replace(str(project / "feats"), str(tmp_path / "gone")))
     err = cli_error(["eval", str(run.path)], capsys)
     assert "config.yaml is not a prepared data set (no manifest.json)" in err and "gone" in err
+
+
+def test_delta_rel_auto_is_recorded_and_read_back(project, tmp_path):
+    """loss.delta_rel=auto: summary.json keeps the Δrel training chose, and RunFolder reports that number."""
+    ov = {"data.path": project / "feats", "model.backbone": "linear", "model.pretrained": False, "loss.name": "ll-r",
+          "loss.delta_rel": "auto", "train.batch_size": 16, "train.epochs": 1, "train.device": "cpu",
+          "run.out": tmp_path, "run.name": "auto", "run.quiet": True}
+    summary = train(load_config(None, [f"{k}={v}" for k, v in ov.items()]))
+    run = RunFolder(tmp_path / "auto")
+    assert run.config.loss.delta_rel == "auto" and isinstance(summary["delta_rel"], float)
+    assert run.delta_rel == summary["delta_rel"] and f"Δrel={summary['delta_rel']}" in run.label

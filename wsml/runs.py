@@ -165,7 +165,11 @@ class RunFolder:
             has = "delta_rel" in loss_hparams(self.loss_name)
         except ValueError:  # a loss this wsml does not know
             has = False
-        return self.config_dict.get("loss", {}).get("delta_rel") if has else None
+        if not has:
+            return None
+        chosen = self.file("summary.json")  # loss.delta_rel=auto: the value training chose is in the summary
+        given = self.config_dict.get("loss", {}).get("delta_rel")
+        return self.summary.get("delta_rel", given) if given == "auto" and chosen.is_file() else given
 
     @property
     def label(self) -> str:

@@ -326,6 +326,8 @@ def _test_pass(run: _Run, total: int) -> dict:
                "backbone": cfg.model.backbone, "epochs": total, "best_epoch": best["epoch"],
                "best_stage": best["stage"], "val_map": best["val_map"], "world_size": run.dist.world_size,
                **val_summary(best)}
+    if cfg.loss.delta_rel == "auto" and hasattr(run.loss_fn, "delta_rel"):
+        summary["delta_rel"] = run.loss_fn.delta_rel  # the value loss.delta_rel=auto chose, for report & analyses
     if "test" in dataset.splits:  # a user's own data may come without a test split: no test_map then
         test_loader = B.build_loader(cfg, dataset, "test", run.dist, train=False, mean_std=run.mean_std,
                                      on_bad_image="skip")  # a bad test image never throws the run away
