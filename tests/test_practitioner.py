@@ -255,6 +255,22 @@ def test_predict_accepts_a_folder(run, own_data, tmp_path):
     assert [r["image"] for r in _rows(tmp_path / "p.csv")] == [str(folder / "a.png"), str(folder / "sub" / "b.png")]
 
 
+def test_predict_stops_at_a_bad_image_or_skips_it_when_asked(run, own_data, tmp_path, capsys):
+    from conftest import cli_error
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(own_data / "img" / "080.png", folder / "a.png")
+    (folder / "b.png").write_bytes(b"not a png")
+    shutil.copy(own_data / "img" / "081.png", folder / "c.png")
+    out = tmp_path / "p.csv"
+    assert "b.png: cannot decode image" in cli_error(["predict", str(run), str(folder), "--out", str(out)], capsys)
+    assert main(["predict", str(run), str(folder), "--out", str(out), "--top-k", "1", "--skip-bad-images"]) == 0
+    assert [r["image"] for r in _rows(out)] == [str(folder / "a.png"), str(folder / "c.png")]
+    err = capsys.readouterr().err
+    assert err.startswith("warning: 1 of 3 image(s) could not be read") and "b.png: cannot decode" in err
+
+
 def test_csv_without_split_column_trains_without_test(own_data, tmp_path, capsys):
     """The common case: no split column -> 20 % of the rows become val, no test split; training still ends
     with a summary (no test mAP) and predict works."""

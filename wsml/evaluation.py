@@ -228,14 +228,27 @@ def score_images(model: torch.nn.Module, paths: Sequence[PathLike], transform: C
     return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
-def iter_image_scores(model: torch.nn.Module, paths: Sequence[PathLike], transform: Callable, channels: int = 3):
-    """:func:`score_images` one image at a time, as each is scored (``wsml predict`` streams its output)."""
+def iter_image_scores(model: torch.nn.Module, paths: Sequence[PathLike], transform: Callable, channels: int = 3,
+                      skipped: Optional[list] = None):
+    """:func:`score_images` one image at a time, as each is scored (``wsml predict`` streams its output).
+
+    With a ``skipped`` list, an unreadable image yields None and its error line goes into the list (a folder of
+    100 000 images is not stopped by one bad file); without one, it raises.
+    """
     from wsml.data.loading import load_image
 
     dev = next(model.parameters()).device
     for p in paths:
+        try:
+            image = load_image(str(p), channels)
+        except (ValueError, FileNotFoundError) as e:
+            if skipped is None:
+                raise
+            skipped.append(str(e))
+            yield None
+            continue
         with torch.no_grad():
-            x = transform(load_image(str(p), channels))[None].to(dev)
+            x = transform(image)[None].to(dev)
             scores = torch.sigmoid(model(x).float())[0].cpu().numpy()
         yield scores
 

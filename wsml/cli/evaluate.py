@@ -45,6 +45,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--out", metavar="FILE", help="write the results to FILE.csv or FILE.json")
     sp.add_argument("--wide", action="store_true", help="CSV with one row per image: path, predicted labels, "
                     "one score column per class (a labels CSV `wsml prepare csv` reads)")
+    sp.add_argument("--skip-bad-images", action="store_true", help="leave unreadable images out (counted, the "
+                    "first named on stderr) instead of stopping at the first one")
     add_device(sp)
     sp.set_defaults(func=cmd_predict)
 
@@ -113,7 +115,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run = RunFolder(args.run_dir)
     class_names, thresholds = _thresholds(run, args.device)
     writer = PredictionWriter(args.out, class_names, wide=args.wide) if args.out else None
-    for paths, scores in run_image_score_batches(run, args.images, class_names, device=args.device):
+    skipped = [] if args.skip_bad_images else None
+    for paths, scores in run_image_score_batches(run, args.images, class_names, device=args.device,
+                                                 skipped=skipped):
         records = prediction_records(paths, scores, class_names, thresholds, top_k=args.top_k)  # streamed
         for r in records:
             print(r["image"] + ": " + ", ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
@@ -122,4 +126,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             writer.write(records)
     if writer is not None:
         print(f"wrote {writer.close()}")
+    if skipped:
+        print(f"warning: {len(skipped)} of {len(args.images)} image(s) could not be read and are not in the "
+              f"output (first: {skipped[0]})", file=sys.stderr)
     return 0

@@ -19,7 +19,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -62,9 +62,10 @@ def run_image_scores(run: RunFolder, images: Sequence[PathLike], class_names: Se
 
 
 def run_image_score_batches(run: RunFolder, images: Sequence[PathLike], class_names: Sequence[str],
-                            device: str = "auto", batch: int = 256):
+                            device: str = "auto", batch: int = 256, skipped: Optional[list] = None):
     """(image paths, sigmoid scores float64 [b, C] in ``class_names`` order) for ``batch`` images at a time, as
-    they are scored (:func:`wsml.evaluation.iter_image_scores`): memory does not grow with the number of images."""
+    they are scored (:func:`wsml.evaluation.iter_image_scores`): memory does not grow with the number of images.
+    With a ``skipped`` list, unreadable images are left out and their error lines collected there."""
     from wsml.evaluation import image_transform, iter_image_scores
 
     have = list(run.model_info()["class_names"])
@@ -74,7 +75,9 @@ def run_image_score_batches(run: RunFolder, images: Sequence[PathLike], class_na
     cols = np.array([have.index(c) for c in class_names], dtype=np.int64)
     model = run.model(device)
     paths, rows = [], []
-    for path, probs in zip(images, iter_image_scores(model, images, *image_transform(run, model))):
+    for path, probs in zip(images, iter_image_scores(model, images, *image_transform(run, model), skipped)):
+        if probs is None:
+            continue
         paths.append(path)
         rows.append(probs[cols].astype(np.float64))
         if len(paths) == batch:
