@@ -203,7 +203,7 @@ def _evaluate_chunks(run: RunFolder, split: str, folder: Path, chunks: Path, wri
     group_map = result.pop("group_map", None)
     if group_map is not None:
         result["group_map"] = group_map  # after the other fields, as before
-    small = len(store.rows) * store.num_classes <= DENSE_PREDICTIONS
+    small = not too_large(len(store.rows), store.num_classes)
     scores, rows = (store.to_dense(), store.rows) if small else (None, None)
     if write:
         if small:

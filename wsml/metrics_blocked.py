@@ -167,10 +167,6 @@ class ClassTargets:
             raise ValueError("split has neither full nor observed labels: cannot evaluate")
         return cls.observed(split.observed, rows)
 
-    @property
-    def masked(self) -> bool:
-        return self._masked
-
     def block(self, c0: int, c1: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """(labels bool [c1 - c0, N], mask bool [c1 - c0, N] or None)."""
         if self._dense is not None:

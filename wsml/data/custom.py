@@ -34,7 +34,6 @@ from wsml.labels import POS, SparseLabels, observe_labels, subsample
 
 FEW_POSITIVES = 5  # prepare warns about classes with fewer training positives
 SPARSE_ABOVE = 2**25  # a split's labels are stored sparse above this many entries (N x C; 32 MB as int8)
-read_label_csv = read_label_file  # the name other modules import (wsml.tools.review)
 
 
 def _class_list(classes: Union[None, str, Path, Sequence[str]], base: Path, table: Table) -> list[str]:

@@ -29,10 +29,10 @@ from wsml.checkpoint import write_json, write_text
 
 def read_table(csv_path: PathLike):
     """The user's labels CSV as read by ``wsml prepare csv`` (same rules, same errors)."""
-    from wsml.data.custom import Table, read_label_csv
+    from wsml.data.label_files import Table, read_label_file
 
     table = Table()
-    read_label_csv(Path(csv_path), table)
+    read_label_file(Path(csv_path), table)
     return table
 
 

@@ -15,7 +15,6 @@ Paging works on arrays, so 100 000 suggestions page in milliseconds.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,12 +50,9 @@ class Source:
 
 def read_json(path: Path) -> dict:
     """A JSON file of the review folder; a clear error when it is missing or damaged."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: start the review with `wsml review RUN --val` or `--missing`")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from None
+    from wsml.runs import read_json as read_run_json
+
+    return read_run_json(path, "start the review with `wsml review RUN --val` or `--missing`")
 
 
 def _page(ids: np.ndarray, offset: int, limit: int) -> tuple[int, np.ndarray]:
