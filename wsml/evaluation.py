@@ -128,7 +128,7 @@ def scores_on_main(forward: Callable, loader, device: torch.device, run_dir: Pat
                 except FileNotFoundError:
                     raise ValueError("no sample of the split could be scored (all images failed to load?)") from None
                 out = use(store)
-            except ValueError as e:
+            except (ValueError, OSError) as e:
                 error = e  # handed to every rank: none waits for a result that will not come
     finally:
         if dist.is_main:
@@ -149,11 +149,7 @@ def evaluate_run(run: Union[RunFolder, PathLike], split: str = "test", device: s
     process scores its shard and writes its own chunks; rank 0 evaluates from disk (no N × C gather). Above
     ``DENSE_PREDICTIONS`` scores, (scores, rows) are None and the scores stay in ``predictions_<split>.chunks/``.
     """
-    import shutil
-    import tempfile
-
-    from wsml.distributed import barrier, broadcast_object, init_distributed
-    from wsml.metrics_blocked import score_to_chunks
+    from wsml.distributed import init_distributed
     from wsml.train.builders import resolve_device
 
     run = RunFolder.of(run)
@@ -161,42 +157,28 @@ def evaluate_run(run: Union[RunFolder, PathLike], split: str = "test", device: s
     dev = resolve_device(device, info) if isinstance(device, str) else device
     model = run.model(dev)
     loader = run.loader(split, model, info)  # this process's shard
-    chunks = run.file(f"predictions_{split}.chunks")
-    tmp = None
-    if not write or info.enabled:  # a scratch folder every rank can reach: the run folder's
-        tmp = broadcast_object(tempfile.mkdtemp(prefix=f".scores_{split}_", dir=run.path) if info.is_main else None)
-    folder = Path(tmp) if tmp else chunks
-    if info.is_main and folder.exists() and not tmp:
-        shutil.rmtree(folder)  # stale chunks of an earlier evaluation
-    barrier()
-    score_to_chunks(model, loader, dev, folder, run.dataset.num_classes, info.rank)
-    barrier()
-    out = error = None
-    if info.is_main:
-        try:
-            out = _evaluate_chunks(run, split, folder, chunks, write)
-        except (ValueError, FileNotFoundError) as e:
-            error = e  # handed to every rank: none waits for a result that will not come
-        finally:
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
-    out, error = broadcast_object((out, error))
-    if error is not None:
-        raise error
-    return out
+    return scores_on_main(model, loader, dev, run.path, split, run.dataset.num_classes, info,
+                          lambda store: _evaluate_chunks(run, split, store, write))
 
 
-def _evaluate_chunks(run: RunFolder, split: str, folder: Path, chunks: Path, write: bool) -> tuple:
-    """:func:`evaluate_run`'s (result, scores, rows) from the score chunks in ``folder`` (rank 0)."""
+def keep_chunks(folder: PathLike, run_dir: PathLike, split: str) -> Path:
+    """Move a split's score chunks to ``predictions_<split>.chunks/``, replacing older chunks and a dense .npz."""
+    import shutil
+
+    keep = Path(run_dir) / f"predictions_{split}.chunks"
+    shutil.rmtree(keep, ignore_errors=True)
+    (Path(run_dir) / f"predictions_{split}.npz").unlink(missing_ok=True)  # no older dense file beside the chunks
+    Path(folder).rename(keep)
+    return keep
+
+
+def _evaluate_chunks(run: RunFolder, split: str, store, write: bool) -> tuple:
+    """:func:`evaluate_run`'s (result, scores, rows) from the score chunks in ``store`` (rank 0)."""
     import shutil
 
     from wsml.checkpoint import write_json
-    from wsml.metrics_blocked import ScoreChunks, score_split_blocked
+    from wsml.metrics_blocked import score_split_blocked
 
-    try:
-        store = ScoreChunks(folder)
-    except FileNotFoundError:
-        raise ValueError("no sample of the split could be scored (all images failed to load?)") from None
     index = run.dataset
     result = {"split": split, **score_split_blocked(index, split, store), "num_samples": int(len(store.rows)),
               "checkpoint_epoch": int(run.checkpoint().get("epoch", 0))}  # partial own-data labels: their policy
@@ -208,12 +190,9 @@ def _evaluate_chunks(run: RunFolder, split: str, folder: Path, chunks: Path, wri
     if write:
         if small:
             save_predictions(run.file(f"predictions_{split}.npz"), scores, rows, index.class_names)
-            shutil.rmtree(chunks, ignore_errors=True)  # this folder's chunks, or stale ones of a larger evaluation
+            shutil.rmtree(run.file(f"predictions_{split}.chunks"), ignore_errors=True)  # of a larger evaluation
         else:
-            run.file(f"predictions_{split}.npz").unlink(missing_ok=True)  # no older dense file beside the chunks
-            if folder != chunks:
-                shutil.rmtree(chunks, ignore_errors=True)
-                folder.rename(chunks)
+            chunks = keep_chunks(store.folder, run.path, split)
             result["predictions"] = (f"{chunks.name}/ (N x C = {len(store.rows)} x {store.num_classes} is too "
                                      "large for one .npz; read it with wsml.metrics_blocked.ScoreChunks)")
         write_json(run.file(f"eval_{split}.json"), result)

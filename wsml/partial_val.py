@@ -21,7 +21,6 @@ Data sets without the record (the paper's benchmarks) keep their reproduction be
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -204,10 +203,9 @@ def final_test_chunked(model, loader, device, summary: dict, run_dir, index, dis
     """:func:`final_test_scores` and :func:`test_summary` (with ``test_group_map``) for a test split too large for
     N × C scores in memory: every process scores its shard to disk, rank 0 evaluates a block of classes at a time
     and keeps the scores as ``predictions_test.chunks/`` (as ``wsml eval`` does) instead of an .npz."""
-    import shutil
     import warnings
 
-    from wsml.evaluation import scores_on_main
+    from wsml.evaluation import keep_chunks, scores_on_main
     from wsml.metrics_blocked import score_split_blocked
 
     def evaluate(store):
@@ -216,10 +214,7 @@ def final_test_chunked(model, loader, device, summary: dict, run_dir, index, dis
         fields = _test_fields(out, len(store.rows))
         if groups is not None:
             fields["test_group_map"] = groups
-        keep = Path(run_dir) / "predictions_test.chunks"
-        shutil.rmtree(keep, ignore_errors=True)
-        (Path(run_dir) / "predictions_test.npz").unlink(missing_ok=True)  # no older dense file beside the chunks
-        store.folder.rename(keep)
+        keep_chunks(store.folder, run_dir, "test")
         return fields
 
     fields = None
