@@ -115,3 +115,16 @@ def test_delta_rel_auto_is_recorded_and_read_back(project, tmp_path):
     run = RunFolder(tmp_path / "auto")
     assert run.config.loss.delta_rel == "auto" and isinstance(summary["delta_rel"], float)
     assert run.delta_rel == summary["delta_rel"] and f"Δrel={summary['delta_rel']}" in run.label
+
+
+def test_eval_on_val_scores_val_once(run, monkeypatch, capsys):
+    """`wsml eval --split val` on a fresh run: the val scores it computes also choose the thresholds."""
+    import wsml.evaluation as E
+    from wsml.cli import main
+
+    real, splits = E.evaluate_run, []
+    monkeypatch.setattr(E, "evaluate_run", lambda r, split="test", **kw: splits.append(split) or real(r, split, **kw))
+    assert not run.file("thresholds.json").exists()
+    assert main(["eval", str(run.path), "--split", "val", "--device", "cpu"]) == 0
+    assert splits == ["val"] and run.file("thresholds.json").is_file()
+    assert "with the val thresholds: macro F1" in capsys.readouterr().out

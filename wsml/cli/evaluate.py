@@ -72,13 +72,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if scores is None:  # scores kept in chunks (too large to hold): the thresholded metrics need them in memory
         print(f"  scores in {r['predictions']}; per-class F1 at the val thresholds is not computed at this size")
         return 0
-    t = thresholded_metrics(run, args.split, scores, rows, device=args.device)  # per-class thresholds chosen on val
+    thr = ensure_thresholds(run, args.device, val=(r, scores, rows) if args.split == "val" else None)  # chosen on val
+    t = thresholded_metrics(run, args.split, scores, rows, thresholds=thr)
     if t["macro_f1"] is not None:
         note = " (optimistic: the thresholds were chosen on val)" if args.split == "val" else ""
         print(f"  with the val thresholds: macro F1 {t['macro_f1']:.2f}, precision {t['macro_precision'] or 0:.2f}, "
               f"recall {t['macro_recall'] or 0:.2f}{note}")
     r.update({k: v for k, v in t.items() if k != "split"})
-    r["per_class"] = per_class_table(r, ensure_thresholds(run, args.device))
+    r["per_class"] = per_class_table(r, thr)
     write_json(run.file(f"eval_{args.split}.json"), r)  # AP and F1 per class, printed and stored
     for line in per_class_lines(r["per_class"]):
         print(line)

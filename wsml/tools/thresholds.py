@@ -150,9 +150,10 @@ def load_thresholds(run: Union[RunFolder, PathLike]) -> Optional[dict]:
     return data if data.get("best_pt_mtime_ns") == _stamp(run) else None
 
 
-def ensure_thresholds(run: Union[RunFolder, PathLike], device: str = "auto") -> dict:
+def ensure_thresholds(run: Union[RunFolder, PathLike], device: str = "auto", val: Optional[tuple] = None) -> dict:
     """The run's per-class thresholds: read ``thresholds.json`` or choose them on val (and write the file, with
-    the val scoring's ``predictions_val.npz`` and ``eval_val.json``).
+    the val scoring's ``predictions_val.npz`` and ``eval_val.json``). ``val``: the (result, scores, rows) of
+    :func:`wsml.evaluation.evaluate_run` on val when the caller has just computed them (not scored again).
 
     The dict has ``class_names``, ``thresholds``, ``f1`` (val F1 at the threshold), ``num_pos`` (val
     positives), ``source``, ``split`` and ``checkpoint_epoch``.
@@ -167,7 +168,7 @@ def ensure_thresholds(run: Union[RunFolder, PathLike], device: str = "auto") -> 
     if cached is not None:
         return cached
     stamp = _stamp(run)
-    result, scores, rows = evaluate_run(run, "val", device=device, write=True)
+    result, scores, rows = val if val is not None else evaluate_run(run, "val", device=device, write=True)
     index = run.dataset
     partial = split_labels(index, "val") == PARTIAL  # F1 is not measurable on partial labels: the PU rule
     if scores is None:  # too large to hold: the val scores stayed in chunks, thresholds a block of classes at a time
@@ -194,14 +195,14 @@ def _pct(values: np.ndarray) -> Optional[float]:
 
 
 def thresholded_metrics(run: Union[RunFolder, PathLike], split: str, scores: np.ndarray, rows: np.ndarray,
-                        device: str = "auto") -> dict:
+                        device: str = "auto", thresholds: Optional[dict] = None) -> dict:
     """Macro F1 / precision / recall (×100) of ``scores`` (the run's scores of ``rows`` of ``split``, from
     :func:`wsml.evaluation.evaluate_run`) with the val thresholds. On ``split="val"`` they are optimistic: the
-    thresholds were chosen there."""
+    thresholds were chosen there. ``thresholds``: the run's, when the caller holds them already."""
     from wsml.evaluation import targets_at
 
     run = RunFolder.of(run)
-    thr = ensure_thresholds(run, device)
+    thr = thresholds if thresholds is not None else ensure_thresholds(run, device)
     labels, mask = targets_at(run.split(split), rows)
     y = labels.astype(bool)
     m = np.ones_like(y) if mask is None else mask.astype(bool)
