@@ -57,7 +57,10 @@ def _remove_results(run_dir: Path) -> None:
 
     for pattern in RESULTS:
         for path in run_dir.glob(pattern):
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def check_run_name(name: str) -> None:
