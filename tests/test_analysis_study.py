@@ -141,3 +141,12 @@ def test_study_plots_one_scale_colour_bar_log_axis(tmp_path, monkeypatch):
     plots.plot_seed_lines({"LL-Ct": {0.5: [70.0]}}, tmp_path / "s1.png", "Δrel", "one seed", levels={"AN": [72.0]})
     texts = [t.get_text() for t in figs[-1].axes[0].get_legend().get_texts()]  # one seed: no sd, said so
     assert "AN 72.00 (n=1)" in texts and not figs[-1].axes[0].patches  # no ±sd band from one value
+
+
+def test_fig4_checks_the_explanation_against_a_perfect_ranker(tmp_path):
+    runs = [_fake_run(tmp_path / "r0", "ll-r", 0, _mod_metrics([0.8, 0.7], [0.1, 0.1])),
+            _fake_run(tmp_path / "cp0", "ll-cp", 0, _mod_metrics([0.9, 0.9], [0.6, 0.5]))]
+    v = fig4.fig4_verdict(fig4.group_runs(runs))
+    # the ranker at LL-Cp's count: 100 % in epoch 2, 60 % in epoch 3 -> LL-Cp was already 20 pp lower before it
+    assert "falls below 100 % from epoch 3" in v["ranker_check"]
+    assert "vs LL-R -20.0 pp before, -20.0 pp from it" in v["ranker_check"]

@@ -24,7 +24,7 @@ main() {
   FRACS=${FRACS:-0.125 0.25 0.5}
   CB='callbacks=[memorization,modification]'
   case $REGIME in
-    scratch)       EPOCHS=${EPOCHS:-30}; BASE=(); DELTAS=${DELTAS:-0.5 1 2 4 8} ;;
+    scratch)       EPOCHS=${EPOCHS:-30}; BASE=(); DELTAS=${DELTAS:-0.25 0.5 1 2 4} ;;
     scratch-short) EPOCHS=${EPOCHS:-8};  BASE=(); DELTAS=${DELTAS:-0.5 1 2 4 8} ;;
     pretrained)    EPOCHS=${EPOCHS:-10}; DELTAS=${DELTAS:-1 2 4}
                    # ImageNet EfficientNet-Lite0 fine-tuned end to end at 112 px; head lr = 10 x optim.lr
