@@ -150,3 +150,16 @@ def test_fig4_checks_the_explanation_against_a_perfect_ranker(tmp_path):
     # the ranker at LL-Cp's count: 100 % in epoch 2, 60 % in epoch 3 -> LL-Cp was already 20 pp lower before it
     assert "falls below 100 % from epoch 3" in v["ranker_check"]
     assert "vs LL-R -20.0 pp before, -20.0 pp from it" in v["ranker_check"]
+
+
+def test_fig6_reports_full_labels_at_matched_steps():
+    def rec(group, method, frac, seed, m, steps):
+        return {"group": group, "method": method, "train_frac": frac, "seed": seed, "test_map": m,
+                "observed_labels": 100, "steps": steps}
+    recs = [rec("main", "ll-ct", 1.0, s, 85 + s, 4500) for s in range(3)]
+    recs += [rec("frac", "full", 0.125, s, 81 + s / 2, 570) for s in range(3)]
+    recs += [rec("frac-steps", "full", 0.125, s, 86 + s, 4560) for s in range(3)]
+    v = study.verdict_fig6(recs)
+    assert v["verdict"].startswith("yes at equal epochs")  # more steps let the full labels catch up here
+    assert "Full label on 0.125 of the images for 4560 steps: 87.00 ± 1.00 (n=3)" in v["evidence"]
+    assert "matched steps: LL-Ct − Full = -1.00" in v["noise"]

@@ -120,7 +120,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(data, tmp_path, scheme
     # LL-Cp keeps permanent corrections in its state: resuming must restore them exactly
     extra = {"loss.name": "ll-cp", "loss.delta_rel": 3.0, "train.scheme": scheme, "train.linear_epochs": 2,
              "train.epochs": 3 if scheme == "end-to-end" else 2, "optim.scheduler": "cosine",
-             "train.stage2_loss": "continue"}
+             "train.stage2_loss": "continue", "callbacks": ["memorization", "modification"]}
     full = train(image_config(data, tmp_path, **extra, **{"run.name": "full"}))
     cut = image_config(data, tmp_path, **extra, **{"run.name": "cut"})
     with pytest.raises(KeyboardInterrupt):
@@ -129,7 +129,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(data, tmp_path, scheme
     assert len(_rows(tmp_path / "cut")) == stop - 1
     if scheme == "linearinit":  # killed after stage 2's first best.pt write, before its last.pt: the resume at the
         shutil.copyfile(tmp_path / "full" / "best.pt", tmp_path / "cut" / "best.pt")  # boundary must not start there
+    before = load_checkpoint(tmp_path / "cut" / "last.pt")["state"]["elapsed_s"]
     resumed = train(cut, resume=tmp_path / "cut")
+    assert resumed["wall_time_s"] >= before > 0  # the wall time includes the part before the interruption
 
     drop = ("time_s",)
     a = [{k: v for k, v in r.items() if k not in drop} for r in _rows(tmp_path / "full")]
@@ -141,6 +143,15 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(data, tmp_path, scheme
         assert torch.equal(v, sb["model"][k]), k
     assert _same(sa["loss"], sb["loss"])
     assert resumed["test_map"] == full["test_map"] and resumed["best_epoch"] == full["best_epoch"]
+    # the analysis callbacks continue too: Table 1's peaks, the modification log and its accumulated counts
+    assert "mod_cum_count" in a[0] and "mem_loss_fn" in a[0]
+    for name in ("memorization_entries.npz", "modifications.npz", "memorization_curve.csv"):
+        fa, fb = tmp_path / "full" / name, tmp_path / "cut" / name
+        if name.endswith(".csv"):
+            assert fa.read_text() == fb.read_text(), name
+            continue
+        with np.load(fa) as za, np.load(fb) as zb:
+            assert za.files == zb.files and all(np.array_equal(za[k], zb[k]) for k in za.files), name
 
 
 def test_callbacks_resolve_by_name_and_path():
@@ -172,3 +183,17 @@ def test_openimages_style_group_map_in_the_summary(tmp_path):
     g = s["test_group_map"]
     assert g["G1"] == pytest.approx((ap[1] + ap[3]) / 2) and g["G5"] == pytest.approx(ap[4])
     assert g["all"] == pytest.approx(s["test_map"])
+
+
+def test_resume_refuses_a_memorization_log_it_cannot_continue(tmp_path):
+    from types import SimpleNamespace
+
+    from wsml.analysis.memorization import MemorizationCallback
+
+    ctx = SimpleNamespace(run_dir=tmp_path, epoch=2)
+    with pytest.raises(ValueError, match="memorization_entries.npz is missing: .* after epoch 2"):
+        MemorizationCallback().on_train_start(ctx)
+    np.savez(tmp_path / "memorization_entries.npz", groups=np.zeros((3, 2), np.int8),
+             peak_epoch=np.ones((3, 2), np.int16), last_epoch=np.int64(2))  # an older file: no peak_loss
+    with pytest.raises(ValueError, match="has no peak_loss"):
+        MemorizationCallback().on_train_start(ctx)

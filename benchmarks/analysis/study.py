@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from wsml.analysis.stats import fmt_mean_sd
-from wsml.analysis.study import NAMES, REGIMES, collect, verdict_table
+from wsml.analysis.study import FINDINGS, NAMES, REGIMES, collect, regime_verdicts, verdict_table
 from wsml.runs import RunFolder
 
 DEFAULT_DELTA = 2.0
@@ -75,6 +75,17 @@ def mean_table(recs: list[dict]) -> list[str]:
     return lines
 
 
+def short_budget(root: Path, recs: list[dict]) -> list[str]:
+    """The 8-epoch budget beside the long one: its mAP, Fig 4 and Pointing Game verdicts (scratch-short runs)."""
+    if not any(r["regime"] == "scratch-short" for r in recs):
+        return []
+    v = regime_verdicts(root, "scratch-short", recs)
+    return ["## The short budget: the same small CNN from scratch for 8 epochs (`scratch-short`)", "",
+            "| paper's finding | 8 epochs |", "|---|---|"] + \
+        [f"| {text} | **{v[k]['verdict']}** — {v[k]['evidence']}; noise: {v[k]['noise']} |"
+         for k, text in FINDINGS if k in ("map", "fig4", "pointing")] + [""]
+
+
 def summarize(root: Path, results: Path, command: str) -> None:
     from wsml.analysis.memorization import memorization_summary
     from wsml.analysis.study_plots import regime_figures
@@ -97,6 +108,7 @@ def summarize(root: Path, results: Path, command: str) -> None:
             f"Made by `{command}` from {len(recs)} finished runs under `{root}` (per-seed numbers: `runs.csv`, "
             "`memorization.json`). Each verdict is a paired t-test over training seeds (p < 0.05), otherwise "
             "\"within noise\"; \"untested (n=1)\" with one seed.", "", verdict_table(root, recs), "",
+            *short_budget(root, recs),
             "## Main runs, mean ± sd over seeds", ""] + mean_table(recs) + \
         ["", "Figures: " + ", ".join(f"`{p.name}`" for p in figs), ""]
     (results / "verdicts.md").write_text("\n".join(text))

@@ -3,10 +3,10 @@
 # call ≤ 90 min on 2 cores (see benchmarks/analysis/Makefile for the targets and their measured cost).
 #
 #   bash benchmarks/analysis/study.sh REGIME STEP      REGIME: scratch | scratch-short | pretrained
-#   STEP: an | delta | ll | full | table1 | frac | pointing
+#   STEP: an | delta | ll | full | table1 | frac | frac_steps | pointing
 #
 # Runs go to $OUT/<regime>/<group>/<name>-s<seed> (default OUT=runs/study); a run whose summary.json exists is
-# reused, so an interrupted step continues where it stopped. Every run prints its wall time. The numbers, the
+# reused and an interrupted one (last.pt, no summary.json) is resumed, so a step continues where it stopped. Every run prints its wall time. The numbers, the
 # per-seed CSV/JSON and the verdict table come from `python benchmarks/analysis/study.py summarize`.
 # Environment: SEEDS (default "0 1 2"), METHODS (step ll: default "ll-r ll-ct ll-cp"), DELTAS (Fig 5 values),
 # DELTA_SEEDS, FRACS (Fig 6 fractions), EPOCHS, PRE_LR (pretrained backbone lr), SMOKE=1 (tiny data and
@@ -24,7 +24,7 @@ main() {
   FRACS=${FRACS:-0.125 0.25 0.5}
   CB='callbacks=[memorization,modification]'
   case $REGIME in
-    scratch)       EPOCHS=${EPOCHS:-30}; BASE=(); DELTAS=${DELTAS:-0.25 0.5 1 2 4} ;;
+    scratch)       EPOCHS=${EPOCHS:-30}; BASE=(); DELTAS=${DELTAS:-0.25 0.5 1 2 4}; DELTA_SEEDS=${DELTA_SEEDS:-$SEEDS} ;;
     scratch-short) EPOCHS=${EPOCHS:-8};  BASE=(); DELTAS=${DELTAS:-0.5 1 2 4 8} ;;
     pretrained)    EPOCHS=${EPOCHS:-10}; DELTAS=${DELTAS:-1 2 4}
                    # ImageNet EfficientNet-Lite0 fine-tuned end to end at 112 px; head lr = 10 x optim.lr
@@ -50,6 +50,10 @@ train() {  # train GROUP NAME SEED CONFIG FRAC [overrides...]   (FRAC "" = all t
   local dir="$OUT/$REGIME/$group/$name-s$seed"
   if [ -f "$dir/summary.json" ]; then echo "reusing $dir"; return; fi
   local t0=$SECONDS data
+  if [ -f "$dir/last.pt" ] && "$PY" -m wsml.cli train --resume "$dir" run.quiet=true; then  # interrupted: continue
+    echo "wall time $dir: $((SECONDS - t0)) s (resumed; its summary.json counts the time before the interruption)"
+    return
+  fi
   read -r -a data <<< "$(data_args "$cfg" "$frac")"
   "$PY" -m wsml.cli train "$cfg" "${data[@]}" "${BASE[@]}" train.epochs="$EPOCHS" train.seed="$seed" "$CB" \
     run.out="$OUT/$REGIME/$group" run.name="$name-s$seed" run.overwrite=true run.quiet=true "$@" ${EXTRA:-}
@@ -67,7 +71,7 @@ step_an() {  # Naive AN first: where its val mAP peaks tells whether the budget 
   "$PY" benchmarks/analysis/study.py peaks "$OUT/$REGIME/main"
 }
 
-step_delta() {  # Fig 5 and the Δrel of the main LL runs: LL-Ct over DELTAS (first seed only by default)
+step_delta() {  # Fig 5 and the Δrel of the main LL runs: LL-Ct over DELTAS (scratch: every seed; else the first)
   for s in ${DELTA_SEEDS:-${SEEDS%% *}}; do
     for d in $DELTAS; do train delta "ll-ct-d$d" "$s" configs/fashion/ll-ct.yaml "" loss.delta_rel="$d"; done
   done
@@ -101,6 +105,12 @@ step_frac() {  # Fig 6: Naive AN / LL-Ct / Full on fractions of the training ima
       train frac "full-f$f" "$s" configs/fashion/full.yaml "$f"
     done
   done
+}
+
+step_frac_steps() {  # Fig 6 at matched optimisation steps: Full label on 1/8 of the images for 8x the epochs
+  local e=$EPOCHS; EPOCHS=$((e * 8))
+  for s in $SEEDS; do train frac-steps full-f0.125 "$s" configs/fashion/full.yaml 0.125; done
+  EPOCHS=$e
 }
 
 step_pointing() {  # Table 4 on every main run (test split), CAM figure of seed 0

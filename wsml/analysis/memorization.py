@@ -95,11 +95,34 @@ class MemorizationCallback:
         self._peak_loss = np.zeros((0, 0), dtype=np.float32)
         self._peak_epoch = np.zeros((0, 0), dtype=np.int16)
         self._history: list[np.ndarray] = []
+        self._history_off = False  # once too large, never restarted (it would miss the first epochs)
         self._rows = 0  # 1 + the largest row id seen (arrays grow by doubling; files keep this many rows)
 
     def on_train_start(self, ctx: Any) -> None:
         self._reset()
         self.run_dir = run_dir_of(ctx)
+        if self.track_entries and self.run_dir is not None and getattr(ctx, "epoch", 0) > 0:
+            self._restore(int(ctx.epoch))
+
+    def _restore(self, done: int) -> None:
+        """A resume continues Table 1 from the entries file of the epochs already trained; a file that cannot
+        continue them (missing, from another epoch, without the peaks' losses) refuses the resume."""
+        path = self.run_dir / self.entries_file
+        why = "is missing"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                f = {k: z[k] for k in z.files}
+            why = (f"ends at epoch {int(f['last_epoch'])}, not {done}" if int(f["last_epoch"]) != done else
+                   "has no peak_loss (written by an older wsml)" if "peak_loss" not in f else "")
+        if why:
+            raise ValueError(f"{path} {why}: the {self.name} callback cannot continue Table 1 after epoch {done}; "
+                             f"train the run again instead of resuming it, or drop the callback")
+        n, c = f["groups"].shape
+        self._grow(n, c)
+        self._rows = n
+        self._groups[:n], self._peak_epoch[:n], self._peak_loss[:n] = f["groups"], f["peak_epoch"], f["peak_loss"]
+        self._history = list(f["history"]) if "history" in f else []
+        self._history_off = "history" not in f
 
     def on_epoch_start(self, ctx: Any, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -171,15 +194,15 @@ class MemorizationCallback:
         higher = seen & (self._epoch_loss > self._peak_loss)
         self._peak_loss[higher] = self._epoch_loss[higher]
         self._peak_epoch[higher] = epoch
-        if self._epoch_loss.size * (len(self._history) + 1) <= self.max_history:
+        if not self._history_off and self._epoch_loss.size * (len(self._history) + 1) <= self.max_history:
             self._history.append(self._epoch_loss.astype(np.float16))
-        elif self._history:
-            self._history = []  # too large to keep: the peaks alone still give Table 1
+        else:
+            self._history, self._history_off = [], True  # too large to keep: the peaks alone still give Table 1
         if self.run_dir is not None:
             n = self._rows
             extra = {"history": np.stack([h[:n] for h in self._history])} if self._history else {}
             np.savez_compressed(self.run_dir / self.entries_file, groups=self._groups[:n],
-                                peak_epoch=self._peak_epoch[:n],
+                                peak_epoch=self._peak_epoch[:n], peak_loss=self._peak_loss[:n],
                                 last_epoch=np.int64(epoch), **extra)
 
 

@@ -106,6 +106,14 @@ class ModificationCallback:
     def on_train_start(self, ctx: Any) -> None:
         self._reset()
         self.run_dir = run_dir_of(ctx)
+        done = int(getattr(ctx, "epoch", 0))  # > 0: a resume, whose log and accumulated counts continue
+        log = load_modifications(self.run_dir) if done > 0 and self.run_dir is not None else None
+        if log is not None:
+            keep = log["epoch"] <= done
+            self._log = [tuple(log[k][keep] for k in ("epoch", "row", "cls", "truth"))]
+            self.num_classes = c = int(log["num_classes"])
+            self._cum_keys, ix = np.unique(self._log[0][1] * c + self._log[0][2], return_index=True)
+            self._cum_true = self._log[0][3][ix]
 
     def on_epoch_start(self, ctx: Any, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -252,7 +252,10 @@ def plot_seed_lines(series: dict[str, dict[float, Sequence[float]]], out: PathLi
         from matplotlib.ticker import FixedLocator, NullLocator
 
         ax.set_xscale("log")
-        ticks = sorted({float(x) for by_x in series.values() for x in by_x})
+        ticks: list[float] = []
+        for t in sorted({float(x) for by_x in series.values() for x in by_x}):
+            if not ticks or t >= 1.4 * ticks[-1]:  # a label per point unless it would overlap its neighbour
+                ticks.append(t)
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([f"{t:g}" for t in ticks], fontsize=7)

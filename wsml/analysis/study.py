@@ -168,7 +168,7 @@ def verdict_fig4(runs: list[Path]) -> dict:
     v = fig4_verdict(group_runs(runs, skip_missing=True))
     if v["holds"] is None:
         return dict(NOT_RUN)
-    texts = [c["text"] for c in v["comparisons"].values()]
+    texts = [c["text"] for c in v["comparisons"].values()] + ([v["ranker_check"]] if "ranker_check" in v else [])
     return {"verdict": v["holds"], "evidence": "; ".join(texts),
             "noise": "per-seed mean precision over epochs ≥ 2, paired over seeds"}
 
@@ -219,6 +219,13 @@ def verdict_fig6(recs: list[dict]) -> dict:
                 for x in sorted({float(r["train_frac"]) for r in rs})]
     noise = describe(c, "LL-Ct", "Full") + "; LL-Ct − AN per fraction: " + ", ".join(
         f"{p['diff_mean']:+.2f} ({p['wording']})" for p in per_frac if p["n"])
+    matched = {r["seed"]: r for r in recs if r["group"] == "frac-steps" and r["method"] == "full"}
+    if matched:  # Full label on the same fraction trained for as many optimisation steps as LL-Ct on all images
+        cm = paired_compare(ll, {s: r["test_map"] for s, r in matched.items()}, "LL-Ct", "Full")
+        ev += (f"; at matched steps, Full label on {f:g} of the images for {next(iter(matched.values()))['steps']} "
+               f"steps: {fmt_mean_sd([r['test_map'] for r in matched.values()])}")
+        noise += "; matched steps: " + describe(cm, "LL-Ct", "Full")
+        verdict += "" if cm["wording"] == c["wording"] else f" at equal epochs, {cm['wording']} at matched steps"
     return {"verdict": verdict, "evidence": ev, "noise": noise}
 
 

@@ -6,6 +6,7 @@ of observed training labels (not images) on the x axis and gives the optimisatio
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from wsml._types import PathLike
@@ -18,7 +19,8 @@ def _dirs(root: Path, recs: list[dict], regime: str, group: str, methods: tuple)
 
 
 def regime_figures(root: PathLike, regime: str, recs: list[dict], out_dir: PathLike) -> list[Path]:
-    """Write fig1/fig4/fig5/fig6_<regime>.png for whatever runs exist; returns the files written."""
+    """Write fig1/fig4/fig5/fig6_<regime>.png for whatever runs exist and copy the regime's CAM figure
+    (cams_<regime>.png); returns the files written."""
     from wsml.analysis.fig4 import group_runs, plot_groups
     from wsml.analysis.memorization import load_curve
     from wsml.analysis.plots import plot_memorization, plot_seed_lines
@@ -46,17 +48,20 @@ def regime_figures(root: PathLike, regime: str, recs: list[dict], out_dir: PathL
         written.append(plot_seed_lines({"LL-Ct": by_x}, out_dir / f"fig5_{regime}.png", "Δrel (% per epoch, log)",
                                        f"Fig 5 — {name}\nLL-Ct test mAP vs Δrel (mean ± sd over seeds)", xlog=True,
                                        levels={"Naive AN": an} if an else None))
-    frac = [r for r in rs if r["group"] in ("frac", "main") and r["method"] in ("an", "ll-ct", "full")
+    frac = [r for r in rs if r["group"] in ("frac", "frac-steps", "main") and r["method"] in ("an", "ll-ct", "full")
             and r["observed_labels"] and r["test_map"] is not None]
     if {r["group"] for r in frac} >= {"frac"}:
         series: dict[str, dict[float, list[float]]] = {}
         steps: dict[str, set] = {}
         for r in frac:
-            by_x = series.setdefault(NAMES[r["method"]], {})
-            by_x.setdefault(float(r["observed_labels"]), []).append(r["test_map"])
-            steps.setdefault(NAMES[r["method"]], set()).add(r["steps"])
+            label = NAMES[r["method"]] + (", more epochs: matched steps" if r["group"] == "frac-steps" else "")
+            series.setdefault(label, {}).setdefault(float(r["observed_labels"]), []).append(r["test_map"])
+            steps.setdefault(label, set()).add(r["steps"])
         notes = {k: f"{min(v)}–{max(v)} steps" for k, v in steps.items()}
         written.append(plot_seed_lines(series, out_dir / f"fig6_{regime}.png", "observed training labels (log)",
                                        f"Fig 6 — {name}\ntest mAP vs number of observed training labels (mean ± sd)",
                                        xlog=True, notes=notes))
+    cams = root / regime / "cams.png"  # drawn by study.sh's pointing step (wsml analyze cams)
+    if cams.is_file():
+        written.append(Path(shutil.copyfile(cams, out_dir / f"cams_{regime}.png")))
     return written

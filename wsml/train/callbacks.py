@@ -2,7 +2,8 @@
 
 A callback is any object with some of these methods (all optional)::
 
-    on_train_start(ctx)                          once, before the first epoch (also after a resume)
+    on_train_start(ctx)                          once, before the first epoch; after a resume ctx.epoch is
+                                                 the last epoch done, so a callback can reload its own state
     on_epoch_start(ctx, epoch)                   epoch: 1-based, counted over the whole run
     on_batch_end(ctx, batch, logits, loss_fn)    after each training step; batch is the loader's dict
                                                  ("input", "observed", "index" and "full" when known),
@@ -47,7 +48,7 @@ class TrainContext:
     rank: int = 0
     world_size: int = 1
     stage: str = "end-to-end"  # "end-to-end", "linear" (LinearInit stage 1) or "finetune" (stage 2)
-    epoch: int = 0
+    epoch: int = 0  # the current epoch; in on_train_start the epochs already trained (a resume continues after)
     state: dict = field(default_factory=dict)  # free space for callbacks
 
 

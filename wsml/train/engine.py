@@ -132,6 +132,8 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
     run = _Run(cfg, dist_info, device, B.amp_dtype(cfg.train.amp, device), dataset, model, loss_fn, info, run_dir, say)
     ctx = TrainContext(cfg, model, loss_fn, dataset, run_dir, device, dist_info.rank, dist_info.world_size)
     state, pending_rng = _resume_state(run, ckpt)
+    started -= state.get("elapsed_s", 0.0)  # a resumed run's wall time counts the time before the interruption
+    ctx.epoch = state["epoch"]  # the epochs already trained: 0, or where a resume continues
     cbs.on_train_start(ctx)
 
     try:
@@ -177,6 +179,7 @@ def _train(cfg: Config, dist_info: DistInfo, resume, extra_callbacks: list) -> d
                        "num_modified": modified, "lr": lr, "time_s": round(time.time() - t0, 3)}
                 row.update(cbs.on_epoch_end(ctx, epoch))
                 improved = _record_epoch(state, row, epoch, val["select"])
+                state["elapsed_s"] = round(time.time() - started, 2)
                 stop = early_stop(state, stage.name, cfg.train.early_stop_drop, cfg.train.early_stop_patience)
 
                 # 5. Files (rank 0): best.pt when val mAP improved, then last.pt and metrics.csv.
