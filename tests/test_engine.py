@@ -197,3 +197,14 @@ def test_resume_refuses_a_memorization_log_it_cannot_continue(tmp_path):
              peak_epoch=np.ones((3, 2), np.int16), last_epoch=np.int64(2))  # an older file: no peak_loss
     with pytest.raises(ValueError, match="has no peak_loss"):
         MemorizationCallback().on_train_start(ctx)
+
+
+def test_resume_refuses_a_modification_log_it_cannot_continue(tmp_path):
+    from types import SimpleNamespace
+
+    from wsml.analysis.modification import ModificationCallback
+
+    ll = SimpleNamespace(modifies_labels=True)
+    with pytest.raises(ValueError, match="modifications.npz is missing: .* after epoch 3"):
+        ModificationCallback().on_train_start(SimpleNamespace(run_dir=tmp_path, epoch=3, loss_fn=ll))
+    ModificationCallback().on_train_start(SimpleNamespace(run_dir=tmp_path, epoch=3, loss_fn=object()))  # inert

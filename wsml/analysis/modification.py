@@ -106,14 +106,24 @@ class ModificationCallback:
     def on_train_start(self, ctx: Any) -> None:
         self._reset()
         self.run_dir = run_dir_of(ctx)
-        done = int(getattr(ctx, "epoch", 0))  # > 0: a resume, whose log and accumulated counts continue
-        log = load_modifications(self.run_dir) if done > 0 and self.run_dir is not None else None
-        if log is not None:
-            keep = log["epoch"] <= done
-            self._log = [tuple(log[k][keep] for k in ("epoch", "row", "cls", "truth"))]
-            self.num_classes = c = int(log["num_classes"])
-            self._cum_keys, ix = np.unique(self._log[0][1] * c + self._log[0][2], return_index=True)
-            self._cum_true = self._log[0][3][ix]
+        done = int(getattr(ctx, "epoch", 0))
+        if done > 0 and self.run_dir is not None:
+            self._restore(done, getattr(getattr(ctx, "loss_fn", None), "modifies_labels", False))
+
+    def _restore(self, done: int, modifies: bool) -> None:
+        """A resume continues the log and the accumulated counts (LL-Cp's Fig 4) of the epochs already trained;
+        an LL run whose log is missing refuses the resume rather than restart the counts."""
+        log = load_modifications(self.run_dir)
+        if log is None:
+            if modifies:
+                raise ValueError(f"{self.run_dir / LOG_FILE} is missing: the modification callback cannot continue "
+                                 f"the accumulated counts after epoch {done}; train the run again or drop the callback")
+            return
+        keep = log["epoch"] <= done
+        self._log = [tuple(log[k][keep] for k in ("epoch", "row", "cls", "truth"))]
+        self.num_classes = c = int(log["num_classes"])
+        self._cum_keys, ix = np.unique(self._log[0][1] * c + self._log[0][2], return_index=True)
+        self._cum_true = self._log[0][3][ix]
 
     def on_epoch_start(self, ctx: Any, epoch: int) -> None:
         self.epoch = int(epoch)
