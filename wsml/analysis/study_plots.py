@@ -57,7 +57,7 @@ def regime_figures(root: PathLike, regime: str, recs: list[dict], out_dir: PathL
             label = NAMES[r["method"]] + (", more epochs: matched steps" if r["group"] == "frac-steps" else "")
             series.setdefault(label, {}).setdefault(float(r["observed_labels"]), []).append(r["test_map"])
             steps.setdefault(label, set()).add(r["steps"])
-        notes = {k: f"{min(v)}–{max(v)} steps" for k, v in steps.items()}
+        notes = {k: f"{min(v)}–{max(v)} steps" if min(v) != max(v) else f"{min(v)} steps" for k, v in steps.items()}
         written.append(plot_seed_lines(series, out_dir / f"fig6_{regime}.png", "observed training labels (log)",
                                        f"Fig 6 — {name}\ntest mAP vs number of observed training labels (mean ± sd)",
                                        xlog=True, notes=notes))
