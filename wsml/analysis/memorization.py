@@ -111,18 +111,20 @@ class MemorizationCallback:
         why = "is missing"
         if path.is_file():
             with np.load(path, allow_pickle=False) as z:
-                f = {k: z[k] for k in z.files}
-            why = (f"ends at epoch {int(f['last_epoch'])}, not {done}" if int(f["last_epoch"]) != done else
-                   "has no peak_loss (written by an older wsml)" if "peak_loss" not in f else "")
+                saved = {k: z[k] for k in z.files}
+            why = (f"ends at epoch {int(saved['last_epoch'])}, not {done}" if int(saved["last_epoch"]) != done else
+                   "has no peak_loss (written by an older wsml)" if "peak_loss" not in saved else "")
         if why:
             raise ValueError(f"{path} {why}: the {self.name} callback cannot continue Table 1 after epoch {done}; "
                              f"train the run again instead of resuming it, or drop the callback")
-        n, c = f["groups"].shape
+        n, c = saved["groups"].shape
         self._grow(n, c)
         self._rows = n
-        self._groups[:n], self._peak_epoch[:n], self._peak_loss[:n] = f["groups"], f["peak_epoch"], f["peak_loss"]
-        self._history = list(f["history"]) if "history" in f else []
-        self._history_off = "history" not in f
+        self._groups[:n] = saved["groups"]
+        self._peak_epoch[:n] = saved["peak_epoch"]
+        self._peak_loss[:n] = saved["peak_loss"]
+        self._history = list(saved["history"]) if "history" in saved else []
+        self._history_off = "history" not in saved
 
     def on_epoch_start(self, ctx: Any, epoch: int) -> None:
         self.epoch = int(epoch)
