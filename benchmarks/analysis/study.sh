@@ -81,8 +81,17 @@ step_delta() {  # Fig 5 and the Δrel of the main LL runs: LL-Ct over DELTAS (sc
 step_ll() {  # Table 2 mAP, Fig 4 (one Δrel for all three), Table 4: LL-R / LL-Ct / LL-Cp at the chosen Δrel
   local d; d=$(delta)
   for s in $SEEDS; do
-    for m in ${METHODS:-ll-r ll-ct ll-cp}; do train main "$m" "$s" "configs/fashion/$m.yaml" "" loss.delta_rel="$d"; done
+    for m in ${METHODS:-ll-r ll-ct ll-cp}; do
+      reuse_delta_run "$m" "$s" "$d" || train main "$m" "$s" "configs/fashion/$m.yaml" "" loss.delta_rel="$d"
+    done
   done
+}
+
+reuse_delta_run() {  # reuse_delta_run METHOD SEED DELTA: LL-Ct's main run is the delta step's run at the chosen
+  # Δrel (same config, seed and thread count, hence bit-identical): link it rather than train it again
+  local src="$OUT/$REGIME/delta/ll-ct-d$3-s$2" dst="$OUT/$REGIME/main/$1-s$2"
+  [ "$1" = ll-ct ] && [ -f "$src/summary.json" ] && [ ! -e "$dst" ] || return 1
+  mkdir -p "$OUT/$REGIME/main" && ln -s "../delta/ll-ct-d$3-s$2" "$dst" && echo "linked $dst -> $src"
 }
 
 step_full() {  # Full label (every label observed) on all images: the upper bound and Fig 6's frac 1
