@@ -163,3 +163,14 @@ def test_fig6_reports_full_labels_at_matched_steps():
     assert v["verdict"].startswith("yes at equal epochs")  # more steps let the full labels catch up here
     assert "Full label on 0.125 of the images for 4560 steps: 87.00 ± 1.00 (n=3)" in v["evidence"]
     assert "matched steps: LL-Ct − Full = -1.00" in v["noise"]
+
+
+def test_one_seed_is_untested_never_within_noise(tmp_path):
+    recs = [_rec("an", 0, 70.0), _rec("ll-r", 0, 75.0)]  # one seed each: no paired test is possible
+    assert study.verdict_map(recs)["verdict"] == "untested (n=1)"
+    recs = [_rec("ll-ct", 0, v, "delta", delta_rel=d) for d, v in ((1.0, 70.0), (2.0, 75.0), (4.0, 72.0))]
+    assert study.verdict_fig5(recs)["verdict"] == "yes, one seed: untested"  # interior best, no spread to test
+    runs = [_fake_run(tmp_path / "r0", "ll-r", 0, _mod_metrics([0.8, 0.7], [0.1, 0.1])),
+            _fake_run(tmp_path / "cp0", "ll-cp", 0, _mod_metrics([0.9, 0.9], [0.6, 0.5]))]
+    assert fig4.fig4_verdict(fig4.group_runs(runs))["holds"] == "untested (n=1)"
+    assert stats.one_seed("no", 1) == "no, one seed: untested" and stats.one_seed("no", 3) == "no"

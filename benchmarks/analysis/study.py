@@ -107,7 +107,9 @@ def summarize(root: Path, results: Path, command: str) -> None:
     text = ["# The paper's findings on the Fashion-MNIST mosaics: verdicts", "",
             f"Made by `{command}` from {len(recs)} finished runs under `{root}` (per-seed numbers: `runs.csv`, "
             "`memorization.json`). Each verdict is a paired t-test over training seeds (p < 0.05), otherwise "
-            "\"within noise\"; \"untested (n=1)\" with one seed.", "", verdict_table(root, recs), "",
+            "\"within noise\"; with one seed no test is possible: \"untested (n=1)\", and a verdict drawn "
+            "from a rule (Fig 1, Table 1, Fig 5) on one seed says \"one seed: untested\".", "",
+            verdict_table(root, recs), "",
             *short_budget(root, recs),
             "## Main runs, mean ± sd over seeds", ""] + mean_table(recs) + \
         ["", "Figures: " + ", ".join(f"`{p.name}`" for p in figs), ""]

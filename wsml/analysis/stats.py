@@ -3,7 +3,7 @@
 A verdict compares two methods (e.g. LL-Ct vs Naive AN) trained with the same seeds. ``paired_compare``
 pairs the per-seed values by seed, reports the mean difference, its sd, a two-sided paired t-test p-value
 and a wording: "A > B", "A < B" (p < ``alpha``) or "within noise" (otherwise, or with fewer than 2 pairs
-the test is impossible: "1 seed, untested").
+the test is impossible: "untested (n=1)"). A verdict drawn from one seed says so (``one_seed``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 ALPHA = 0.05
+UNTESTED = "untested (n=1)"
+
+
+def one_seed(verdict: str, n: int) -> str:
+    """A rule's verdict on one seed is labelled untested: the study's verdicts need a spread over seeds."""
+    return verdict if n > 1 or verdict == UNTESTED else f"{verdict}, one seed: untested"
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
@@ -48,7 +54,7 @@ def paired_compare(a: Mapping[int, float], b: Mapping[int, float], name_a: str =
         out["wording"] = "not run yet"
         return out
     if d.size == 1:
-        out["wording"] = "untested (n=1)"
+        out["wording"] = UNTESTED
         return out
     if np.all(d == d[0]):
         out["p"] = 0.0 if d[0] != 0 else 1.0

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from wsml._types import PathLike
-from wsml.analysis.stats import describe, fmt_mean_sd, mean_sd, paired_compare
+from wsml.analysis.stats import UNTESTED, describe, fmt_mean_sd, mean_sd, one_seed, paired_compare
 
 REGIMES = {"scratch": "from scratch (small CNN, long budget)",
            "pretrained": "pretrained end to end (EfficientNet-Lite0)"}
@@ -85,8 +85,9 @@ def _compare_rows(recs: list[dict], key: str, a_list: list[str], b: str, unit: s
     if not cmps:
         return dict(NOT_RUN)
     words = [c["wording"] for c in cmps.values()]
-    verdict = ("yes" if all(" > " in w for w in words) else "no" if all(" < " in w for w in words)
-               else "partly" if any(" > " in w for w in words) else "within noise")
+    verdict = (UNTESTED if all(w == UNTESTED for w in words) else "yes" if all(" > " in w for w in words)
+               else "no" if all(" < " in w for w in words) else "partly" if any(" > " in w for w in words)
+               else "within noise")
     noise = "; ".join(f"{NAMES[m]} {fmt_mean_sd(list(_by_seed(recs, key, method=m, **match).values()))}"
                       for m in [b] + list(cmps))
     return {"verdict": verdict, "evidence": "; ".join(describe(c, NAMES[a], NAMES[b], unit) for a, c in cmps.items()),
@@ -120,7 +121,8 @@ def verdict_fig1(runs: list[Path]) -> dict:
     rtf = sum(p["rises_then_falls"] for p in fn)
     below = sum(p["final_loss"] < p["start_loss"] for p in fn)
     near0 = sum(p["final_loss"] < 0.25 * p["peak_loss"] for p in fn)
-    verdict = ("yes" if near0 == len(fn) else "partly" if rtf == len(fn) else "no" if rtf == 0 else "mixed over seeds")
+    verdict = one_seed("yes" if near0 == len(fn) else "partly" if rtf == len(fn) else "no" if rtf == 0
+                       else "mixed over seeds", len(fn))
     ev = (f"FN loss rises then falls in {rtf}/{len(fn)} seeds; final below its epoch-2 value in {below}/{len(fn)}; "
           f"final < 25 % of the peak in {near0}/{len(fn)}; peak epoch {fmt_mean_sd([p['peak_at'] for p in fn], 1)}")
     noise = ", ".join(f"{k} {fmt_mean_sd([p[key] for p in fn], 3)}" for k, key in
@@ -150,7 +152,7 @@ def verdict_table1(runs: list[Path]) -> dict:
         m = {g: mean_sd(v)[0] for g, v in w.items()}
         v = ("yes" if m["tn"] > 50 and m["pos"] > 50 and m["fn"] < 50 else
              "partly" if m["fn"] < min(m["tn"], m["pos"]) else "no")
-        verdict = verdict or v
+        verdict = verdict or one_seed(v, len(t))
         parts.append(f"{'eval-mode pass' if mode else 'during training'} ({len(t)} seed(s), "
                      f"{'/'.join(str(e) for e in sorted(epochs))} epochs): highest loss in epoch 1 for "
                      + ", ".join(f"{g} {fmt_mean_sd(w[g], 1)} %" for g in ("pos", "tn", "fn")) + f" → {v}")
@@ -184,8 +186,9 @@ def verdict_fig5(recs: list[dict]) -> dict:
     cmps = [paired_compare(per[best], per[v], f"Δrel {best:g}", f"Δrel {v:g}") for v in values if v != best]
     interior = values[0] < best < values[-1]
     ends = [paired_compare(per[best], per[v], "", "") for v in (values[0], values[-1]) if v != best]
-    verdict = ("yes" if interior and all(" > " in c["wording"] for c in ends) else
-               "partly" if interior else "no")
+    n = min(len(x) for x in per.values())  # one seed: the rule without the tests at the ends
+    verdict = one_seed("yes" if interior and (n < 2 or all(" > " in c["wording"] for c in ends)) else
+                       "partly" if interior else "no", n)
     ev = (f"best Δrel {best:g} (test mAP by Δrel: " + ", ".join(f"{v:g}: {fmt_mean_sd(list(per[v].values()))}"
                                                                 for v in values) + ")")
     noise = "; ".join(describe(c, f"Δrel {best:g}", f"Δrel {v:g}") for c, v in
