@@ -287,7 +287,7 @@ def test_cli_report_and_errors(tmp_path, capsys):
     assert main(["analyze", "precision", str(run), "--out", str(tmp_path / "p.png")]) == 0
     assert "base rate (truly positive among unobserved): 10.00%" in capsys.readouterr().out
     assert main(["analyze", "memorization", str(run)]) == 0  # from the mem_loss_* columns of metrics.csv
-    assert " fn: epoch 2 loss 0.6000 -> peak 0.9000 at epoch 3.00 -> final 0.9000" in capsys.readouterr().out
+    assert " fn: loss after epoch 1 0.6000 -> peak 0.9000 at epoch 3.00 -> final 0.9000" in capsys.readouterr().out
     (tmp_path / "bare").mkdir()
     (tmp_path / "bare" / "metrics.csv").write_text("epoch,val_map\n1,50\n")
     assert main(["analyze", "memorization", str(tmp_path / "bare")]) == 2

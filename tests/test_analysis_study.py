@@ -174,3 +174,24 @@ def test_one_seed_is_untested_never_within_noise(tmp_path):
             _fake_run(tmp_path / "cp0", "ll-cp", 0, _mod_metrics([0.9, 0.9], [0.6, 0.5]))]
     assert fig4.fig4_verdict(fig4.group_runs(runs))["holds"] == "untested (n=1)"
     assert stats.one_seed("no", 1) == "no, one seed: untested" and stats.one_seed("no", 3) == "no"
+
+
+def test_fig1_peaks_use_the_quarter_epoch_curve(tmp_path):
+    from wsml.analysis import memorization as mem
+
+    # fine-tuned from ImageNet: the FN loss rises through epoch 2 and falls after it; the per-epoch means
+    # (epoch 2: 0.27, epoch 3: 0.27) hide that peak, the quarter-epoch bins show it
+    fn = [0.16, 0.17, 0.21, 0.24, 0.25, 0.27, 0.28, 0.29, 0.28, 0.27, 0.26, 0.26, 0.20, 0.15, 0.10, 0.08]
+    pos = [0.25 * (i + 1) for i in range(16)]
+    epoch_means = [sum(fn[4 * e:4 * e + 4]) / 4 for e in range(4)]
+    d = _fake_run(tmp_path / "an", "an", 0, {"epoch": [1, 2, 3, 4], **{f"mem_loss_{g}": epoch_means
+                                                                      for g in mem.GROUPS}})
+    with (d / mem.CURVE_FILE).open("w") as f:
+        f.write("epoch,position,loss_pos,loss_tn,loss_fn\n")
+        f.writelines(f"{int(p + 0.99)},{p},1.0,0.1,{v}\n" for p, v in zip(pos, fn))
+    assert not mem.loss_peaks([1, 2, 3, 4], {"fn": epoch_means})["fn"]["rises_then_falls"]
+    peaks = mem.memorization_summary(d)["peaks"]["fn"]
+    assert peaks["rises_then_falls"] and (peaks["start_loss"], peaks["peak_at"]) == (0.25, 2.0)
+    v = study.verdict_fig1([d])
+    assert v["verdict"] == "partly, one seed: untested"
+    assert "final below its value after epoch 1 in 1/1" in v["evidence"]

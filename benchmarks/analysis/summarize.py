@@ -69,7 +69,7 @@ def memorization_tables(out: Path) -> list[str]:
             continue
         s = memorization_summary(out / name)
         lines += [f"### {name} ({s.get('epochs', '?')} epochs)", "",
-                  "| group | epoch-2 loss | peak epoch | peak loss | final loss | rises then falls | "
+                  "| group | loss after epoch 1 | peak epoch | peak loss | final loss | rises then falls | "
                   "highest loss in epoch 1 (%) | median epoch of highest loss |", "|---|---|---|---|---|---|---|---|"]
         for g, p in s["peaks"].items():
             t = s.get("table1", {}).get(g, {})

@@ -302,9 +302,10 @@ def load_entries(run_dir: str | Path, name: str = ENTRIES_FILE) -> Optional[dict
         return {k: z[k] for k in z.files}
 
 
-def load_curve(run_dir: str | Path) -> Optional[dict]:
-    """``memorization_curve.csv`` of a run folder as {'position': [...], 'pos': [...], 'tn': [...], 'fn': [...]}."""
-    p = Path(run_dir) / CURVE_FILE
+def load_curve(run_dir: str | Path, name: str = CURVE_FILE) -> Optional[dict]:
+    """``memorization_curve.csv`` (or ``name``) of a run folder as {'position': [...], 'pos': [...], 'tn': [...],
+    'fn': [...]}, or None when it has none."""
+    p = Path(run_dir) / name
     if not p.exists():
         return None
     with p.open() as f:
@@ -329,10 +330,15 @@ def epoch_curves(run_dir: str | Path, prefix: str = "mem_loss_") -> Optional[dic
 
 
 def memorization_summary(run_dir: str | Path, eval_mode: bool = False) -> dict:
-    """Peaks of the per-epoch group losses after the warm-up (Fig 1) and the highest-loss distribution
-    (Table 1) of a run folder trained with the memorization callback (``eval_mode``: memorization_eval's)."""
+    """Peaks of the group losses after the warm-up (Fig 1) and the highest-loss distribution (Table 1) of a run
+    folder trained with the memorization callback (``eval_mode``: memorization_eval's).
+
+    The peaks use the finest curve logged (quarter-epoch bins), as the paper's Fig 1 follows the loss per
+    iteration: fine-tuned from ImageNet, the false negatives' loss can rise and peak within epochs 1-2, which
+    per-epoch means flatten. Without that file, the per-epoch means of metrics.csv.
+    """
     cb = MemorizationEvalCallback if eval_mode else MemorizationCallback
-    curve = epoch_curves(run_dir, cb.prefix)
+    curve = load_curve(run_dir, cb.curve_file) or epoch_curves(run_dir, cb.prefix)
     if curve is None:
         raise FileNotFoundError(f"{run_dir}: metrics.csv has no {cb.prefix}* columns; train with "
                                 f"callbacks=[{cb.name}]")

@@ -118,10 +118,9 @@ def _memorization_section(doc: Document, runs: list[RunFolder], assets: Path) ->
             curve = {"position": r.column("epoch"), **{g: r.column(f"mem_loss_{g}") for g in mem.GROUPS}}
         png = plot_memorization(curve, assets / f"memorization_{i}.png", title=f"Memorization — {r.label}")
         doc.image(png, f"Group losses of {r.label}")
-        per_epoch = mem.epoch_curves(r.path) or curve
-        peaks = mem.loss_peaks(per_epoch["position"], {g: per_epoch[g] for g in mem.GROUPS})
-        doc.para("Per-epoch means after the warm-up epoch: the loss in epoch 2, its peak (epoch and value), how much "
-                 "it rose before the peak and fell after it, and the final loss.")
+        peaks = mem.loss_peaks(curve["position"], {g: curve[g] for g in mem.GROUPS})
+        doc.para("The plotted curve after the warm-up epoch: the loss just after epoch 1, its peak (epoch and "
+                 "value), how much it rose before the peak and fell after it, and the final loss.")
         doc.table(["group", "start loss", "peak at (epoch)", "peak loss", "rise", "fall", "final loss",
                    "rises then falls"],
                   [[g, p["start_loss"], p["peak_at"], p["peak_loss"], p["rise"], p["fall"], p["final_loss"],

@@ -121,7 +121,7 @@ def _memorization(args: argparse.Namespace) -> int:
     write_json(out / "memorization.json", summary)
     for g, p in summary["peaks"].items():
         shape = "  (rises, then falls)" if p["rises_then_falls"] else ""
-        print(f"{g:>3}: epoch 2 loss {p['start_loss']:.4f} -> peak {p['peak_loss']:.4f} at epoch "
+        print(f"{g:>3}: loss after epoch 1 {p['start_loss']:.4f} -> peak {p['peak_loss']:.4f} at epoch "
               f"{p['peak_at']:.2f} -> final {p['final_loss']:.4f}{shape}")
     for g, d in summary.get("table1", {}).items():
         print(f"{g:>3}: highest loss in epoch 1 for {d['warmup_pct']:.1f}% of {d['entries']} entries, "
