@@ -88,3 +88,24 @@ def test_role_estimates_stay_identical_across_ranks(tmp_path, ddp, child_env):
         assert proc.returncode == 0, proc.stdout[-3000:]
     r0, r1 = (json.loads((rec / f"loss-rank{r}.json").read_text()) for r in (0, 1))
     assert r0 == r1 and r0["1"] != r0["2"]  # same estimates on both ranks, and they do change
+
+
+def _ddp_left_behind(data: str, out: str) -> None:
+    import gc
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    gc.disable()  # only the engine's own collection may free the run's reference cycles
+    overrides = [o for o in _overrides(Path(data), Path(out), "gc") if not o.startswith("callbacks")]
+    train(load_config(None, overrides))
+    alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+    raise SystemExit(3 if alive else 0)
+
+
+@pytest.mark.slow  # starts other processes
+@pytest.mark.timeout(120)
+def test_no_ddp_model_outlives_the_process_group(tmp_path, ddp):
+    # a DDP model left in a reference cycle would drop the last reference to the gloo group during the
+    # interpreter's exit, where gloo's threads can abort the process: the engine collects it first
+    data = make_feature_index(tmp_path / "data")
+    assert ddp(_ddp_left_behind, nprocs=2, args=(str(data), str(tmp_path)), timeout=100) == [0, 0]

@@ -12,6 +12,7 @@ than 3 points below the best so far.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,10 @@ def stage_parts(run: Any, stage: Any, val_loader: Any, resume_from: Optional[dic
             load_module_state(scheduler, resume_from["scheduler"], last, "scheduler")
         load_module_state(scaler, resume_from["scaler"], last, "gradient scaler")
     if run.dist.enabled:
+        # stage 1: the frozen backbone's buffers never change, so they need no sync at each forward (torch
+        # >= 2.14 names the option forward_sync_buffers and deprecates broadcast_buffers)
+        sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters \
+            else "broadcast_buffers"
         net = DDP(net, device_ids=[run.device.index] if run.device.type == "cuda" else None,
-                  broadcast_buffers=not stage.cached)  # stage 1: the frozen backbone's buffers never change
+                  **{sync: not stage.cached})
     return StageParts(net, forward_eval, train_loader, val_loader, optimizer, scheduler, scaler)
