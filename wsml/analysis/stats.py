@@ -2,8 +2,8 @@
 
 A verdict compares two methods (e.g. LL-Ct vs Naive AN) trained with the same seeds. ``paired_compare``
 pairs the per-seed values by seed, reports the mean difference, its sd, a two-sided paired t-test p-value
-and a wording: "A > B", "A < B" (p < ``alpha``) or "within noise" (otherwise, or with fewer than 2 pairs
-the test is impossible: "untested (n=1)"). A verdict drawn from one seed says so (``one_seed``).
+and a wording: "A > B", "A < B" (p < ``alpha``), "within noise" (otherwise) or, with one pair, where no test
+is possible, "untested (n=1)". A verdict drawn from a rule on one seed says so too (``one_seed``).
 """
 
 from __future__ import annotations
