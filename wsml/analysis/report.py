@@ -105,8 +105,9 @@ def _outputs_section(doc: Document, runs: list[RunFolder]) -> None:
 
 
 def _memorization_section(doc: Document, runs: list[RunFolder], assets: Path) -> None:
-    have = [(r, curve) for r, curve in ((r, mem.load_curve(r.path)) for r in runs)
-            if curve is not None or "mem_loss_fn" in r.columns]
+    # the same curve as memorization_summary: the quarter-epoch file, else the per-epoch means of metrics.csv
+    have = [(r, curve) for r, curve in ((r, mem.load_curve(r.path) or mem.epoch_curves(r.path)) for r in runs)
+            if curve is not None]
     if not have:
         return
     doc.heading("Memorization (Fig 1, Table 1)")
@@ -114,8 +115,6 @@ def _memorization_section(doc: Document, runs: list[RunFolder], assets: Path) ->
              "negatives (tn) and unobserved true positives = false negatives under AN (fn). The paper's finding: "
              "tn falls from the start, fn rises first, peaks in the middle of training, then falls (memorization).")
     for i, (r, curve) in enumerate(have):
-        if curve is None:
-            curve = {"position": r.column("epoch"), **{g: r.column(f"mem_loss_{g}") for g in mem.GROUPS}}
         png = plot_memorization(curve, assets / f"memorization_{i}.png", title=f"Memorization — {r.label}")
         doc.image(png, f"Group losses of {r.label}")
         peaks = mem.loss_peaks(curve["position"], {g: curve[g] for g in mem.GROUPS})
