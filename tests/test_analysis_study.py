@@ -26,6 +26,18 @@ def test_paired_compare_by_hand():
     assert "p = 0.0742" in stats.describe(stats.paired_compare(a, b, "LL", "AN"), "LL", "AN")
 
 
+@pytest.mark.parametrize("words, verdict", [
+    (["LL-R > AN", "LL-Ct > AN"], "yes"),
+    (["LL-R > AN", "within noise"], "partly"),
+    (["LL-R > AN", "LL-Ct < AN"], "partly"),  # one comparison holds: the claim holds in part
+    (["within noise", "LL-Ct < AN"], "no"),  # none holds and one goes the other way
+    (["within noise", "untested (n=1)"], "within noise"),
+    (["untested (n=1)", "untested (n=1)"], "untested (n=1)"),
+])
+def test_combine_one_verdict_from_several_comparisons(words, verdict):
+    assert stats.combine(words) == verdict
+
+
 def test_oracle_precision():
     assert oracle_precision(30, 10) == 1.0  # fewer picks than false negatives: a perfect ranker is always right
     assert oracle_precision(30, 60) == 0.5 and math.isnan(oracle_precision(30, 0))

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from wsml._types import PathLike
-from wsml.analysis.stats import UNTESTED, describe, paired_compare
+from wsml.analysis.stats import combine, describe, paired_compare
 from wsml.runs import RunFolder
 
 NAMES = {"ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp"}
@@ -90,11 +90,8 @@ def fig4_verdict(groups: dict[str, list[dict]]) -> dict:
             c["text"] = describe(c, cp_key, key, " pp")
             out["comparisons"][f"{cp_key} vs {key}"] = c
         out["ranker_check"] = ranker_check(cp_runs, groups, d)
-    words = [c["wording"] for c in out["comparisons"].values()]
-    if words:
-        out["holds"] = (UNTESTED if all(w == UNTESTED for w in words)
-                        else "yes" if all(w.startswith("LL-Cp >") for w in words)
-                        else "no" if any(w.startswith("LL-Cp <") for w in words) else "within noise")
+    if out["comparisons"]:
+        out["holds"] = combine([c["wording"] for c in out["comparisons"].values()])
     return out
 
 

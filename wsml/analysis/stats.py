@@ -73,6 +73,19 @@ def paired_compare(a: Mapping[int, float], b: Mapping[int, float], name_a: str =
     return out
 
 
+def combine(words: Sequence[str]) -> str:
+    """One verdict for a claim made of several paired comparisons ("each LL method beats Naive AN", "LL-Cp beats
+    LL-R and LL-Ct"): yes when every one holds, partly when some do, no when none does and one goes the other
+    way, within noise when none is decided; untested when every comparison had one seed."""
+    if all(w == UNTESTED for w in words):
+        return UNTESTED
+    if all(" > " in w for w in words):
+        return "yes"
+    if any(" > " in w for w in words):
+        return "partly"
+    return "no" if any(" < " in w for w in words) else "within noise"
+
+
 def describe(cmp: dict, name_a: str, name_b: str, unit: str = "") -> str:
     """One-line evidence of a paired comparison: difference, its sd, p and the wording."""
     if cmp["n"] == 0:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from wsml._types import PathLike
-from wsml.analysis.stats import UNTESTED, describe, fmt_mean_sd, mean_sd, one_seed, paired_compare
+from wsml.analysis.stats import combine, describe, fmt_mean_sd, mean_sd, one_seed, paired_compare
 
 REGIMES = {"scratch": "from scratch (small CNN, long budget)",
            "pretrained": "pretrained end to end (EfficientNet-Lite0)"}
@@ -84,10 +84,7 @@ def _compare_rows(recs: list[dict], key: str, a_list: list[str], b: str, unit: s
     cmps = {a: c for a, c in cmps.items() if c["n"]}
     if not cmps:
         return dict(NOT_RUN)
-    words = [c["wording"] for c in cmps.values()]
-    verdict = (UNTESTED if all(w == UNTESTED for w in words) else "yes" if all(" > " in w for w in words)
-               else "no" if all(" < " in w for w in words) else "partly" if any(" > " in w for w in words)
-               else "within noise")
+    verdict = combine([c["wording"] for c in cmps.values()])
     noise = "; ".join(f"{NAMES[m]} {fmt_mean_sd(list(_by_seed(recs, key, method=m, **match).values()))}"
                       for m in [b] + list(cmps))
     return {"verdict": verdict, "evidence": "; ".join(describe(c, NAMES[a], NAMES[b], unit) for a, c in cmps.items()),
