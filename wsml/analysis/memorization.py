@@ -329,6 +329,12 @@ def epoch_curves(run_dir: str | Path, prefix: str = "mem_loss_") -> Optional[dic
     return {"position": m["epoch"], **{g: m[f"{prefix}{g}"] for g in GROUPS}}
 
 
+def group_curve(run_dir: str | Path, eval_mode: bool = False) -> Optional[dict]:
+    """The finest group-loss curve a run logged: the quarter-epoch file, else the per-epoch means; None if none."""
+    cb = MemorizationEvalCallback if eval_mode else MemorizationCallback
+    return load_curve(run_dir, cb.curve_file) or epoch_curves(run_dir, cb.prefix)
+
+
 def memorization_summary(run_dir: str | Path, eval_mode: bool = False) -> dict:
     """Peaks of the group losses after the warm-up (Fig 1) and the highest-loss distribution (Table 1) of a run
     folder trained with the memorization callback (``eval_mode``: memorization_eval's).
@@ -338,7 +344,7 @@ def memorization_summary(run_dir: str | Path, eval_mode: bool = False) -> dict:
     per-epoch means flatten. Without that file, the per-epoch means of metrics.csv.
     """
     cb = MemorizationEvalCallback if eval_mode else MemorizationCallback
-    curve = load_curve(run_dir, cb.curve_file) or epoch_curves(run_dir, cb.prefix)
+    curve = group_curve(run_dir, eval_mode)
     if curve is None:
         raise FileNotFoundError(f"{run_dir}: metrics.csv has no {cb.prefix}* columns; train with "
                                 f"callbacks=[{cb.name}]")

@@ -105,9 +105,7 @@ def _outputs_section(doc: Document, runs: list[RunFolder]) -> None:
 
 
 def _memorization_section(doc: Document, runs: list[RunFolder], assets: Path) -> None:
-    # the same curve as memorization_summary: the quarter-epoch file, else the per-epoch means of metrics.csv
-    have = [(r, curve) for r, curve in ((r, mem.load_curve(r.path) or mem.epoch_curves(r.path)) for r in runs)
-            if curve is not None]
+    have = [(r, curve) for r, curve in ((r, mem.group_curve(r.path)) for r in runs) if curve is not None]
     if not have:
         return
     doc.heading("Memorization (Fig 1, Table 1)")
@@ -117,21 +115,19 @@ def _memorization_section(doc: Document, runs: list[RunFolder], assets: Path) ->
     for i, (r, curve) in enumerate(have):
         png = plot_memorization(curve, assets / f"memorization_{i}.png", title=f"Memorization — {r.label}")
         doc.image(png, f"Group losses of {r.label}")
-        peaks = mem.loss_peaks(curve["position"], {g: curve[g] for g in mem.GROUPS})
+        summary = mem.memorization_summary(r.path)  # Fig 1's peaks and Table 1, as `wsml analyze memorization`
         doc.para("The plotted curve after the warm-up epoch: the loss just after epoch 1, its peak (epoch and "
                  "value), how much it rose before the peak and fell after it, and the final loss.")
         doc.table(["group", "start loss", "peak at (epoch)", "peak loss", "rise", "fall", "final loss",
                    "rises then falls"],
                   [[g, p["start_loss"], p["peak_at"], p["peak_loss"], p["rise"], p["fall"], p["final_loss"],
-                    p["rises_then_falls"]] for g, p in peaks.items()])
-        entries = mem.load_entries(r.path)
-        if entries is not None:
-            dist = mem.highest_loss_distribution(entries["groups"], entries["peak_epoch"])
+                    p["rises_then_falls"]] for g, p in summary["peaks"].items()])
+        if "table1" in summary:
             doc.para(f"Table 1 for {r.label}: % of entries whose highest per-epoch loss is in epoch 1 (warm-up) "
                      "or later (regular phase).")
             doc.table(["group", "entries", "warm-up %", "regular %", "median epoch of highest loss"],
                       [[g, d["entries"], d["warmup_pct"], d["regular_pct"], d["median_peak_epoch"]]
-                       for g, d in dist.items()])
+                       for g, d in summary["table1"].items()])
 
 
 def _modification_section(doc: Document, runs: list[RunFolder], assets: Path) -> None:
