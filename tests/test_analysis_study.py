@@ -31,7 +31,7 @@ def test_paired_compare_by_hand():
     (["LL-R > AN", "within noise"], "partly"),
     (["LL-R > AN", "LL-Ct < AN"], "partly"),  # one comparison holds: the claim holds in part
     (["within noise", "LL-Ct < AN"], "no"),  # none holds and one goes the other way
-    (["within noise", "untested (n=1)"], "within noise"),
+    (["LL-R > AN", "untested (n=1)", "untested (n=1)"], "yes where tested, 2 of 3 untested (n=1)"),
     (["untested (n=1)", "untested (n=1)"], "untested (n=1)"),
 ])
 def test_combine_one_verdict_from_several_comparisons(words, verdict):

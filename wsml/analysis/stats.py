@@ -76,14 +76,15 @@ def paired_compare(a: Mapping[int, float], b: Mapping[int, float], name_a: str =
 def combine(words: Sequence[str]) -> str:
     """One verdict for a claim made of several paired comparisons ("each LL method beats Naive AN", "LL-Cp beats
     LL-R and LL-Ct"): yes when every one holds, partly when some do, no when none does and one goes the other
-    way, within noise when none is decided; untested when every comparison had one seed."""
-    if all(w == UNTESTED for w in words):
+    way, within noise when none is decided; untested when every comparison had one seed, and a verdict on the
+    tested ones that says how many are untested otherwise."""
+    tested = [w for w in words if w != UNTESTED]
+    if not tested:
         return UNTESTED
-    if all(" > " in w for w in words):
-        return "yes"
-    if any(" > " in w for w in words):
-        return "partly"
-    return "no" if any(" < " in w for w in words) else "within noise"
+    verdict = ("yes" if all(" > " in w for w in tested) else "partly" if any(" > " in w for w in tested)
+               else "no" if any(" < " in w for w in tested) else "within noise")
+    untested = len(words) - len(tested)
+    return f"{verdict} where tested, {untested} of {len(words)} {UNTESTED}" if untested else verdict
 
 
 def describe(cmp: dict, name_a: str, name_b: str, unit: str = "") -> str:
