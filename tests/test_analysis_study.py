@@ -10,6 +10,7 @@ import yaml
 
 from wsml.analysis import fig4, stats, study
 from wsml.analysis.modification import oracle_precision
+from wsml.analysis.study_evidence import gather
 
 
 def test_paired_compare_by_hand():
@@ -96,13 +97,14 @@ def test_verdict_table_fills_what_exists(tmp_path):
                           summary={"test_map": v, "val_map": v, "best_epoch": 2, "wall_time_s": 1.0})
             (d / "analysis").mkdir()
             (d / "analysis" / "pointing_game.json").write_text(json.dumps({"score": pg}))
-    recs = study.collect(root)
+    evs = gather(root)
+    recs = [e["record"] for e in evs]
     assert len(recs) == 6 and {r["steps"] for r in recs} == {None}  # data set not found: steps unknown
-    v = study.regime_verdicts(root, "scratch", recs)
+    v = study.regime_verdicts(evs, "scratch")
     assert v["map"]["verdict"] == "yes" and "LL-R − Naive AN = +5.00 ± 0.50 mAP" in v["map"]["evidence"]
     assert v["pointing"]["verdict"] == "within noise"  # +1.67 ± 1.04 over 3 seeds: p > 0.05
     assert v["fig5"] == study.NOT_RUN and v["table1"] == study.NOT_RUN
-    table = study.verdict_table(root, recs)
+    table = study.verdict_table(evs)
     lines = table.splitlines()
     assert len(lines) == 2 + len(study.FINDINGS) and all(line.count("|") == 4 for line in lines)
     assert lines[2].endswith("| not run yet |")  # the pretrained column is empty
@@ -204,6 +206,45 @@ def test_fig1_peaks_use_the_quarter_epoch_curve(tmp_path):
     assert not mem.loss_peaks([1, 2, 3, 4], {"fn": epoch_means})["fn"]["rises_then_falls"]
     peaks = mem.memorization_summary(d)["peaks"]["fn"]
     assert peaks["rises_then_falls"] and (peaks["start_loss"], peaks["peak_at"]) == (0.25, 2.0)
-    v = study.verdict_fig1([d])
+    v = study.verdict_fig1([{"record": {}, "memorization": mem.memorization_summary(d)}])
     assert v["verdict"] == "partly, one seed: untested"
     assert "final below its value after epoch 1 in 1/1" in v["evidence"]
+
+
+def test_stored_evidence_stands_in_for_lost_run_folders(tmp_path):
+    """Run folders stay on the machine that trained them: the stored evidence gives the same verdicts without
+    them, a run folder wins over its stored copy, and a run stored without its series is named, not dropped."""
+    from wsml.analysis import memorization as mem
+    from wsml.analysis.study_evidence import missing, read_evidence, store_evidence
+    from wsml.analysis.study_plots import regime_figures
+
+    root, store = tmp_path / "study", tmp_path / "results" / "evidence"
+    curves = {f"mem_loss_{g}": [0.2, 0.3, 0.1] for g in mem.GROUPS}
+    for seed in range(2):
+        _fake_run(root / "scratch" / "main" / f"an-s{seed}", "an", seed, {"epoch": [1, 2, 3], **curves},
+                  summary={"test_map": 70.0 + seed, "best_epoch": 2})
+        for m, p in (("ll-r", 0.8), ("ll-cp", 0.9)):
+            _fake_run(root / "scratch" / "main" / f"{m}-s{seed}", m, seed, _mod_metrics([p, p - 0.1], [p, p - 0.05]),
+                      summary={"test_map": 75.0 + seed, "best_epoch": 3})
+    evs = gather(root)
+    assert [missing(e) for e in evs] == [[]] * 6 and "curve" in evs[0] and "fig4" in evs[2]
+    assert store_evidence(evs, store) == 6 and store_evidence(evs, store) == 0  # the same: nothing rewritten
+    stored = gather(tmp_path / "elsewhere", store)
+    assert study.verdict_table(stored) == study.verdict_table(evs)
+    assert "peak epoch 2.0 ± 0.0 (n=2)" in study.regime_verdicts(stored, "scratch")["fig1"]["evidence"]
+
+    (root / "scratch" / "main" / "ll-r-s1" / "summary.json").write_text(json.dumps({"test_map": 60.0}))
+    assert [e["record"]["test_map"] for e in gather(root, store) if e["record"]["run"] == "ll-r-s1"] == [60.0]
+
+    for e in stored:  # seed 1 as stored before the series were kept
+        if e["record"]["seed"] == 1:
+            e.pop("curve", None), e.pop("fig4", None)
+    assert [missing(e) for e in stored] == [[], ["curve"], [], ["fig4"], [], ["fig4"]]
+    v = study.verdict_fig4([e for e in stored if e["record"]["method"] != "an"])
+    assert v["verdict"] == "untested (n=1)" and "series of ll-cp-s1, ll-r-s1 were not kept" in v["evidence"]
+    written, kept = regime_figures(stored, "scratch", tmp_path, tmp_path / "no-cams.png")
+    assert [p.name for p in written] == [] and kept[0].startswith("fig1_scratch.png (no stored curve for an-s1")
+
+    (store / "scratch" / "main" / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"bad\.json: not a study evidence file"):
+        read_evidence(store)

@@ -3,10 +3,14 @@
   python benchmarks/analysis/study.py choose-delta runs/study/scratch/delta   # Δrel with the best val mAP
   python benchmarks/analysis/study.py peaks runs/study/scratch/main           # Naive AN: best val epoch / budget
   python benchmarks/analysis/study.py summarize runs/study [--results DIR]    # per-seed files, figures, verdicts
+  python benchmarks/analysis/study.py stored runs/study/scratch/main/an-s0  # exit 0: its evidence is stored
 
-``summarize`` writes, under --results (default benchmarks/analysis/results/study): ``runs.csv`` (one row per
-finished run: every per-seed number the means are derived from, with its wall time), ``memorization.json``
-(Fig 1 / Table 1 per seed), ``fig*_<regime>.png`` and ``verdicts.md`` (ONE table, a column per regime).
+``summarize`` stores each run folder's evidence under --results (default benchmarks/analysis/results/study) in
+``evidence/<regime>/<group>/<run>.json`` and reads it back for the runs whose folders are not on this machine
+(``wsml.analysis.study_evidence``), then writes ``runs.csv`` (one row per finished run: every per-seed number
+the means are derived from, with its wall time), ``memorization.json`` (Fig 1 / Table 1 per seed),
+``fig*_<regime>.png`` and ``verdicts.md`` (ONE table, a column per regime). study.sh skips a run whose stored
+evidence is complete (``stored``), so the study continues piecewise on any machine.
 """
 
 from __future__ import annotations
@@ -19,23 +23,35 @@ import sys
 from pathlib import Path
 
 from wsml.analysis.stats import fmt_mean_sd
-from wsml.analysis.study import FINDINGS, NAMES, REGIMES, collect, regime_verdicts, verdict_table
+from wsml.analysis.study import FINDINGS, NAMES, REGIMES, regime_verdicts, verdict_table
+from wsml.analysis.study_evidence import evidence_file, gather, missing, read_evidence, run_record, store_evidence
 from wsml.runs import RunFolder
 
 DEFAULT_DELTA = 2.0
+RESULTS = Path("benchmarks/analysis/results/study")
 
 
-def _delta_of(run_dir: Path) -> float:
-    return float(RunFolder(run_dir).config_dict.get("loss", {}).get("delta_rel"))
-
-
-def choose_delta(folder: Path) -> float:
-    """The Δrel of the seed-0 LL-Ct run with the best val mAP in ``folder`` (DEFAULT_DELTA if none).
+def choose_delta(folder: Path, evidence_dir: Path = RESULTS / "evidence") -> float:
+    """The Δrel of the seed-0 LL-Ct run with the best val mAP in ``folder`` (``<root>/<regime>/delta``), run
+    folder or stored evidence (DEFAULT_DELTA if none).
 
     Only seed 0 chooses, so that the sweep's further seeds (Fig 5's noise) cannot change the Δrel of runs that
     already used it."""
-    by_d = {_delta_of(s.parent): RunFolder(s.parent).summary["val_map"] for s in folder.glob("*-s0/summary.json")}
+    stored = [ev["record"] for ev in read_evidence(evidence_dir) if ev["record"]["regime"] == folder.parent.name
+              and ev["record"]["group"] == folder.name] if evidence_dir.is_dir() else []
+    here = [run_record(s.parent, folder.parent.name, folder.name) for s in folder.glob("*-s0/summary.json")]
+    by_d = {float(r["delta_rel"]): r["val_map"] for r in stored + here if r["seed"] == 0}
     return max(by_d, key=by_d.__getitem__) if by_d else DEFAULT_DELTA
+
+
+def is_stored(run_dir: Path, evidence_dir: Path = RESULTS / "evidence") -> bool:
+    """Is the evidence of the run that would live in ``run_dir`` (``.../<regime>/<group>/<run>``) stored and
+    complete? Then study.sh need not train it again on this machine."""
+    p = evidence_file(evidence_dir, run_dir.parent.parent.name, run_dir.parent.name, run_dir.name)
+    if not p.is_file():
+        return False
+    ev = json.loads(p.read_text())
+    return not missing(ev)
 
 
 def peaks(folder: Path) -> None:
@@ -75,11 +91,11 @@ def mean_table(recs: list[dict]) -> list[str]:
     return lines
 
 
-def short_budget(root: Path, recs: list[dict]) -> list[str]:
+def short_budget(evs: list[dict]) -> list[str]:
     """The 8-epoch budget beside the long one: its mAP, Fig 4 and Pointing Game verdicts (scratch-short runs)."""
-    if not any(r["regime"] == "scratch-short" for r in recs):
+    if not any(e["record"]["regime"] == "scratch-short" for e in evs):
         return []
-    v = regime_verdicts(root, "scratch-short", recs)
+    v = regime_verdicts(evs, "scratch-short")
     return ["## The short budget: the same small CNN from scratch for 8 epochs (`scratch-short`)", "",
             "| paper's finding | 8 epochs |", "|---|---|"] + \
         [f"| {text} | **{v[k]['verdict']}** — {v[k]['evidence']}; noise: {v[k]['noise']} |"
@@ -87,35 +103,35 @@ def short_budget(root: Path, recs: list[dict]) -> list[str]:
 
 
 def summarize(root: Path, results: Path, command: str) -> None:
-    from wsml.analysis.memorization import memorization_summary
     from wsml.analysis.study_plots import regime_figures
 
-    recs = collect(root)
+    evs = gather(root, results / "evidence")
+    stored = store_evidence(evs, results / "evidence")
+    recs = [e["record"] for e in evs]
     write_runs_csv(recs, results / "runs.csv", command)
-    mem = {}
-    for r in recs:
-        if r["method"] == "an" and r["group"] in ("main", "table1"):
-            d = root / r["regime"] / r["group"] / r["run"]
-            for mode in (False, True):
-                try:
-                    mem[f"{r['regime']}/{r['group']}/{r['run']}" + (" eval" if mode else "")] = \
-                        memorization_summary(d, eval_mode=mode)
-                except FileNotFoundError:
-                    pass
+    mem = {f"{r['regime']}/{r['group']}/{r['run']}" + (" eval" if key.endswith("eval") else ""): e[key]
+           for e, r in zip(evs, recs) for key in ("memorization", "memorization_eval") if key in e}
     (results / "memorization.json").write_text(json.dumps({"command": command, "runs": mem}, indent=1))
-    figs = [p for reg in sorted({r["regime"] for r in recs}) for p in regime_figures(root, reg, recs, results)]
+    figs, kept = [], []
+    for reg in sorted({r["regime"] for r in recs}):
+        w, k = regime_figures(evs, reg, results, root / reg / "cams.png")
+        figs, kept = figs + w, kept + k
+    here = sum((root / r["regime"] / r["group"] / r["run"] / "summary.json").is_file() for r in recs)
     text = ["# The paper's findings on the Fashion-MNIST mosaics: verdicts", "",
-            f"Made by `{command}` from {len(recs)} finished runs under `{root}` (per-seed numbers: `runs.csv`, "
+            f"Made by `{command}` from {len(recs)} finished runs: {here} run folders under `{root}` and "
+            f"{len(recs) - here} stored in `evidence/` (per-run evidence; per-seed numbers: `runs.csv`, "
             "`memorization.json`). Each verdict is a paired t-test over training seeds (p < 0.05), otherwise "
             "\"within noise\"; with one seed no test is possible: \"untested (n=1)\", and a verdict drawn "
             "from a rule (Fig 1, Table 1, Fig 5) on one seed says \"one seed: untested\".", "",
-            verdict_table(root, recs), "",
-            *short_budget(root, recs),
+            verdict_table(evs), "",
+            *short_budget(evs),
             "## Main runs, mean ± sd over seeds", ""] + mean_table(recs) + \
-        ["", "Figures: " + ", ".join(f"`{p.name}`" for p in figs), ""]
+        ["", "Figures: " + ", ".join(f"`{p.name}`" for p in figs)] + \
+        ([f"Not redrawn (the committed file stays): {'; '.join(kept)}"] if kept else []) + [""]
     (results / "verdicts.md").write_text("\n".join(text))
-    print(f"wrote {results / 'verdicts.md'}, {results / 'runs.csv'}, {results / 'memorization.json'} and "
-          f"{len(figs)} figures ({', '.join(REGIMES)} columns)")
+    print(f"stored {stored} new or changed evidence files; wrote {results / 'verdicts.md'}, runs.csv, "
+          f"memorization.json and {len(figs)} figures ({', '.join(REGIMES)} columns)"
+          + (f"; not redrawn: {len(kept)}" if kept else ""))
 
 
 def main(argv: list[str]) -> int:
@@ -125,10 +141,13 @@ def main(argv: list[str]) -> int:
     sub.add_parser("peaks").add_argument("folder", type=Path)
     s = sub.add_parser("summarize")
     s.add_argument("root", type=Path)
-    s.add_argument("--results", type=Path, default=Path("benchmarks/analysis/results/study"))
+    s.add_argument("--results", type=Path, default=RESULTS)
+    sub.add_parser("stored").add_argument("run_dir", type=Path)
     a = p.parse_args(argv)
     if a.cmd == "choose-delta":
         print(f"{choose_delta(a.folder):g}")
+    elif a.cmd == "stored":
+        return 0 if is_stored(a.run_dir) else 1
     elif a.cmd == "peaks":
         peaks(a.folder)
     else:

@@ -6,8 +6,10 @@
 #   STEP: an | delta | ll | full | table1 | frac | frac_steps | pointing
 #
 # Runs go to $OUT/<regime>/<group>/<name>-s<seed> (default OUT=runs/study); a run whose summary.json exists is
-# reused and an interrupted one (last.pt, no summary.json) is resumed, so a step continues where it stopped. Every run prints its wall time. The numbers, the
-# per-seed CSV/JSON and the verdict table come from `python benchmarks/analysis/study.py summarize`.
+# reused, an interrupted one (last.pt, no summary.json) is resumed, and one whose evidence `summarize` stored in
+# benchmarks/analysis/results/study/evidence/ is skipped, so a step continues where it stopped, on any machine.
+# Every run prints its wall time. The numbers, the per-seed CSV/JSON and the verdict table come from
+# `python benchmarks/analysis/study.py summarize`.
 # Environment: SEEDS (default "0 1 2"), METHODS (step ll: default "ll-r ll-ct ll-cp"), DELTAS (Fig 5 values),
 # DELTA_SEEDS, FRACS (Fig 6 fractions), EPOCHS, PRE_LR (pretrained backbone lr), SMOKE=1 (tiny data and
 # 2 epochs: proves the step runs end to end in a minute, into $OUT/smoke/), EXTRA (more key=value overrides).
@@ -49,6 +51,7 @@ train() {  # train GROUP NAME SEED CONFIG FRAC [overrides...]   (FRAC "" = all t
   local group=$1 name=$2 seed=$3 cfg=$4 frac=$5; shift 5
   local dir="$OUT/$REGIME/$group/$name-s$seed"
   if [ -f "$dir/summary.json" ]; then echo "reusing $dir"; return; fi
+  if "$PY" benchmarks/analysis/study.py stored "$dir"; then echo "stored in the results: $dir"; return; fi
   local t0=$SECONDS data
   if [ -f "$dir/last.pt" ] && "$PY" -m wsml.cli train --resume "$dir" run.quiet=true; then  # interrupted: continue
     echo "wall time $dir: $((SECONDS - t0)) s (resumed; its summary.json counts the time before the interruption)"
@@ -130,11 +133,11 @@ step_pointing() {  # Table 4 on every main run (test split), CAM figure of seed 
     "$PY" -m wsml.cli analyze pointing "$dir" --device cpu --overlays 0
     echo "wall time pointing $dir: $((SECONDS - t0)) s"
   done
-  local runs=() names=()
+  local runs=() names=()  # the CAM figure needs all four seed-0 run folders here (else the committed one stays)
   for m in an ll-r ll-ct ll-cp; do
     [ -f "$OUT/$REGIME/main/$m-s0/summary.json" ] && runs+=("$OUT/$REGIME/main/$m-s0") && names+=("$m")
   done
-  [ ${#runs[@]} -gt 0 ] && "$PY" -m wsml.cli analyze cams "${runs[@]}" --names "$(IFS=,; echo "${names[*]}")" \
+  [ ${#runs[@]} -eq 4 ] && "$PY" -m wsml.cli analyze cams "${runs[@]}" --names "$(IFS=,; echo "${names[*]}")" \
     --rows 0,1 --device cpu --out "$OUT/$REGIME/cams.png" \
     --title "CAMs, $REGIME regime, seed 0 (Table 4): one colour scale, ★ hit / ✕ miss"
   return 0

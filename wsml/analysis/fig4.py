@@ -46,19 +46,25 @@ def group_key(p: dict) -> str:
     return f"{name} Δrel={p['delta_rel']}" + (" (accumulated)" if p["accumulated"] else "")
 
 
-def group_runs(run_dirs: Sequence[PathLike], skip_missing: bool = False) -> dict[str, list[dict]]:
-    """Fig 4 series of several runs grouped by method and Δrel (the seeds of one group side by side);
-    ``skip_missing``: leave out runs without the modification log instead of raising."""
+def group_series(series: Sequence[dict]) -> dict[str, list[dict]]:
+    """Fig 4 series (``run_precision``'s dicts) grouped by method and Δrel: the seeds of one group side by side."""
     groups: dict[str, list[dict]] = {}
-    for d in run_dirs:
-        try:
-            p = run_precision(d)
-        except (FileNotFoundError, ValueError):
-            if skip_missing:
-                continue
-            raise
+    for p in series:
         groups.setdefault(group_key(p), []).append(p)
     return groups
+
+
+def group_runs(run_dirs: Sequence[PathLike], skip_missing: bool = False) -> dict[str, list[dict]]:
+    """``group_series`` of run folders; ``skip_missing``: leave out runs without the modification log instead
+    of raising."""
+    series = []
+    for d in run_dirs:
+        try:
+            series.append(run_precision(d))
+        except (FileNotFoundError, ValueError):
+            if not skip_missing:
+                raise
+    return group_series(series)
 
 
 def _matrix(runs: list[dict], key: str) -> np.ndarray:

@@ -6,70 +6,20 @@ folder of ``wsml train``. Regimes: ``scratch`` (small CNN from scratch, long bud
 ``main`` (Full / AN / LL-R / LL-Ct / LL-Cp: Table 2 mAP, Fig 1, Fig 4, Table 4), ``table1`` (Naive AN at the
 paper's 10 epochs), ``delta`` (LL-Ct vs Δrel, Fig 5) and ``frac`` (fractions of the training images, Fig 6).
 Each verdict is a paired comparison over seeds (``wsml.analysis.stats``) with its evidence and its noise;
-a verdict whose runs do not exist reads "not run yet".
+a verdict whose runs do not exist reads "not run yet". The verdicts read per-run evidence
+(``wsml.analysis.study_evidence``): from the run folders, or as stored in the committed results.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-import numpy as np
-
-from wsml._types import PathLike
 from wsml.analysis.stats import combine, describe, fmt_mean_sd, mean_sd, one_seed, paired_compare
 
 REGIMES = {"scratch": "from scratch (small CNN, long budget)",
            "pretrained": "pretrained end to end (EfficientNet-Lite0)"}
 NAMES = {"an": "Naive AN", "ll-r": "LL-R", "ll-ct": "LL-Ct", "ll-cp": "LL-Cp", "full": "Full label"}
 NOT_RUN = {"verdict": "not run yet", "evidence": "–", "noise": "–"}
-
-
-def _obs_count(run_dir: Path, data_path: str, cache: dict) -> tuple[Optional[int], Optional[int]]:
-    """(training images, observed training labels) of the data set a run trained on (cached per data path)."""
-    from wsml.labels import UNOBS
-    from wsml.runs import RunFolder
-
-    if data_path not in cache:
-        try:
-            index = RunFolder(run_dir).dataset
-        except (FileNotFoundError, ValueError):
-            return None, None
-        obs = index["train"].observed
-        dense = obs.to_dense() if hasattr(obs, "to_dense") else np.asarray(obs)
-        cache[data_path] = (len(index["train"]), int((dense != UNOBS).sum()))
-    return cache[data_path]
-
-
-def run_record(run_dir: PathLike, regime: str, group: str, cache: Optional[dict] = None) -> dict:
-    """One finished run as a flat record: method, seed, Δrel, train_frac, epochs, optimisation steps,
-    observed labels, best epoch, val/test mAP, Pointing Game (when analysed) and wall time."""
-    from wsml.runs import RunFolder
-
-    run = RunFolder(run_dir)
-    d, s, cfg = run.path, run.summary, run.config_dict
-    tr, loss = cfg.get("train", {}), cfg.get("loss", {})
-    n_img, n_obs = _obs_count(d, str(cfg.get("data", {}).get("path", "")), {} if cache is None else cache)
-    bs, epochs = int(tr.get("batch_size", 32)), int(tr.get("epochs", 0))
-    pg = d / "analysis" / "pointing_game.json"
-    return {"regime": regime, "group": group, "run": d.name, "method": str(loss.get("name", "?")),
-            "seed": int(tr.get("seed", 0)), "delta_rel": loss.get("delta_rel"),
-            "train_frac": cfg.get("data", {}).get("options", {}).get("train_frac", 1.0), "epochs": epochs,
-            "train_images": n_img, "observed_labels": n_obs,
-            "steps": epochs * math.ceil(n_img / bs) if n_img else None, "best_epoch": s.get("best_epoch"),
-            "val_map": s.get("val_map"), "test_map": s.get("test_map"), "wall_time_s": s.get("wall_time_s"),
-            "pointing_game": json.loads(pg.read_text())["score"] if pg.is_file() else None}
-
-
-def collect(root: PathLike) -> list[dict]:
-    """Records of every finished run (summary.json present) under ``root/<regime>/<group>/``."""
-    out, cache = [], {}
-    for summ in sorted(Path(root).glob("*/*/*/summary.json")):
-        d = summ.parent
-        out.append(run_record(d, d.parent.parent.name, d.parent.name, cache))
-    return out
 
 
 def _by_seed(recs: list[dict], key: str, **match: Any) -> dict[int, float]:
@@ -103,16 +53,9 @@ def verdict_pointing(recs: list[dict]) -> dict:
                          "an", " pp")
 
 
-def verdict_fig1(runs: list[Path]) -> dict:
+def verdict_fig1(evs: list[dict]) -> dict:
     """Fig 1: under Naive AN the false negatives' loss rises after the warm-up, then falls towards 0."""
-    from wsml.analysis.memorization import memorization_summary
-
-    fn = []
-    for d in runs:
-        try:
-            fn.append(memorization_summary(d)["peaks"]["fn"])
-        except (FileNotFoundError, KeyError):
-            continue
+    fn = [ev["memorization"]["peaks"]["fn"] for ev in evs if "fn" in ev.get("memorization", {}).get("peaks", {})]
     if not fn:
         return dict(NOT_RUN)
     rtf = sum(p["rises_then_falls"] for p in fn)
@@ -128,48 +71,39 @@ def verdict_fig1(runs: list[Path]) -> dict:
     return {"verdict": verdict, "evidence": ev, "noise": noise}
 
 
-def verdict_table1(runs: list[Path]) -> dict:
+def verdict_table1(evs: list[dict]) -> dict:
     """Table 1: TN and observed positives have their highest loss in epoch 1, false negatives later.
     Reported in train mode (loss while the batch trains) and, when logged, in eval mode (epoch-end pass)."""
-    from wsml.analysis.memorization import memorization_summary
-
     parts, verdict = [], None
-    for mode in (False, True):
-        t, epochs = [], set()
-        for d in runs:
-            try:
-                summ = memorization_summary(d, eval_mode=mode)
-            except FileNotFoundError:
-                continue
-            if "table1" in summ:
-                t.append(summ["table1"])
-                epochs.add(summ.get("epochs"))
-        if not t:
+    for key in ("memorization", "memorization_eval"):
+        summ = [ev[key] for ev in evs if "table1" in ev.get(key, {})]
+        if not summ:
             continue
-        w = {g: [x[g]["warmup_pct"] for x in t] for g in ("pos", "tn", "fn")}
+        w = {g: [x["table1"][g]["warmup_pct"] for x in summ] for g in ("pos", "tn", "fn")}
         m = {g: mean_sd(v)[0] for g, v in w.items()}
         v = ("yes" if m["tn"] > 50 and m["pos"] > 50 and m["fn"] < 50 else
              "partly" if m["fn"] < min(m["tn"], m["pos"]) else "no")
-        verdict = verdict or one_seed(v, len(t))
-        parts.append(f"{'eval-mode pass' if mode else 'during training'} ({len(t)} seed(s), "
-                     f"{'/'.join(str(e) for e in sorted(epochs))} epochs): highest loss in epoch 1 for "
+        verdict = verdict or one_seed(v, len(summ))
+        epochs = sorted({x.get("epochs") for x in summ}, key=str)
+        parts.append(f"{'eval-mode pass' if key.endswith('eval') else 'during training'} ({len(summ)} seed(s), "
+                     f"{'/'.join(str(e) for e in epochs)} epochs): highest loss in epoch 1 for "
                      + ", ".join(f"{g} {fmt_mean_sd(w[g], 1)} %" for g in ("pos", "tn", "fn")) + f" → {v}")
     if not parts:
         return dict(NOT_RUN)
     return {"verdict": verdict, "evidence": "; ".join(parts), "noise": "sd over seeds in each cell"}
 
 
-def verdict_fig4(runs: list[Path]) -> dict:
+def verdict_fig4(evs: list[dict]) -> dict:
     """Fig 4: LL-Cp (accumulated) has the highest precision of modification at one Δrel."""
-    from wsml.analysis.fig4 import fig4_verdict, group_runs
+    from wsml.analysis.fig4 import fig4_verdict, group_series
 
-    if not runs:
-        return dict(NOT_RUN)
-    v = fig4_verdict(group_runs(runs, skip_missing=True))
+    lost = [ev["record"]["run"] for ev in evs if "fig4" not in ev]
+    v = fig4_verdict(group_series([ev["fig4"] for ev in evs if "fig4" in ev]))
+    note = f"the Fig 4 series of {', '.join(lost)} were not kept: train them again" if lost else ""
     if v["holds"] is None:
-        return dict(NOT_RUN)
+        return {"verdict": "series not kept", "evidence": note, "noise": "–"} if lost else dict(NOT_RUN)
     texts = [c["text"] for c in v["comparisons"].values()] + ([v["ranker_check"]] if "ranker_check" in v else [])
-    return {"verdict": v["holds"], "evidence": "; ".join(texts),
+    return {"verdict": v["holds"], "evidence": "; ".join(texts + ([note] if note else [])),
             "noise": "per-seed mean precision over epochs ≥ 2, paired over seeds"}
 
 
@@ -241,29 +175,27 @@ FINDINGS: list[tuple[str, str]] = [
 ]
 
 
-def regime_verdicts(root: PathLike, regime: str, recs: Optional[list[dict]] = None) -> dict[str, dict]:
-    """Every finding's verdict in one regime from the runs that exist under ``root/regime``."""
-    recs = [r for r in (collect(root) if recs is None else recs) if r["regime"] == regime]
-    base = Path(root) / regime
+def regime_verdicts(evs: list[dict], regime: str) -> dict[str, dict]:
+    """Every finding's verdict in one regime from the evidence of its runs (``study_evidence.gather``)."""
+    evs = [e for e in evs if e["record"]["regime"] == regime]
+    recs = [e["record"] for e in evs]
 
-    def dirs(group: str, method: str) -> list[Path]:
-        return [base / r["group"] / r["run"] for r in recs if r["group"] == group and r["method"] == method]
+    def of(group: str, *methods: str) -> list[dict]:
+        return [e for e in evs if e["record"]["group"] == group and e["record"]["method"] in methods]
 
     fns: dict[str, Callable[[], dict]] = {
-        "map": lambda: verdict_map(recs), "fig1": lambda: verdict_fig1(dirs("main", "an")),
-        "table1": lambda: verdict_table1(dirs("table1", "an") or [  # main AN runs at the paper's 10 epochs
-            d for d, r in zip(dirs("main", "an"), [r for r in recs if r["group"] == "main" and r["method"] == "an"])
-            if r["epochs"] == 10]),
-        "fig4": lambda: verdict_fig4(sum((dirs("main", m) for m in ("ll-r", "ll-ct", "ll-cp")), [])),
+        "map": lambda: verdict_map(recs), "fig1": lambda: verdict_fig1(of("main", "an")),
+        "table1": lambda: verdict_table1(of("table1", "an") or [  # main AN runs at the paper's 10 epochs
+            e for e in of("main", "an") if e["record"]["epochs"] == 10]),
+        "fig4": lambda: verdict_fig4(of("main", "ll-r", "ll-ct", "ll-cp")),
         "fig5": lambda: verdict_fig5(recs), "fig6": lambda: verdict_fig6(recs),
         "pointing": lambda: verdict_pointing(recs)}
     return {k: fn() for k, fn in fns.items()}
 
 
-def verdict_table(root: PathLike, recs: Optional[list[dict]] = None) -> str:
+def verdict_table(evs: list[dict]) -> str:
     """ONE Markdown table: a row per finding, a column per regime (verdict, evidence, noise)."""
-    recs = collect(root) if recs is None else recs
-    cols = {reg: regime_verdicts(root, reg, recs) for reg in REGIMES}
+    cols = {reg: regime_verdicts(evs, reg) for reg in REGIMES}
     lines = ["| paper's finding | " + " | ".join(REGIMES.values()) + " |", "|---|" + "---|" * len(REGIMES)]
     for key, text in FINDINGS:
         cells = [f"**{c[key]['verdict']}** — {c[key]['evidence']}; noise: {c[key]['noise']}"

@@ -13,30 +13,38 @@ from wsml._types import PathLike
 from wsml.analysis.study import NAMES, REGIMES
 
 
-def _dirs(root: Path, recs: list[dict], regime: str, group: str, methods: tuple) -> list[Path]:
-    return [root / regime / group / r["run"] for r in recs
-            if r["regime"] == regime and r["group"] == group and r["method"] in methods]
-
-
-def regime_figures(root: PathLike, regime: str, recs: list[dict], out_dir: PathLike) -> list[Path]:
-    """Write fig1/fig4/fig5/fig6_<regime>.png for whatever runs exist and copy the regime's CAM figure
-    (cams_<regime>.png); returns the files written."""
-    from wsml.analysis.fig4 import group_runs, plot_groups
-    from wsml.analysis.memorization import load_curve
+def regime_figures(evs: list[dict], regime: str, out_dir: PathLike, cams: PathLike) -> tuple[list[Path], list[str]]:
+    """Write fig1/fig4/fig5/fig6_<regime>.png from the evidence of the regime's runs and copy its CAM figure
+    ``cams`` (drawn by study.sh's pointing step) when it exists. Returns (files written, figures not redrawn
+    with the reason): a figure whose runs lack their stored series keeps its committed file rather than being
+    redrawn from fewer seeds than its verdict."""
+    from wsml.analysis.fig4 import group_series, plot_groups
     from wsml.analysis.plots import plot_memorization, plot_seed_lines
 
-    root, out_dir, written = Path(root), Path(out_dir), []
+    out_dir, written, skipped = Path(out_dir), [], []
     name = REGIMES.get(regime, regime)
-    rs = [r for r in recs if r["regime"] == regime]
-    curves = [c for c in (load_curve(d) for d in _dirs(root, rs, regime, "main", ("an",))) if c is not None]
-    if curves:
-        epochs = max(r["epochs"] for r in rs if r["group"] == "main" and r["method"] == "an")
-        written.append(plot_memorization(curves, out_dir / f"fig1_{regime}.png",
+    evs = [e for e in evs if e["record"]["regime"] == regime]
+    rs = [e["record"] for e in evs]
+
+    def main(*methods: str) -> list[dict]:
+        return [e for e in evs if e["record"]["group"] == "main" and e["record"]["method"] in methods]
+
+    def lacking(runs: list[dict], key: str) -> list[str]:
+        return [e["record"]["run"] for e in runs if key not in e]
+
+    an = main("an")
+    if an and lacking(an, "curve"):
+        skipped.append(f"fig1_{regime}.png (no stored curve for {', '.join(lacking(an, 'curve'))})")
+    elif an:
+        epochs = max(e["record"]["epochs"] for e in an)
+        written.append(plot_memorization([e["curve"] for e in an], out_dir / f"fig1_{regime}.png",
                                          title=f"Fig 1 — {name}: memorization under Naive AN, "
-                                               f"{epochs} epochs, {len(curves)} seed(s)"))
-    groups = group_runs(_dirs(root, rs, regime, "main", ("ll-r", "ll-ct", "ll-cp")), skip_missing=True)
-    if groups:
-        written.append(plot_groups(groups, out_dir / f"fig4_{regime}.png",
+                                               f"{epochs} epochs, {len(an)} seed(s)"))
+    ll = main("ll-r", "ll-ct", "ll-cp")
+    if ll and lacking(ll, "fig4"):
+        skipped.append(f"fig4_{regime}.png (no stored series for {', '.join(lacking(ll, 'fig4'))})")
+    elif ll:
+        written.append(plot_groups(group_series([e["fig4"] for e in ll]), out_dir / f"fig4_{regime}.png",
                                    title=f"Fig 4 — {name}\nprecision of modification at one Δrel "
                                          "(mean, min–max over seeds)"))
     delta = [r for r in rs if r["group"] == "delta" and r["method"] == "ll-ct" and r["test_map"] is not None]
@@ -61,7 +69,6 @@ def regime_figures(root: PathLike, regime: str, recs: list[dict], out_dir: PathL
         written.append(plot_seed_lines(series, out_dir / f"fig6_{regime}.png", "observed training labels (log)",
                                        f"Fig 6 — {name}\ntest mAP vs number of observed training labels (mean ± sd)",
                                        xlog=True, notes=notes))
-    cams = root / regime / "cams.png"  # drawn by study.sh's pointing step (wsml analyze cams)
-    if cams.is_file():
+    if Path(cams).is_file():
         written.append(Path(shutil.copyfile(cams, out_dir / f"cams_{regime}.png")))
-    return written
+    return written, skipped
