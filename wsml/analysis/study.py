@@ -180,8 +180,8 @@ def regime_verdicts(evs: list[dict], regime: str) -> dict[str, dict]:
     evs = [e for e in evs if e["record"]["regime"] == regime]
     recs = [e["record"] for e in evs]
 
-    def of(group: str, *methods: str) -> list[dict]:
-        return [e for e in evs if e["record"]["group"] == group and e["record"]["method"] in methods]
+    def of(group: str, *methods: str) -> list[dict]:  # in the order of ``methods``
+        return [e for m in methods for e in evs if e["record"]["group"] == group and e["record"]["method"] == m]
 
     fns: dict[str, Callable[[], dict]] = {
         "map": lambda: verdict_map(recs), "fig1": lambda: verdict_fig1(of("main", "an")),

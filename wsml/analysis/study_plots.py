@@ -26,8 +26,8 @@ def regime_figures(evs: list[dict], regime: str, out_dir: PathLike, cams: PathLi
     evs = [e for e in evs if e["record"]["regime"] == regime]
     rs = [e["record"] for e in evs]
 
-    def main(*methods: str) -> list[dict]:
-        return [e for e in evs if e["record"]["group"] == "main" and e["record"]["method"] in methods]
+    def main(*methods: str) -> list[dict]:  # in the order of ``methods``
+        return [e for m in methods for e in evs if e["record"]["group"] == "main" and e["record"]["method"] == m]
 
     def lacking(runs: list[dict], key: str) -> list[str]:
         return [e["record"]["run"] for e in runs if key not in e]
