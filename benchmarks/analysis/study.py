@@ -24,7 +24,15 @@ from pathlib import Path
 
 from wsml.analysis.stats import fmt_mean_sd
 from wsml.analysis.study import FINDINGS, NAMES, REGIMES, regime_verdicts, verdict_table
-from wsml.analysis.study_evidence import evidence_file, gather, missing, read_evidence, run_record, store_evidence
+from wsml.analysis.study_evidence import (
+    RECORD_FIELDS,
+    evidence_file,
+    gather,
+    missing,
+    read_evidence,
+    run_record,
+    store_evidence,
+)
 from wsml.runs import RunFolder
 
 DEFAULT_DELTA = 2.0
@@ -66,7 +74,7 @@ def peaks(folder: Path) -> None:
 
 def write_runs_csv(recs: list[dict], path: Path, command: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(recs[0]) if recs else ["regime"]
+    keys = list(RECORD_FIELDS) + sorted({k for r in recs for k in r} - set(RECORD_FIELDS))
     with path.open("w", newline="") as f:
         f.write(f"# {command}\n")
         w = csv.DictWriter(f, fieldnames=keys)

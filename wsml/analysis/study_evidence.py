@@ -20,6 +20,8 @@ import numpy as np
 from wsml._types import PathLike
 
 LL_METHODS = ("ll-r", "ll-ct", "ll-cp")
+RECORD_FIELDS = ("regime", "group", "run", "method", "seed", "delta_rel", "train_frac", "epochs", "train_images",
+                 "observed_labels", "steps", "best_epoch", "val_map", "test_map", "wall_time_s", "pointing_game")
 
 
 def _obs_count(run_dir: Path, data_path: str, cache: dict) -> tuple[Optional[int], Optional[int]]:
