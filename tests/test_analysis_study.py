@@ -238,7 +238,8 @@ def test_stored_evidence_stands_in_for_lost_run_folders(tmp_path):
 
     for e in stored:  # seed 1 as stored before the series were kept
         if e["record"]["seed"] == 1:
-            e.pop("curve", None), e.pop("fig4", None)
+            e.pop("curve", None)
+            e.pop("fig4", None)
     assert [missing(e) for e in stored] == [[], ["curve"], [], ["fig4"], [], ["fig4"]]
     v = study.verdict_fig4([e for e in stored if e["record"]["method"] != "an"])
     assert v["verdict"] == "untested (n=1)" and "series of ll-cp-s1, ll-r-s1 were not kept" in v["evidence"]

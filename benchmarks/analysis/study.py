@@ -28,6 +28,7 @@ from wsml.analysis.study_evidence import (
     RECORD_FIELDS,
     evidence_file,
     gather,
+    load_evidence,
     missing,
     read_evidence,
     run_record,
@@ -56,10 +57,7 @@ def is_stored(run_dir: Path, evidence_dir: Path = RESULTS / "evidence") -> bool:
     """Is the evidence of the run that would live in ``run_dir`` (``.../<regime>/<group>/<run>``) stored and
     complete? Then study.sh need not train it again on this machine."""
     p = evidence_file(evidence_dir, run_dir.parent.parent.name, run_dir.parent.name, run_dir.name)
-    if not p.is_file():
-        return False
-    ev = json.loads(p.read_text())
-    return not missing(ev)
+    return p.is_file() and not missing(load_evidence(p))
 
 
 def peaks(folder: Path) -> None:

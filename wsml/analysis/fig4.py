@@ -54,17 +54,9 @@ def group_series(series: Sequence[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def group_runs(run_dirs: Sequence[PathLike], skip_missing: bool = False) -> dict[str, list[dict]]:
-    """``group_series`` of run folders; ``skip_missing``: leave out runs without the modification log instead
-    of raising."""
-    series = []
-    for d in run_dirs:
-        try:
-            series.append(run_precision(d))
-        except (FileNotFoundError, ValueError):
-            if not skip_missing:
-                raise
-    return group_series(series)
+def group_runs(run_dirs: Sequence[PathLike]) -> dict[str, list[dict]]:
+    """``group_series`` of run folders trained with the modification callback."""
+    return group_series([run_precision(d) for d in run_dirs])
 
 
 def _matrix(runs: list[dict], key: str) -> np.ndarray:

@@ -106,18 +106,20 @@ def evidence_file(evidence_dir: PathLike, regime: str, group: str, run: str) -> 
     return Path(evidence_dir) / regime / group / f"{run}.json"
 
 
+def load_evidence(path: PathLike) -> dict:
+    """One stored evidence file; ValueError naming the file when it is not one."""
+    try:
+        ev = json.loads(Path(path).read_text())
+        if not isinstance(ev, dict) or not isinstance(ev.get("record"), dict):
+            raise ValueError("no 'record' object")
+    except ValueError as e:
+        raise ValueError(f"{path}: not a study evidence file ({e})") from None
+    return ev
+
+
 def read_evidence(evidence_dir: PathLike) -> list[dict]:
     """Every stored evidence file under ``evidence_dir`` (``<regime>/<group>/<run>.json``)."""
-    out = []
-    for p in sorted(Path(evidence_dir).glob("*/*/*.json")):
-        try:
-            ev = json.loads(p.read_text())
-            if not isinstance(ev, dict) or not isinstance(ev.get("record"), dict):
-                raise ValueError("no 'record' object")
-        except ValueError as e:
-            raise ValueError(f"{p}: not a study evidence file ({e})") from None
-        out.append(ev)
-    return out
+    return [load_evidence(p) for p in sorted(Path(evidence_dir).glob("*/*/*.json"))]
 
 
 def gather(root: PathLike, evidence_dir: Optional[PathLike] = None) -> list[dict]:
