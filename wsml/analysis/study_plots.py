@@ -71,4 +71,6 @@ def regime_figures(evs: list[dict], regime: str, out_dir: PathLike, cams: PathLi
                                        xlog=True, notes=notes))
     if Path(cams).is_file():
         written.append(Path(shutil.copyfile(cams, out_dir / f"cams_{regime}.png")))
+    elif (out_dir / f"cams_{regime}.png").is_file():
+        skipped.append(f"cams_{regime}.png (drawn by the pointing step from the seed-0 run folders, not here)")
     return written, skipped
