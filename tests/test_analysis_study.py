@@ -243,6 +243,8 @@ def test_stored_evidence_stands_in_for_lost_run_folders(tmp_path):
     assert [missing(e) for e in stored] == [[], ["curve"], [], ["fig4"], [], ["fig4"]]
     v = study.verdict_fig4([e for e in stored if e["record"]["method"] != "an"])
     assert v["verdict"] == "untested (n=1)" and "series of ll-cp-s1, ll-r-s1 were not kept" in v["evidence"]
+    only = [e for e in stored if e["record"]["run"] in ("ll-r-s0", "ll-cp-s1")]  # no LL-Cp series to compare
+    assert study.verdict_fig4(only)["verdict"] == "series not kept"
     written, kept = regime_figures(stored, "scratch", tmp_path, tmp_path / "no-cams.png")
     assert [p.name for p in written] == [] and kept[0].startswith("fig1_scratch.png (no stored curve for an-s1")
 

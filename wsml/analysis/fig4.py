@@ -85,6 +85,8 @@ def fig4_verdict(groups: dict[str, list[dict]]) -> dict:
             if runs[0]["accumulated"] or runs[0]["delta_rel"] != d:
                 continue
             c = paired_compare(seed_means(cp_runs), seed_means(runs), "LL-Cp", NAMES.get(runs[0]["method"], "?"))
+            if not c["n"]:  # no seed in common: nothing to compare
+                continue
             c["text"] = describe(c, cp_key, key, " pp")
             out["comparisons"][f"{cp_key} vs {key}"] = c
         out["ranker_check"] = ranker_check(cp_runs, groups, d)
