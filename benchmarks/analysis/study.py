@@ -47,7 +47,7 @@ def choose_delta(folder: Path, evidence_dir: Path = RESULTS / "evidence") -> flo
     Only seed 0 chooses, so that the sweep's further seeds (Fig 5's noise) cannot change the Δrel of runs that
     already used it."""
     stored = [ev["record"] for ev in read_evidence(evidence_dir) if ev["record"]["regime"] == folder.parent.name
-              and ev["record"]["group"] == folder.name] if evidence_dir.is_dir() else []
+              and ev["record"]["group"] == folder.name]
     here = [run_record(s.parent, folder.parent.name, folder.name) for s in folder.glob("*-s0/summary.json")]
     by_d = {float(r["delta_rel"]): r["val_map"] for r in stored + here if r["seed"] == 0}
     return max(by_d, key=by_d.__getitem__) if by_d else DEFAULT_DELTA

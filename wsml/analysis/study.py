@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from wsml.analysis.stats import combine, describe, fmt_mean_sd, mean_sd, one_seed, paired_compare
+from wsml.analysis.study_evidence import select
 
 REGIMES = {"scratch": "from scratch (small CNN, long budget)",
            "pretrained": "pretrained end to end (EfficientNet-Lite0)"}
@@ -180,14 +181,11 @@ def regime_verdicts(evs: list[dict], regime: str) -> dict[str, dict]:
     evs = [e for e in evs if e["record"]["regime"] == regime]
     recs = [e["record"] for e in evs]
 
-    def of(group: str, *methods: str) -> list[dict]:  # in the order of ``methods``
-        return [e for m in methods for e in evs if e["record"]["group"] == group and e["record"]["method"] == m]
-
     fns: dict[str, Callable[[], dict]] = {
-        "map": lambda: verdict_map(recs), "fig1": lambda: verdict_fig1(of("main", "an")),
-        "table1": lambda: verdict_table1(of("table1", "an") or [  # main AN runs at the paper's 10 epochs
-            e for e in of("main", "an") if e["record"]["epochs"] == 10]),
-        "fig4": lambda: verdict_fig4(of("main", "ll-r", "ll-ct", "ll-cp")),
+        "map": lambda: verdict_map(recs), "fig1": lambda: verdict_fig1(select(evs, "main", "an")),
+        "table1": lambda: verdict_table1(select(evs, "table1", "an") or [  # main AN runs at the paper's 10 epochs
+            e for e in select(evs, "main", "an") if e["record"]["epochs"] == 10]),
+        "fig4": lambda: verdict_fig4(select(evs, "main", "ll-r", "ll-ct", "ll-cp")),
         "fig5": lambda: verdict_fig5(recs), "fig6": lambda: verdict_fig6(recs),
         "pointing": lambda: verdict_pointing(recs)}
     return {k: fn() for k, fn in fns.items()}

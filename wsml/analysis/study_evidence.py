@@ -92,6 +92,11 @@ def needs(record: dict) -> tuple[str, ...]:
     return ()
 
 
+def select(evs: list[dict], group: str, *methods: str) -> list[dict]:
+    """The evidence of one group's runs of ``methods``, in the order of ``methods``."""
+    return [e for m in methods for e in evs if e["record"]["group"] == group and e["record"]["method"] == m]
+
+
 def missing(ev: dict) -> list[str]:
     """What of ``needs`` the evidence lacks (a run stored before its series were kept): train it again."""
     return [k for k in needs(ev["record"]) if k not in ev]
@@ -130,8 +135,7 @@ def gather(root: PathLike, evidence_dir: Optional[PathLike] = None) -> list[dict
         d = summ.parent
         ev = run_evidence(d, d.parent.parent.name, d.parent.name, cache)
         found[_key(ev)] = ev
-    has = evidence_dir is not None and Path(evidence_dir).is_dir()
-    stored = {_key(ev): ev for ev in read_evidence(evidence_dir)} if has else {}
+    stored = {_key(ev): ev for ev in read_evidence(evidence_dir)} if evidence_dir is not None else {}
     merged = {**stored, **found}
     return [merged[k] for k in sorted(merged)]
 

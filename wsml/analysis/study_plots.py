@@ -11,6 +11,7 @@ from pathlib import Path
 
 from wsml._types import PathLike
 from wsml.analysis.study import NAMES, REGIMES
+from wsml.analysis.study_evidence import select
 
 
 def regime_figures(evs: list[dict], regime: str, out_dir: PathLike, cams: PathLike) -> tuple[list[Path], list[str]]:
@@ -26,13 +27,10 @@ def regime_figures(evs: list[dict], regime: str, out_dir: PathLike, cams: PathLi
     evs = [e for e in evs if e["record"]["regime"] == regime]
     rs = [e["record"] for e in evs]
 
-    def main(*methods: str) -> list[dict]:  # in the order of ``methods``
-        return [e for m in methods for e in evs if e["record"]["group"] == "main" and e["record"]["method"] == m]
-
     def lacking(runs: list[dict], key: str) -> list[str]:
         return [e["record"]["run"] for e in runs if key not in e]
 
-    an = main("an")
+    an = select(evs, "main", "an")
     if an and lacking(an, "curve"):
         skipped.append(f"fig1_{regime}.png (no stored curve for {', '.join(lacking(an, 'curve'))})")
     elif an:
@@ -40,7 +38,7 @@ def regime_figures(evs: list[dict], regime: str, out_dir: PathLike, cams: PathLi
         written.append(plot_memorization([e["curve"] for e in an], out_dir / f"fig1_{regime}.png",
                                          title=f"Fig 1 — {name}: memorization under Naive AN, "
                                                f"{epochs} epochs, {len(an)} seed(s)"))
-    ll = main("ll-r", "ll-ct", "ll-cp")
+    ll = select(evs, "main", "ll-r", "ll-ct", "ll-cp")
     if ll and lacking(ll, "fig4"):
         skipped.append(f"fig4_{regime}.png (no stored series for {', '.join(lacking(ll, 'fig4'))})")
     elif ll:
