@@ -246,7 +246,14 @@ def test_stored_evidence_stands_in_for_lost_run_folders(tmp_path):
     only = [e for e in stored if e["record"]["run"] in ("ll-r-s0", "ll-cp-s1")]  # no LL-Cp series to compare
     assert study.verdict_fig4(only)["verdict"] == "series not kept"
     written, kept = regime_figures(stored, "scratch", tmp_path, tmp_path / "no-cams.png")
-    assert [p.name for p in written] == [] and kept[0].startswith("fig1_scratch.png (no stored curve for an-s1")
+    assert [p.name for p in written] == ["fig4_scratch.png"]  # from seed 0, the seed its verdict pairs over
+    assert kept == ["fig1_scratch.png (no stored curve for an-s1)"]
+    ll_cp_s1 = next(e for e in evs if e["record"]["run"] == "ll-cp-s1")
+    ll = [e for e in stored if e["record"]["method"] != "an" and e["record"]["run"] != "ll-cp-s1"] + [ll_cp_s1]
+    series, note = study.fig4_series(ll)  # LL-Cp kept seed 1's series, LL-R did not
+    assert {p["seed"] for p in series} == {0}
+    assert note == ("the Fig 4 series of ll-r-s1 were not kept: train them again; "
+                    "left out for want of a partner of the same seed: ll-cp-s1")
 
     (store / "scratch" / "main" / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match=r"bad\.json: not a study evidence file"):

@@ -94,15 +94,32 @@ def verdict_table1(evs: list[dict]) -> dict:
     return {"verdict": verdict, "evidence": "; ".join(parts), "noise": "sd over seeds in each cell"}
 
 
+def fig4_series(evs: list[dict]) -> tuple[list[dict], str]:
+    """The Fig 4 series of the seeds on which every LL method kept its series, so that the verdict's paired
+    tests, the perfect-ranker check and the figure's means all rest on the same seeds; and a note naming
+    the runs left out (series not kept, or no partner of their seed)."""
+    kept = [ev for ev in evs if "fig4" in ev]
+    by_method: dict[str, set] = {}
+    for ev in evs:
+        by_method.setdefault(ev["record"]["method"], set())
+    for ev in kept:
+        by_method[ev["record"]["method"]].add(ev["record"]["seed"])
+    seeds = set.intersection(*by_method.values()) if by_method else set()
+    lost = [ev["record"]["run"] for ev in evs if "fig4" not in ev]
+    alone = [ev["record"]["run"] for ev in kept if ev["record"]["seed"] not in seeds]
+    notes = ([f"the Fig 4 series of {', '.join(lost)} were not kept: train them again"] if lost else []) + (
+        [f"left out for want of a partner of the same seed: {', '.join(alone)}"] if alone else [])
+    return [ev["fig4"] for ev in kept if ev["record"]["seed"] in seeds], "; ".join(notes)
+
+
 def verdict_fig4(evs: list[dict]) -> dict:
     """Fig 4: LL-Cp (accumulated) has the highest precision of modification at one Δrel."""
     from wsml.analysis.fig4 import fig4_verdict, group_series
 
-    lost = [ev["record"]["run"] for ev in evs if "fig4" not in ev]
-    v = fig4_verdict(group_series([ev["fig4"] for ev in evs if "fig4" in ev]))
-    note = f"the Fig 4 series of {', '.join(lost)} were not kept: train them again" if lost else ""
+    series, note = fig4_series(evs)
+    v = fig4_verdict(group_series(series))
     if v["holds"] is None:
-        return {"verdict": "series not kept", "evidence": note, "noise": "–"} if lost else dict(NOT_RUN)
+        return {"verdict": "series not kept", "evidence": note, "noise": "–"} if note else dict(NOT_RUN)
     texts = [c["text"] for c in v["comparisons"].values()] + ([v["ranker_check"]] if "ranker_check" in v else [])
     return {"verdict": v["holds"], "evidence": "; ".join(texts + ([note] if note else [])),
             "noise": "per-seed mean precision over epochs ≥ 2, paired over seeds"}

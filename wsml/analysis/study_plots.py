@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from wsml._types import PathLike
-from wsml.analysis.study import NAMES, REGIMES
+from wsml.analysis.study import NAMES, REGIMES, fig4_series
 from wsml.analysis.study_evidence import select
 
 
@@ -18,7 +18,7 @@ def regime_figures(evs: list[dict], regime: str, out_dir: PathLike, cams: PathLi
     """Write fig1/fig4/fig5/fig6_<regime>.png from the evidence of the regime's runs and copy its CAM figure
     ``cams`` (drawn by study.sh's pointing step) when it exists. Returns (files written, figures not redrawn
     with the reason): a figure whose runs lack their stored series keeps its committed file rather than being
-    redrawn from fewer seeds than its verdict."""
+    redrawn from fewer seeds than its verdict; Fig 4 is drawn from the seeds its verdict pairs over."""
     from wsml.analysis.fig4 import group_series, plot_groups
     from wsml.analysis.plots import plot_memorization, plot_seed_lines
 
@@ -38,13 +38,14 @@ def regime_figures(evs: list[dict], regime: str, out_dir: PathLike, cams: PathLi
         written.append(plot_memorization([e["curve"] for e in an], out_dir / f"fig1_{regime}.png",
                                          title=f"Fig 1 — {name}: memorization under Naive AN, "
                                                f"{epochs} epochs, {len(an)} seed(s)"))
-    ll = select(evs, "main", "ll-r", "ll-ct", "ll-cp")
-    if ll and lacking(ll, "fig4"):
-        skipped.append(f"fig4_{regime}.png (no stored series for {', '.join(lacking(ll, 'fig4'))})")
-    elif ll:
-        written.append(plot_groups(group_series([e["fig4"] for e in ll]), out_dir / f"fig4_{regime}.png",
+    series, _ = fig4_series(select(evs, "main", "ll-r", "ll-ct", "ll-cp"))
+    if series:
+        seeds = ", ".join(str(s) for s in sorted({p["seed"] for p in series}))
+        written.append(plot_groups(group_series(series), out_dir / f"fig4_{regime}.png",
                                    title=f"Fig 4 — {name}\nprecision of modification at one Δrel "
-                                         "(mean, min–max over seeds)"))
+                                         f"(mean, min–max over seeds {seeds})"))
+    elif select(evs, "main", "ll-r", "ll-ct", "ll-cp"):
+        skipped.append(f"fig4_{regime}.png (no stored series of a seed on which every LL method ran)")
     delta = [r for r in rs if r["group"] == "delta" and r["method"] == "ll-ct" and r["test_map"] is not None]
     if delta:
         by_x: dict[float, list[float]] = {}
