@@ -99,9 +99,7 @@ def fig4_series(evs: list[dict]) -> tuple[list[dict], str]:
     tests, the perfect-ranker check and the figure's means all rest on the same seeds; and a note naming
     the runs left out (series not kept, or no partner of their seed)."""
     kept = [ev for ev in evs if "fig4" in ev]
-    by_method: dict[str, set] = {}
-    for ev in evs:
-        by_method.setdefault(ev["record"]["method"], set())
+    by_method: dict[str, set] = {ev["record"]["method"]: set() for ev in evs}
     for ev in kept:
         by_method[ev["record"]["method"]].add(ev["record"]["seed"])
     seeds = set.intersection(*by_method.values()) if by_method else set()

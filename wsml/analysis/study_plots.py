@@ -38,13 +38,14 @@ def regime_figures(evs: list[dict], regime: str, out_dir: PathLike, cams: PathLi
         written.append(plot_memorization([e["curve"] for e in an], out_dir / f"fig1_{regime}.png",
                                          title=f"Fig 1 — {name}: memorization under Naive AN, "
                                                f"{epochs} epochs, {len(an)} seed(s)"))
-    series, _ = fig4_series(select(evs, "main", "ll-r", "ll-ct", "ll-cp"))
+    ll = select(evs, "main", "ll-r", "ll-ct", "ll-cp")
+    series, _ = fig4_series(ll)
     if series:
         seeds = sorted({p["seed"] for p in series})
         written.append(plot_groups(group_series(series), out_dir / f"fig4_{regime}.png",
                                    title=f"Fig 4 — {name}\nprecision of modification at one Δrel (mean, min–max; "
                                          f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})"))
-    elif select(evs, "main", "ll-r", "ll-ct", "ll-cp"):
+    elif ll:
         skipped.append(f"fig4_{regime}.png (no stored series of a seed on which every LL method ran)")
     delta = [r for r in rs if r["group"] == "delta" and r["method"] == "ll-ct" and r["test_map"] is not None]
     if delta:
