@@ -107,9 +107,10 @@ def _pp(diffs: np.ndarray) -> str:
 
 
 def ranker_check(cp_runs: list[dict], groups: dict[str, list[dict]], delta_rel: float) -> str:
-    """Test the paper's explanation of LL-Cp's lower precision (it has corrected more entries than there are
-    false negatives) against a perfect ranker at LL-Cp's accumulated count: the explanation can only account
-    for the epochs where that ranker falls below 100 %. Gives LL-Cp − LL-R/LL-Ct before and from that epoch."""
+    """Test the first study's explanation of LL-Cp's lower precision at 8 epochs (it has corrected more entries
+    than there are false negatives; not the paper's) against a perfect ranker at LL-Cp's accumulated count: the
+    explanation can only account for the epochs where that ranker falls below 100 %. Gives LL-Cp − LL-R/LL-Ct
+    before and from that epoch."""
     oracle = _seed_mean(_matrix(cp_runs, "oracle"))
     epochs = max((r["epochs"] for r in cp_runs), key=len)
     below = [e for e, o in zip(epochs, oracle) if o < 99.95]
